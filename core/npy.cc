@@ -1,6 +1,7 @@
 #include "core/npy.h"
 
 #include <cstring>
+#include <limits>
 
 #include "core/file_util.h"
 
@@ -66,24 +67,39 @@ StatusOr<Tensor> ReadNpy(const std::string& path) {
   else if (descr == "<i4") dtype = DType::kI32;
   else if (descr == "<i8") dtype = DType::kI64;
   else return InvalidArgument(path + ": unsupported .npy dtype '" + descr + "' (need <f4, <f8, <i4 or <i8)");
+  // Dimensions and the byte count are bounded as they are parsed (no std::stoll, which throws, and
+  // no product that wraps), and the byte count is checked against the file before allocating.
+  constexpr uint64_t kMax = static_cast<uint64_t>(std::numeric_limits<int64_t>::max());
+  const uint64_t elem_size = static_cast<uint64_t>(DTypeSize(dtype));
+  const auto malformed = [&]() {
+    return DataLoss(path + ": malformed or oversized shape '(" + shape_text + ")' in .npy header");
+  };
   Shape shape;
+  uint64_t nbytes = elem_size;
   size_t p = 0;
   while (p < shape_text.size()) {
     while (p < shape_text.size() && (shape_text[p] == ' ' || shape_text[p] == ',')) ++p;
     if (p >= shape_text.size()) break;
     size_t q = p;
-    while (q < shape_text.size() && shape_text[q] >= '0' && shape_text[q] <= '9') ++q;
-    if (q == p) return DataLoss(path + ": malformed shape '(" + shape_text + ")' in .npy header");
-    shape.push_back(std::stoll(shape_text.substr(p, q - p)));
+    uint64_t dim = 0;
+    while (q < shape_text.size() && shape_text[q] >= '0' && shape_text[q] <= '9') {
+      dim = dim * 10 + static_cast<uint64_t>(shape_text[q] - '0');
+      if (dim > kMax / 10) return malformed();
+      ++q;
+    }
+    if (q == p) return malformed();
+    if (dim != 0 && nbytes > kMax / dim) return malformed();
+    nbytes *= dim;
+    shape.push_back(static_cast<int64_t>(dim));
     p = q;
   }
-  Tensor t = Tensor::Zeros(dtype, shape);
   const uint64_t data_start = header_start + header_len;
-  if (size - data_start < static_cast<uint64_t>(t.nbytes())) {
+  if (size - data_start < nbytes) {
     return DataLoss(path + ": truncated .npy data (" + std::to_string(size - data_start) + " bytes for shape " +
-                    ShapeToString(shape) + ", need " + std::to_string(t.nbytes()) + ")");
+                    ShapeToString(shape) + ", need " + std::to_string(nbytes) + ")");
   }
-  std::memcpy(t.raw(), d + data_start, static_cast<size_t>(t.nbytes()));
+  Tensor t = Tensor::Zeros(dtype, shape);
+  std::memcpy(t.raw(), d + data_start, static_cast<size_t>(nbytes));
   return t;
 }
 
@@ -97,6 +113,7 @@ Status WriteNpy(const std::string& path, const Tensor& tensor) {
     default: return InvalidArgument(path + ": cannot write dtype " + std::string(DTypeName(tensor.dtype())) + " to .npy");
   }
   if (!tensor.is_contiguous()) return InvalidArgument(path + ": tensor must be contiguous");
+  if (tensor.empty()) return InvalidArgument(path + ": tensor has no storage");
   std::string shape = "(";
   for (int64_t i = 0; i < tensor.dim(); ++i) shape += std::to_string(tensor.size(i)) + (tensor.dim() == 1 ? "," : (i + 1 < tensor.dim() ? ", " : ""));
   shape += ")";

@@ -125,6 +125,17 @@ StatusOr<SafetensorsCheckpoint> SafetensorsCheckpoint::Open(const std::string& d
       if (!it.value().is_string()) return DataLoss(index_path + ": weight_map['" + it.key() + "'] is not a string");
       ckpt.shard_of_[it.key()] = it.value().get<std::string>();
     }
+    // Shards open lazily, but a shard the index names and the directory lacks (an incomplete
+    // download) is reported now, naming the index, the shard and one tensor it should hold.
+    std::set<std::string> checked;
+    for (const auto& [name, file] : ckpt.shard_of_) {
+      if (!checked.insert(file).second) continue;
+      const std::string shard_path = JoinPath(dir, file);
+      if (!FileExists(shard_path)) {
+        return NotFound(index_path + ": shard '" + file + "' (holding tensor '" + name + "') not found at " +
+                        shard_path);
+      }
+    }
     return ckpt;
   }
   std::vector<std::string> files;
@@ -141,7 +152,12 @@ StatusOr<SafetensorsCheckpoint> SafetensorsCheckpoint::Open(const std::string& d
   if (files.empty()) return NotFound(dir + ": no model.safetensors, index or *.safetensors file");
   for (const std::string& f : files) {
     ASSIGN_OR_RETURN(auto shard, SafetensorsFile::Open(JoinPath(dir, f)));
-    for (const std::string& n : shard->names()) ckpt.shard_of_[n] = f;
+    for (const std::string& n : shard->names()) {
+      auto [it, inserted] = ckpt.shard_of_.emplace(n, f);
+      if (!inserted) {
+        return DataLoss(dir + ": tensor '" + n + "' appears in both '" + it->second + "' and '" + f + "'");
+      }
+    }
     ckpt.shards_[f] = shard;
   }
   return ckpt;
@@ -175,8 +191,10 @@ StatusOr<std::shared_ptr<SafetensorsFile>> SafetensorsCheckpoint::Shard(const st
 StatusOr<Tensor> SafetensorsCheckpoint::Get(const std::string& name) const {
   auto it = shard_of_.find(name);
   if (it == shard_of_.end()) return NotFound(dir_ + ": missing tensor '" + name + "'");
-  ASSIGN_OR_RETURN(auto shard, Shard(it->second));
-  return shard->Get(name);
+  auto shard = Shard(it->second);
+  // The shard's own error names its path; add the tensor that was asked for.
+  if (!shard.ok()) return shard.status().WithContext("tensor '" + name + "'");
+  return (*shard)->Get(name);
 }
 
 Status WriteSafetensors(const std::string& path, const NamedTensors& tensors,
@@ -187,6 +205,8 @@ Status WriteSafetensors(const std::string& path, const NamedTensors& tensors,
   std::set<std::string> seen;
   for (const auto& [name, t] : tensors) {
     if (!seen.insert(name).second) return InvalidArgument(path + ": duplicate tensor '" + name + "'");
+    if (name == "__metadata__") return InvalidArgument(path + ": '__metadata__' is reserved, not a tensor name");
+    if (t.empty()) return InvalidArgument(path + ": tensor '" + name + "' has no data");
     if (!t.is_contiguous() || t.device() != Device::kCpu) {
       return InvalidArgument(path + ": tensor '" + name + "' must be a contiguous host tensor");
     }
@@ -194,7 +214,12 @@ Status WriteSafetensors(const std::string& path, const NamedTensors& tensors,
     header[name] = {{"dtype", DTypeName(t.dtype())}, {"shape", t.shape()}, {"data_offsets", {offset, offset + n}}};
     offset += n;
   }
-  std::string text = header.dump();
+  std::string text;
+  try {
+    text = header.dump();
+  } catch (const json::exception& e) {  // names or metadata that are not valid UTF-8
+    return InvalidArgument(path + ": cannot encode safetensors header: " + e.what());
+  }
   // Pad the header with spaces so the data section starts 8-byte aligned, as the format allows.
   while ((8 + text.size()) % 8 != 0) text.push_back(' ');
   const uint64_t len = text.size();

@@ -1,0 +1,35 @@
+// Rotary position embedding tables and the two layouts DSA uses, CPU reference.
+//
+// MLA's rope part is INTERLEAVED: pairs (x0, x1), (x2, x3), ... rotate by frequency i = pair index.
+// The deepseek_v32 indexer uses HALF-SPLIT rope: pairs (x_i, x_{i + d/2}). glm_moe_dsa's indexer
+// uses the interleaved layout. Tables follow transformers (fp32 inverse frequencies and angles);
+// yarn's attention factor multiplies cos and sin, so it scales q.k by its square.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "model/config.h"
+
+namespace indexcache {
+
+struct RopeTable {
+  int64_t rope_dim = 0;     // rotated dims (even); half = rope_dim / 2 frequencies
+  int64_t num_positions = 0;
+  int64_t first_position = 0;
+  std::vector<float> cos;   // [num_positions, rope_dim / 2]
+  std::vector<float> sin;   // [num_positions, rope_dim / 2]
+};
+
+// The inverse frequencies [rope_dim / 2] for default or yarn rope.
+std::vector<float> RopeInverseFrequencies(const RopeConfig& rope, int64_t rope_dim);
+RopeTable BuildRopeTable(const RopeConfig& rope, int64_t rope_dim, int64_t first_position, int64_t num_positions);
+
+// Rotates x[t, h, 0:rope_dim] in place for t in [0, rows), h in [0, heads); row t uses table
+// position t. `row_stride` and `head_stride` are in floats.
+void ApplyRopeInterleavedCpu(const RopeTable& table, float* x, int64_t rows, int64_t heads, int64_t row_stride,
+                             int64_t head_stride);
+void ApplyRopeHalfSplitCpu(const RopeTable& table, float* x, int64_t rows, int64_t heads, int64_t row_stride,
+                           int64_t head_stride);
+
+}  // namespace indexcache

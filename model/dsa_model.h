@@ -1,0 +1,89 @@
+// DsaModel: a DSA model (deepseek_v32 / glm_moe_dsa) and its forward pass under an IndexCache
+// pattern. Written once against the kernel interfaces in kernels/ (CPU references today).
+//
+// The forward is shaped for the trainer and the pattern search:
+//   (a) per-layer top-k injection (ForwardOptions::inject_topk) and capture (trace.topk);
+//   (b) capture of each layer's attention inputs and per-head log-sum-exp (trace.attention) and
+//       of the indexer's inputs (trace.indexer_inputs), from which any layer's attention
+//       distribution can be rebuilt without a [T, L] matrix;
+//   (c) a forward that starts at any layer from cached activations (start_layer + hidden_in +
+//       initial_topk) and/or stops early (end_layer).
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/status.h"
+#include "core/tensor.h"
+#include "model/config.h"
+#include "model/pattern.h"
+#include "model/weights.h"
+
+namespace indexcache {
+
+struct LayerTrace {
+  Tensor hidden_in;  // [T, hidden]       residual stream entering the layer
+  Tensor indexer_x;  // [T, hidden]       input_layernorm output (indexer's k / weights input)
+  Tensor q_latent;   // [T, q_lora_rank]  q_a_layernorm output (indexer's q input)
+  Tensor topk;       // [T, index_topk]   int32 keys this layer attended (own or reused), -1 pad
+  Tensor attn_q;     // [T, heads, latent_dim] absorbed queries, rope applied, unscaled
+  Tensor attn_kv;    // [T, latent_dim]   latents (normalised kv latent, then rotated k rope)
+  Tensor attn_lse;   // [T, heads]        log-sum-exp of scale * q.kv over the selected keys
+  float attn_scale = 0.0f;
+};
+
+struct TraceRequest {
+  bool hidden_in = false;
+  bool indexer_inputs = false;
+  bool topk = false;
+  bool attention = false;
+  bool any() const { return hidden_in || indexer_inputs || topk || attention; }
+};
+
+struct ForwardOptions {
+  const IndexPattern* pattern = nullptr;  // nullptr: the model's pattern
+  int start_layer = 0;                    // > 0: hidden_in holds the stream entering this layer
+  int end_layer = -1;                     // exclusive; -1: all layers
+  bool compute_logits = true;             // only when the last layer runs
+  Tensor hidden_in;                       // [T, hidden] f32 when start_layer > 0
+  Tensor initial_topk;                    // [T, k] int32: the indices buffer entering start_layer
+  std::vector<Tensor> inject_topk;        // per layer; a non-empty [T, k] int32 replaces that layer's top-k
+  TraceRequest trace;
+  std::vector<bool> trace_layers;         // which layers to trace; empty: all that run
+};
+
+struct ForwardResult {
+  Tensor logits;      // [T, vocab] f32 (if computed)
+  Tensor hidden_out;  // [T, hidden] stream after the last layer run (before the final norm)
+  Tensor topk;        // [T, k] the indices buffer after the last layer run
+  std::vector<LayerTrace> layers;  // num_layers entries; filled where traced
+};
+
+class DsaModel {
+ public:
+  // Loads config.json and the safetensors weights. `pattern_spec` (the CLI's --pattern) overrides
+  // the config's pattern keys. Indexer weights load for every layer that has them; Full layers
+  // must have them.
+  static StatusOr<DsaModel> Load(const std::string& model_dir, const std::optional<std::string>& pattern_spec = {});
+  static StatusOr<DsaModel> FromParts(ModelConfig config, ModelWeights weights, IndexPattern pattern);
+
+  const ModelConfig& config() const { return config_; }
+  const IndexPattern& pattern() const { return pattern_; }
+  const ModelWeights& weights() const { return weights_; }
+  ModelWeights& mutable_weights() { return weights_; }
+  // Checks that every Full layer of `pattern` has indexer weights.
+  Status CheckPattern(const IndexPattern& pattern) const;
+  Status SetPattern(IndexPattern pattern);
+  int64_t ParameterCount() const;
+
+  // One sequence of token ids (positions 0..T-1). Ids outside [0, vocab) are an error.
+  StatusOr<ForwardResult> Forward(const std::vector<int32_t>& tokens, const ForwardOptions& options = {}) const;
+
+ private:
+  ModelConfig config_;
+  ModelWeights weights_;
+  IndexPattern pattern_;
+};
+
+}  // namespace indexcache
