@@ -48,7 +48,7 @@ def tiny_common(num_layers, topk):
         qk_nope_head_dim=16,
         qk_rope_head_dim=8,
         v_head_dim=16,
-        index_n_heads=4,
+        index_n_heads=8,
         index_head_dim=32,
         index_topk=topk,
         max_position_embeddings=4096,
@@ -396,7 +396,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="tests/data", help="output directory (one folder per fixture)")
     parser.add_argument("--only", nargs="*", help="fixture names to make (default: all)")
-    parser.add_argument("--tie-gap", type=float, default=1e-3, help="minimum relative score gap at the top-k cut")
+    parser.add_argument("--tie-gap", type=float, default=2e-5, help="minimum relative score gap at the top-k cut (and MoE choice)")
     parser.add_argument("--max-seeds", type=int, default=50)
     args = parser.parse_args()
     torch.set_grad_enabled(False)

@@ -1,0 +1,96 @@
+// indexcache logits / eval: run the model on token ids.
+#include <cmath>
+#include <cstdio>
+
+#include <nlohmann/json.hpp>
+
+#include "core/npy.h"
+#include "data/token_array.h"
+#include "model/dsa_model.h"
+#include "model/lm_loss.h"
+#include "tools/commands.h"
+
+namespace indexcache {
+
+namespace {
+
+Status CheckDevice(const Flags& flags) {
+  const std::string device = flags.GetOr("device", "cpu");
+  if (device == "cpu") return Status::Ok();
+  if (device == "cuda") return Unimplemented("--device cuda: this build has no CUDA backend yet; use --device cpu");
+  return InvalidArgument("--device must be cpu or cuda, got '" + device + "'");
+}
+
+StatusOr<DsaModel> LoadModel(const Flags& flags) {
+  std::optional<std::string> pattern = flags.Get("pattern");
+  return DsaModel::Load(*flags.Get("model"), pattern);
+}
+
+}  // namespace
+
+Status RunLogits(const Flags& flags) {
+  RETURN_IF_ERROR(CheckDevice(flags));
+  ASSIGN_OR_RETURN(DsaModel model, LoadModel(flags));
+  const std::string tokens_path = *flags.Get("tokens");
+  ASSIGN_OR_RETURN(TokenArray tokens, ReadTokenArray(tokens_path, model.config().vocab_size));
+  const int64_t B = tokens.rows(), T = tokens.cols(), V = model.config().vocab_size;
+  Tensor logits = Tensor::Zeros(DType::kF32, {B, T, V});
+  for (int64_t b = 0; b < B; ++b) {
+    ASSIGN_OR_RETURN(ForwardResult r, model.Forward(tokens.Row(b)));
+    std::copy(r.logits.data<float>(), r.logits.data<float>() + T * V, logits.data<float>() + b * T * V);
+  }
+  if (tokens.shape.size() == 1) {
+    ASSIGN_OR_RETURN(logits, logits.Reshape({T, V}));
+  }
+  return WriteNpy(*flags.Get("out"), logits);
+}
+
+Status RunEval(const Flags& flags) {
+  RETURN_IF_ERROR(CheckDevice(flags));
+  ASSIGN_OR_RETURN(int64_t seq_len, flags.GetInt("seq-len", 0));
+  if (seq_len < 2) return InvalidArgument("--seq-len must be at least 2");
+  ASSIGN_OR_RETURN(int64_t max_seqs, flags.GetInt("max-seqs", 0));
+  if (max_seqs < 0) return InvalidArgument("--max-seqs must be >= 0");
+  ASSIGN_OR_RETURN(DsaModel model, LoadModel(flags));
+  const std::string data_path = *flags.Get("data");
+  ASSIGN_OR_RETURN(TokenArray data, ReadTokenArray(data_path, model.config().vocab_size));
+  // Each row (a 1-D array is one row) is cut into whole windows of seq_len tokens.
+  std::vector<std::vector<int32_t>> seqs;
+  for (int64_t r = 0; r < data.rows(); ++r) {
+    for (int64_t s = 0; s + seq_len <= data.cols(); s += seq_len) {
+      if (max_seqs && static_cast<int64_t>(seqs.size()) >= max_seqs) break;
+      const auto begin = data.ids.begin() + r * data.cols() + s;
+      seqs.emplace_back(begin, begin + seq_len);
+    }
+  }
+  if (seqs.empty()) {
+    return InvalidArgument(data_path + ": no complete sequence of --seq-len " + std::to_string(seq_len) +
+                           " tokens (rows have " + std::to_string(data.cols()) + ")");
+  }
+  LossSum total;
+  for (const auto& seq : seqs) {
+    ForwardOptions opts;
+    ASSIGN_OR_RETURN(ForwardResult r, model.Forward(seq, opts));
+    total.Add(NextTokenLoss(r.logits, seq));
+  }
+  const double loss = total.mean();
+  if (flags.GetBool("json")) {
+    nlohmann::json j = {{"model", *flags.Get("model")},
+                        {"data", data_path},
+                        {"pattern", model.pattern().ToString()},
+                        {"seq_len", seq_len},
+                        {"sequences", seqs.size()},
+                        {"predicted_tokens", total.count},
+                        {"loss", loss},
+                        {"perplexity", std::exp(loss)}};
+    std::printf("%s\n", j.dump(2).c_str());
+  } else {
+    std::printf("pattern     %s\nsequences   %zu x %lld tokens\npredicted   %lld tokens\nloss        %.6f nats/token\n"
+                "perplexity  %.4f\n",
+                model.pattern().ToString().c_str(), seqs.size(), static_cast<long long>(seq_len),
+                static_cast<long long>(total.count), loss, std::exp(loss));
+  }
+  return Status::Ok();
+}
+
+}  // namespace indexcache

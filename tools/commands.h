@@ -1,0 +1,29 @@
+// The indexcache subcommands. Each is a table entry: name, summary, flags and a Run function that
+// returns a Status; RunCommand prints help, reports errors on one line and maps them to exit 1.
+#pragma once
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "core/status.h"
+#include "tools/flags.h"
+
+namespace indexcache {
+
+struct Command {
+  std::string name;
+  std::string summary;
+  std::vector<FlagSpec> flags;
+  std::function<Status(const Flags&)> run;
+};
+
+const std::vector<Command>& AllCommands();
+int RunCommand(const Command& command, const std::vector<std::string>& args);
+
+// Subcommand bodies (tools/cmd_*.cc).
+Status RunInfo(const Flags& flags);
+Status RunLogits(const Flags& flags);
+Status RunEval(const Flags& flags);
+
+}  // namespace indexcache
