@@ -1,0 +1,21 @@
+// Relative-error tolerances, one place per dtype: every kernel test and parity test uses these.
+//
+// Relative L2 error = ||got - want||_2 / ||want||_2 over a whole output tensor.
+#pragma once
+
+namespace indexcache {
+
+// fp32 kernels against fp64 (or fp32) references.
+constexpr double kRelL2TolF32 = 1e-5;
+// bf16 inputs/outputs with fp32 accumulation against an fp32/fp64 reference on the same
+// (bf16-rounded) inputs.
+constexpr double kRelL2TolBf16 = 1e-2;
+
+// Whole-model logits, our fp32 CPU forward against transformers' fp32 eager forward.
+constexpr double kParityRelL2F32 = 1e-4;
+// Whole-model logits, the bf16 CUDA backend against the fp32 CPU forward, and the fraction of
+// positions whose argmax must agree.
+constexpr double kParityRelL2Bf16 = 2e-2;
+constexpr double kParityArgmaxAgreeBf16 = 0.99;
+
+}  // namespace indexcache
