@@ -9,7 +9,7 @@
 #include <cstdio>
 #include <cstdlib>
 
-#include <cuda_runtime_api.h>
+#include <cuda_runtime.h>  // not _api.h: the typed cudaMalloc(T**) overloads live here
 
 namespace indexcache {
 

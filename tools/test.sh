@@ -4,7 +4,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
-bazel test //... "$@"
+bazel test -c opt //... "$@"
 status=$?
 
 # Count test cases across every test target's XML report.

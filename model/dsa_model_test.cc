@@ -1,0 +1,218 @@
+// The forward's hooks for the trainer and the pattern search: top-k capture and injection,
+// attention statistics, starting and stopping at any layer, and pattern overrides.
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "data/token_array.h"
+#include "model/dsa_model.h"
+
+namespace indexcache {
+namespace {
+
+// 3 layers, FFF, index_topk 16, 40 tokens per row.
+const char kDsv32[] = "tests/data/dsv32_moe_groups";
+// 4 layers, FSSF (layers 1-2 have no indexer weights), index_topk 12, 36 tokens.
+const char kGlm[] = "tests/data/glm_shared_bf16";
+
+struct Loaded {
+  DsaModel model;
+  std::vector<int32_t> tokens;
+};
+
+Loaded Load(const char* dir) {
+  auto model = DsaModel::Load(dir);
+  EXPECT_TRUE(model.ok()) << model.status().ToString();
+  auto tokens = ReadTokenArray(std::string(dir) + "/tokens.npy", model->config().vocab_size);
+  EXPECT_TRUE(tokens.ok()) << tokens.status().ToString();
+  return {std::move(*model), tokens->Row(0)};
+}
+
+double MaxAbsDiff(const Tensor& a, const Tensor& b) {
+  EXPECT_EQ(a.shape(), b.shape());
+  double d = 0;
+  for (int64_t i = 0; i < a.numel(); ++i) d = std::max(d, double(std::fabs(a.data<float>()[i] - b.data<float>()[i])));
+  return d;
+}
+
+bool SameInts(const Tensor& a, const Tensor& b) {
+  return a.shape() == b.shape() && std::equal(a.data<int32_t>(), a.data<int32_t>() + a.numel(), b.data<int32_t>());
+}
+
+TEST(DsaModelTest, StartAtAnyLayerFromCachedActivations) {
+  Loaded m = Load(kGlm);
+  ForwardOptions full;
+  full.trace.hidden_in = full.trace.topk = true;
+  auto ref = m.model.Forward(m.tokens, full);
+  ASSERT_TRUE(ref.ok());
+  for (int start = 1; start < 4; ++start) {
+    ForwardOptions opts;
+    opts.start_layer = start;
+    opts.hidden_in = ref->layers[start].hidden_in;
+    // The indices buffer entering `start` is what the previous layer attended.
+    opts.initial_topk = ref->layers[start - 1].topk;
+    auto r = m.model.Forward(m.tokens, opts);
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    EXPECT_EQ(MaxAbsDiff(r->logits, ref->logits), 0.0) << "start " << start;
+  }
+}
+
+TEST(DsaModelTest, StartAtSharedLayerNeedsTheIndicesBuffer) {
+  Loaded m = Load(kGlm);
+  ForwardOptions full;
+  full.trace.hidden_in = true;
+  auto ref = m.model.Forward(m.tokens, full);
+  ForwardOptions opts;
+  opts.start_layer = 1;  // Shared
+  opts.hidden_in = ref->layers[1].hidden_in;
+  auto r = m.model.Forward(m.tokens, opts);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("Shared"), std::string::npos) << r.status().message();
+}
+
+TEST(DsaModelTest, StopEarlyReturnsTheStreamAndLaterStartContinuesIt) {
+  Loaded m = Load(kDsv32);
+  auto ref = m.model.Forward(m.tokens);
+  ForwardOptions first;
+  first.end_layer = 2;
+  auto a = m.model.Forward(m.tokens, first);
+  ASSERT_TRUE(a.ok());
+  EXPECT_TRUE(a->logits.empty());
+  ForwardOptions second;
+  second.start_layer = 2;
+  second.hidden_in = a->hidden_out;
+  second.initial_topk = a->topk;
+  auto b = m.model.Forward(m.tokens, second);
+  ASSERT_TRUE(b.ok());
+  EXPECT_EQ(MaxAbsDiff(b->logits, ref->logits), 0.0);
+}
+
+TEST(DsaModelTest, InjectingCapturedTopkReproducesAndOtherTopkChangesLogits) {
+  Loaded m = Load(kDsv32);
+  ForwardOptions capture;
+  capture.trace.topk = true;
+  auto ref = m.model.Forward(m.tokens, capture);
+  ASSERT_TRUE(ref.ok());
+  const int L = m.model.pattern().num_layers();
+
+  ForwardOptions same;
+  for (int l = 0; l < L; ++l) same.inject_topk.push_back(ref->layers[l].topk);
+  auto r = m.model.Forward(m.tokens, same);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(MaxAbsDiff(r->logits, ref->logits), 0.0);
+
+  // Injecting the LAST-k causal keys into layer 1 must change the result.
+  const int64_t T = m.tokens.size(), K = m.model.config().index_topk;
+  Tensor recent = Tensor::Zeros(DType::kI32, {T, K});
+  for (int64_t t = 0; t < T; ++t) {
+    for (int64_t j = 0; j < K; ++j) recent.data<int32_t>()[t * K + j] = t - j >= 0 ? static_cast<int32_t>(t - j) : -1;
+  }
+  ForwardOptions other;
+  other.inject_topk.resize(L);
+  other.inject_topk[1] = recent;
+  other.trace.topk = true;
+  auto o = m.model.Forward(m.tokens, other);
+  ASSERT_TRUE(o.ok());
+  EXPECT_GT(MaxAbsDiff(o->logits, ref->logits), 1e-3);
+  EXPECT_TRUE(SameInts(o->layers[1].topk, recent));
+  EXPECT_TRUE(SameInts(o->layers[0].topk, ref->layers[0].topk));
+}
+
+TEST(DsaModelTest, SharedLayersReuseTheirSourceAndPatternChangesLogits) {
+  Loaded m = Load(kDsv32);
+  IndexPattern fss = *IndexPattern::Parse("FSS", 3);
+  ForwardOptions opts;
+  opts.pattern = &fss;
+  opts.trace.topk = true;
+  auto shared = m.model.Forward(m.tokens, opts);
+  ASSERT_TRUE(shared.ok());
+  EXPECT_TRUE(SameInts(shared->layers[1].topk, shared->layers[0].topk));
+  EXPECT_TRUE(SameInts(shared->layers[2].topk, shared->layers[0].topk));
+  auto full = m.model.Forward(m.tokens);
+  EXPECT_GT(MaxAbsDiff(shared->logits, full->logits), 1e-4);
+
+  // FSF: layer 2 runs its own indexer again.
+  IndexPattern fsf = *IndexPattern::Parse("FSF", 3);
+  ForwardOptions opts2;
+  opts2.pattern = &fsf;
+  opts2.trace.topk = true;
+  auto r = m.model.Forward(m.tokens, opts2);
+  ForwardOptions all;
+  all.trace.topk = true;
+  auto f = m.model.Forward(m.tokens, all);
+  // Layer 2's input differs (layer 1 attended other keys), but layer 0 is identical.
+  EXPECT_TRUE(SameInts(r->layers[0].topk, f->layers[0].topk));
+  EXPECT_TRUE(SameInts(r->layers[1].topk, r->layers[0].topk));
+}
+
+TEST(DsaModelTest, PatternNeedingMissingIndexerIsRejected) {
+  Loaded m = Load(kGlm);
+  IndexPattern all = IndexPattern::AllFull(4);
+  ForwardOptions opts;
+  opts.pattern = &all;
+  auto r = m.model.Forward(m.tokens, opts);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("layer 1"), std::string::npos) << r.status().message();
+}
+
+TEST(DsaModelTest, AttentionTraceRebuildsNormalisedDistributions) {
+  Loaded m = Load(kDsv32);
+  ForwardOptions opts;
+  opts.trace.attention = opts.trace.topk = opts.trace.indexer_inputs = true;
+  auto r = m.model.Forward(m.tokens, opts);
+  ASSERT_TRUE(r.ok());
+  const ModelConfig& c = m.model.config();
+  const int64_t T = m.tokens.size(), H = c.num_heads, D = c.latent_dim();
+  for (int l = 0; l < 3; ++l) {
+    const LayerTrace& tr = r->layers[l];
+    ASSERT_EQ(tr.attn_q.shape(), (Shape{T, H, D}));
+    ASSERT_EQ(tr.attn_kv.shape(), (Shape{T, D}));
+    ASSERT_EQ(tr.q_latent.shape(), (Shape{T, c.q_lora_rank}));
+    EXPECT_FLOAT_EQ(tr.attn_scale, static_cast<float>(c.softmax_scale()));
+    const int64_t K = tr.topk.size(1);
+    for (int64_t t = 0; t < T; ++t) {
+      for (int64_t h = 0; h < H; ++h) {
+        // p_j = exp(scale * q.kv_j - lse) over the selected keys must sum to 1.
+        double sum = 0;
+        for (int64_t j = 0; j < K; ++j) {
+          const int32_t s = tr.topk.data<int32_t>()[t * K + j];
+          if (s < 0) continue;
+          ASSERT_LE(s, t);
+          double dot = 0;
+          for (int64_t d = 0; d < D; ++d) dot += double(tr.attn_q.data<float>()[(t * H + h) * D + d]) * tr.attn_kv.data<float>()[s * D + d];
+          sum += std::exp(tr.attn_scale * dot - tr.attn_lse.data<float>()[t * H + h]);
+        }
+        EXPECT_NEAR(sum, 1.0, 1e-4) << "layer " << l << " query " << t << " head " << h;
+      }
+    }
+  }
+}
+
+TEST(DsaModelTest, RowsShorterThanTopkAttendEveryCausalKey) {
+  Loaded m = Load(kDsv32);
+  ForwardOptions opts;
+  opts.trace.topk = true;
+  auto r = m.model.Forward(m.tokens, opts);
+  const int64_t K = m.model.config().index_topk;
+  for (int64_t t = 0; t < K; ++t) {
+    std::vector<int32_t> row(r->layers[0].topk.data<int32_t>() + t * K, r->layers[0].topk.data<int32_t>() + (t + 1) * K);
+    std::vector<int32_t> valid;
+    for (int32_t s : row) if (s >= 0) valid.push_back(s);
+    std::sort(valid.begin(), valid.end());
+    std::vector<int32_t> want(t + 1);
+    std::iota(want.begin(), want.end(), 0);
+    EXPECT_EQ(valid, want) << "query " << t;
+  }
+}
+
+TEST(DsaModelTest, ParameterCountMatchesCheckpoint) {
+  Loaded m = Load(kGlm);
+  // 304,600 parameters in the checkpoint (see `indexcache info`), all loaded.
+  EXPECT_EQ(m.model.ParameterCount(), 304600);
+}
+
+}  // namespace
+}  // namespace indexcache
