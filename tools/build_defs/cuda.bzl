@@ -57,7 +57,9 @@ def _nvcc_archive_impl(ctx):
         )
         objects.append(obj)
 
-    archive = ctx.actions.declare_file("lib%s.a" % ctx.label.name)
+    # ".lo": Bazel whole-archives a precompiled library only by this extension; the cc_library's
+    # alwayslink attribute does not reach archives listed in its srcs.
+    archive = ctx.actions.declare_file("lib%s.lo" % ctx.label.name)
     ctx.actions.run(
         executable = cc_toolchain.ar_executable,
         arguments = ["rcs", archive.path] + [o.path for o in objects],
@@ -96,5 +98,7 @@ def cuda_library(name, srcs, hdrs = [], deps = [], copts = [], **kwargs):
         hdrs = hdrs,
         deps = all_deps,
         alwayslink = True,
+        # No objects of its own, so no shared library to build (Bazel warns otherwise).
+        linkstatic = True,
         **kwargs
     )
