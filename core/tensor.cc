@@ -45,8 +45,9 @@ Tensor Tensor::Zeros(DType dtype, Shape shape) {
   return t;
 }
 
-Tensor Tensor::View(DType dtype, Shape shape, void* data, std::shared_ptr<void> owner) {
+Tensor Tensor::View(DType dtype, Shape shape, void* data, std::shared_ptr<void> owner, Device device) {
   Tensor t;
+  t.device_ = device;
   t.dtype_ = dtype;
   t.shape_ = std::move(shape);
   t.strides_ = ContiguousStrides(t.shape_);
@@ -58,7 +59,7 @@ Tensor Tensor::View(DType dtype, Shape shape, void* data, std::shared_ptr<void> 
 bool Tensor::is_contiguous() const { return strides_ == ContiguousStrides(shape_); }
 
 Tensor Tensor::ToFloat32() const {
-  IC_CHECK(is_contiguous());
+  IC_CHECK(is_contiguous() && device_ == Device::kCpu);
   Tensor out = Zeros(DType::kF32, shape_);
   ConvertToFloat(dtype_, data_, out.data<float>(), numel());
   return out;

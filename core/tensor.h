@@ -29,7 +29,8 @@ class Tensor {
   // A new zero-filled contiguous host tensor.
   static Tensor Zeros(DType dtype, Shape shape);
   // A contiguous view of memory kept alive by `owner` (for example an mmap).
-  static Tensor View(DType dtype, Shape shape, void* data, std::shared_ptr<void> owner);
+  static Tensor View(DType dtype, Shape shape, void* data, std::shared_ptr<void> owner,
+                     Device device = Device::kCpu);
 
   DType dtype() const { return dtype_; }
   Device device() const { return device_; }

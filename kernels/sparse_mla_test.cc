@@ -41,7 +41,7 @@ struct Outputs {
   std::vector<float> out, lse;
 };
 
-Outputs Run(const Inputs& in, bool with_lse = true) {
+Outputs RunSparseMla(const Inputs& in, bool with_lse = true) {
   Outputs o;
   o.out.assign(T * H * D_V, 777.0f);
   o.lse.assign(T * H, 777.0f);
@@ -99,7 +99,7 @@ void ExpectMatchesReference(const Inputs& in, const Outputs& o) {
 
 TEST(SparseMlaTest, MatchesFp64RestrictedSoftmax) {
   const Inputs in = Random(1);
-  const Outputs o = Run(in);
+  const Outputs o = RunSparseMla(in);
   ExpectMatchesReference(in, o);
 }
 
@@ -109,7 +109,7 @@ TEST(SparseMlaTest, SkipsMinusOneEntries) {
   for (int32_t& i : in.idx) {
     if (rng() % 3 == 0) i = -1;
   }
-  const Outputs o = Run(in);
+  const Outputs o = RunSparseMla(in);
   ExpectMatchesReference(in, o);
 
   // Moving the -1 entries to the end of the row changes nothing.
@@ -121,7 +121,7 @@ TEST(SparseMlaTest, SkipsMinusOneEntries) {
     }
     for (; w < TOPK; ++w) packed.idx[t * TOPK + w] = -1;
   }
-  const Outputs o2 = Run(packed);
+  const Outputs o2 = RunSparseMla(packed);
   for (size_t i = 0; i < o.out.size(); ++i) EXPECT_NEAR(o.out[i], o2.out[i], 1e-6);
   for (size_t i = 0; i < o.lse.size(); ++i) EXPECT_NEAR(o.lse[i], o2.lse[i], 1e-5);
 }
@@ -132,7 +132,7 @@ TEST(SparseMlaTest, AllMinusOneGivesZeroAndInfiniteLse) {
     in.idx[4 * TOPK + j] = -1;
     in.idx[16 * TOPK + j] = -1;
   }
-  const Outputs o = Run(in);
+  const Outputs o = RunSparseMla(in);
   ExpectMatchesReference(in, o);
   for (int64_t t : {4, 16}) {
     for (int64_t h = 0; h < H; ++h) {
@@ -148,7 +148,7 @@ TEST(SparseMlaTest, LseIsNaturalLogSumExp) {
   for (int64_t t = 0; t < T; ++t) {
     for (int64_t j = 0; j < TOPK; ++j) in.idx[t * TOPK + j] = j == 3 ? 10 : (j == 20 ? 250 : -1);
   }
-  const Outputs o = Run(in);
+  const Outputs o = RunSparseMla(in);
   for (int64_t t = 0; t < T; ++t) {
     for (int64_t h = 0; h < H; ++h) {
       double la = 0, lb = 0;
@@ -165,7 +165,7 @@ TEST(SparseMlaTest, LseIsNaturalLogSumExp) {
     }
   }
   // lse is optional; out does not depend on it.
-  const Outputs o2 = Run(in, /*with_lse=*/false);
+  const Outputs o2 = RunSparseMla(in, /*with_lse=*/false);
   EXPECT_EQ(o.out, o2.out);
   for (float x : o2.lse) EXPECT_EQ(x, 777.0f);
 }
@@ -180,7 +180,7 @@ TEST(SparseMlaTest, DuplicateIndicesCountPerOccurrence) {
     in.idx[t * TOPK + 15] = 7;
     in.idx[t * TOPK + 32] = 7;
   }
-  const Outputs o = Run(in);
+  const Outputs o = RunSparseMla(in);
   ExpectMatchesReference(in, o);
   for (int64_t h = 0; h < H; ++h) {
     double l7 = 0, l100 = 0;
@@ -195,7 +195,7 @@ TEST(SparseMlaTest, DuplicateIndicesCountPerOccurrence) {
   for (int64_t t = 0; t < T; ++t) {
     for (int64_t j = 0; j < TOPK; ++j) dup.idx[t * TOPK + j] = dup.idx[t * TOPK + (j * 7) % 5];
   }
-  ExpectMatchesReference(dup, Run(dup));
+  ExpectMatchesReference(dup, RunSparseMla(dup));
 }
 
 }  // namespace

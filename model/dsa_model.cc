@@ -4,80 +4,11 @@
 #include <cstring>
 
 #include "core/file_util.h"
-#include "kernels/indexer_topk.h"
-#include "kernels/moe_routing.h"
-#include "kernels/norms.h"
 #include "kernels/rope.h"
-#include "kernels/sparse_mla.h"
 
 namespace indexcache {
 
 namespace {
-
-Matrix RmsNorm(const Matrix& x, const Vector& w, float eps) {
-  Matrix y(x.rows(), x.cols());
-  RmsNormCpu(x.data(), w.data(), x.rows(), x.cols(), eps, y.data());
-  return y;
-}
-
-Tensor ToTensor(const Matrix& m, Shape shape) {
-  Tensor t = Tensor::Zeros(DType::kF32, std::move(shape));
-  IC_CHECK(t.numel() == m.size());
-  std::memcpy(t.raw(), m.data(), m.size() * sizeof(float));
-  return t;
-}
-
-Tensor CopyTensor(const Tensor& src) {
-  Tensor t = Tensor::Zeros(src.dtype(), src.shape());
-  std::memcpy(t.raw(), src.raw(), src.nbytes());
-  return t;
-}
-
-Matrix Silu(const Matrix& x) { return x.array() / (1.0f + (-x.array()).exp()); }
-
-Matrix Mlp(const MlpWeights& w, const Matrix& x) {
-  const Matrix gate = x * w.gate.transpose();
-  const Matrix up = x * w.up.transpose();
-  const Matrix act = Silu(gate).cwiseProduct(up);
-  return act * w.down.transpose();
-}
-
-Matrix Moe(const ModelConfig& c, const MoeWeights& w, const Matrix& x) {
-  const int64_t T = x.rows(), K = c.num_experts_per_tok;
-  const Matrix logits = x * w.router.transpose();  // [T, E]
-  std::vector<int32_t> experts(T * K);
-  std::vector<float> weights(T * K);
-  MoeRoutingParams rp;
-  rp.logits = logits.data();
-  rp.bias = w.score_bias.data();
-  rp.T = T;
-  rp.E = c.n_routed_experts;
-  rp.n_group = c.n_group;
-  rp.topk_group = c.topk_group;
-  rp.topk = K;
-  rp.norm_topk_prob = c.norm_topk_prob;
-  rp.routed_scaling_factor = static_cast<float>(c.routed_scaling_factor);
-  rp.out_experts = experts.data();
-  rp.out_weights = weights.data();
-  MoeRoutingCpu(rp);
-
-  // Group tokens by expert so each expert runs one GEMM over its tokens.
-  std::vector<std::vector<std::pair<int64_t, float>>> assigned(c.n_routed_experts);
-  for (int64_t t = 0; t < T; ++t) {
-    for (int64_t j = 0; j < K; ++j) assigned[experts[t * K + j]].push_back({t, weights[t * K + j]});
-  }
-  Matrix out = Matrix::Zero(T, x.cols());
-  for (int64_t e = 0; e < c.n_routed_experts; ++e) {
-    const auto& rows = assigned[e];
-    if (rows.empty()) continue;
-    Matrix xe(static_cast<int64_t>(rows.size()), x.cols());
-    for (size_t i = 0; i < rows.size(); ++i) xe.row(i) = x.row(rows[i].first);
-    const Matrix ye = Mlp(w.experts[e], xe);
-    for (size_t i = 0; i < rows.size(); ++i) out.row(rows[i].first) += rows[i].second * ye.row(i);
-  }
-  if (w.has_shared) out += Mlp(w.shared, x);
-  return out;
-}
 
 Status CheckTopk(const Tensor& t, int64_t T, const std::string& what) {
   if (t.dtype() != DType::kI32 || t.dim() != 2 || t.size(0) != T || t.size(1) < 1) {
@@ -87,9 +18,61 @@ Status CheckTopk(const Tensor& t, int64_t T, const std::string& what) {
   return Status::Ok();
 }
 
+// y += MLP(x) = down(silu(gate x) * up x), or y = when !accumulate.
+void Mlp(Backend& be, const BackendMlp& w, const Tensor& x, Tensor* y, bool accumulate) {
+  const int64_t T = x.size(0), I = w.gate.size(0);
+  Tensor gate = be.Alloc(be.activation_dtype(), {T, I});
+  Tensor up = be.Alloc(be.activation_dtype(), {T, I});
+  be.Linear(x, w.gate, &gate);
+  be.Linear(x, w.up, &up);
+  be.SiluMul(gate, up, &gate);
+  be.Linear(gate, w.down, y, accumulate);
+}
+
+// y += MoE(x): route on the device, dispatch per expert on the host side of the loop.
+void Moe(Backend& be, const ModelConfig& c, const BackendMoe& w, const Tensor& x, Tensor* y) {
+  const int64_t T = x.size(0), Hd = x.size(1), K = c.num_experts_per_tok;
+  const Tensor x32 = be.Convert(x, DType::kF32);
+  Tensor logits = be.Alloc(DType::kF32, {T, c.n_routed_experts});
+  be.Linear(x32, w.router, &logits);
+  MoeRouteSpec spec;
+  spec.n_group = c.n_group;
+  spec.topk_group = c.topk_group;
+  spec.topk = K;
+  spec.norm_topk_prob = c.norm_topk_prob;
+  spec.routed_scaling_factor = static_cast<float>(c.routed_scaling_factor);
+  const MoeRouting routing = be.MoeRoute(logits, w.score_bias, spec);
+  std::vector<std::vector<int32_t>> rows(c.n_routed_experts);
+  std::vector<std::vector<float>> scales(c.n_routed_experts);
+  for (int64_t t = 0; t < T; ++t) {
+    for (int64_t j = 0; j < K; ++j) {
+      rows[routing.experts[t * K + j]].push_back(static_cast<int32_t>(t));
+      scales[routing.experts[t * K + j]].push_back(routing.weights[t * K + j]);
+    }
+  }
+  for (int64_t e = 0; e < c.n_routed_experts; ++e) {
+    if (rows[e].empty()) continue;
+    const int64_t n = static_cast<int64_t>(rows[e].size());
+    Tensor xe = be.Alloc(be.activation_dtype(), {n, Hd});
+    be.GatherRows(x, rows[e], &xe);
+    Tensor ye = be.Alloc(be.activation_dtype(), {n, Hd});
+    Mlp(be, w.experts[e], xe, &ye, /*accumulate=*/false);
+    be.ScatterAddRows(ye, rows[e], scales[e], y);
+  }
+  if (w.has_shared) Mlp(be, w.shared, x, y, /*accumulate=*/true);
+}
+
 }  // namespace
 
-StatusOr<DsaModel> DsaModel::Load(const std::string& model_dir, const std::optional<std::string>& pattern_spec) {
+StatusOr<std::shared_ptr<Backend>> MakeBackend(const std::string& device) {
+  if (device == "cpu") return std::shared_ptr<Backend>(MakeCpuBackend());
+  if (device == "cuda") return MakeCudaBackendOrError();
+  return InvalidArgument("--device must be cpu or cuda, got '" + device + "'");
+}
+
+StatusOr<DsaModel> DsaModel::Load(const std::string& model_dir, const std::optional<std::string>& pattern_spec,
+                                  const std::string& device) {
+  ASSIGN_OR_RETURN(std::shared_ptr<Backend> backend, MakeBackend(device));
   ASSIGN_OR_RETURN(ModelConfig config, LoadModelConfig(model_dir));
   IndexPattern pattern = config.pattern;
   if (pattern_spec) {
@@ -104,13 +87,16 @@ StatusOr<DsaModel> DsaModel::Load(const std::string& model_dir, const std::optio
     indexer_layers[l] = pattern.is_full(l) || ckpt.Has(probe);
   }
   ASSIGN_OR_RETURN(ModelWeights weights, LoadModelWeights(config, ckpt, indexer_layers));
-  return FromParts(std::move(config), std::move(weights), std::move(pattern));
+  return FromParts(std::move(config), std::move(weights), std::move(pattern), std::move(backend));
 }
 
-StatusOr<DsaModel> DsaModel::FromParts(ModelConfig config, ModelWeights weights, IndexPattern pattern) {
+StatusOr<DsaModel> DsaModel::FromParts(ModelConfig config, ModelWeights weights, IndexPattern pattern,
+                                       std::shared_ptr<Backend> backend) {
   DsaModel m;
   m.config_ = std::move(config);
-  m.weights_ = std::move(weights);
+  m.weights_ = std::make_shared<const ModelWeights>(std::move(weights));
+  m.backend_ = std::move(backend);
+  m.placed_ = PlaceWeights(*m.weights_, m.backend_.get());
   RETURN_IF_ERROR(m.SetPattern(std::move(pattern)));
   return m;
 }
@@ -121,7 +107,7 @@ Status DsaModel::CheckPattern(const IndexPattern& pattern) const {
                            std::to_string(config_.num_layers));
   }
   for (int l = 0; l < pattern.num_layers(); ++l) {
-    if (pattern.is_full(l) && !weights_.layers[l].has_indexer) {
+    if (pattern.is_full(l) && !weights_->layers[l].has_indexer) {
       return InvalidArgument("pattern makes layer " + std::to_string(l) +
                              " Full but the checkpoint has no indexer weights for it");
     }
@@ -136,10 +122,10 @@ Status DsaModel::SetPattern(IndexPattern pattern) {
 }
 
 int64_t DsaModel::ParameterCount() const {
-  int64_t n = weights_.embed.size() + weights_.final_norm.size();
-  if (!config_.tie_word_embeddings) n += weights_.lm_head.size();
+  int64_t n = weights_->embed.size() + weights_->final_norm.size();
+  if (!config_.tie_word_embeddings) n += weights_->lm_head.size();
   auto mlp = [](const MlpWeights& m) { return m.gate.size() + m.up.size() + m.down.size(); };
-  for (const LayerWeights& L : weights_.layers) {
+  for (const LayerWeights& L : weights_->layers) {
     n += L.input_norm.size() + L.post_attention_norm.size() + L.q_a.size() + L.q_a_norm.size() + L.q_b.size() +
          L.kv_a.size() + L.kv_a_norm.size() + L.kv_b.size() + L.o.size();
     if (L.has_indexer) {
@@ -159,6 +145,8 @@ int64_t DsaModel::ParameterCount() const {
 
 StatusOr<ForwardResult> DsaModel::Forward(const std::vector<int32_t>& tokens, const ForwardOptions& opt) const {
   const ModelConfig& c = config_;
+  Backend& be = *backend_;
+  const DType adt = be.activation_dtype();
   const IndexPattern& pattern = opt.pattern ? *opt.pattern : pattern_;
   if (opt.pattern) RETURN_IF_ERROR(CheckPattern(pattern));
   const int64_t T = static_cast<int64_t>(tokens.size());
@@ -168,147 +156,133 @@ StatusOr<ForwardResult> DsaModel::Forward(const std::vector<int32_t>& tokens, co
   if (start < 0 || start > end || end > num_layers) {
     return InvalidArgument("layer range [" + std::to_string(start) + ", " + std::to_string(end) + ") is invalid");
   }
-  const int64_t Hd = c.hidden_size, NH = c.num_heads, nope = c.qk_nope_head_dim, rope = c.qk_rope_head_dim;
-  const int64_t vdim = c.v_head_dim, kvr = c.kv_lora_rank, dqk = c.latent_dim(), qk = c.qk_head_dim();
+  const int64_t Hd = c.hidden_size, NH = c.num_heads, dqk = c.latent_dim();
+  MlaDims dims;
+  dims.heads = NH;
+  dims.nope = c.qk_nope_head_dim;
+  dims.rope = c.qk_rope_head_dim;
+  dims.v = c.v_head_dim;
+  dims.kv_lora = c.kv_lora_rank;
   const float eps = static_cast<float>(c.rms_norm_eps);
 
   ForwardResult result;
   result.layers.resize(num_layers);
-  Matrix h;
+  Tensor h = be.Alloc(adt, {T, Hd});  // the residual stream
   if (start == 0) {
-    h.resize(T, Hd);
     for (int64_t t = 0; t < T; ++t) {
       if (tokens[t] < 0 || tokens[t] >= c.vocab_size) {
         return InvalidArgument("token id " + std::to_string(tokens[t]) + " at position " + std::to_string(t) +
                                " is outside the vocabulary [0, " + std::to_string(c.vocab_size) + ")");
       }
-      h.row(t) = weights_.embed.row(tokens[t]);
     }
+    be.Embedding(placed_.embed, tokens, &h);
   } else {
     if (opt.hidden_in.dtype() != DType::kF32 || opt.hidden_in.shape() != Shape{T, Hd}) {
       return InvalidArgument("hidden_in must be f32 [" + std::to_string(T) + ", " + std::to_string(Hd) + "]");
     }
-    h = Eigen::Map<const Matrix>(opt.hidden_in.data<float>(), T, Hd);
+    h = be.Convert(be.ToDevice(opt.hidden_in), adt);
   }
+  // The one indices buffer: each Full layer overwrites it, Shared layers read it.
   Tensor topk_buffer;
   if (!opt.initial_topk.empty()) {
     RETURN_IF_ERROR(CheckTopk(opt.initial_topk, T, "initial_topk"));
-    topk_buffer = opt.initial_topk;
+    topk_buffer = be.ToDevice(opt.initial_topk);
   }
 
-  const RopeTable rope_table = BuildRopeTable(c.rope, rope, 0, T);
+  const RopeTable rope_table = BuildRopeTable(c.rope, c.qk_rope_head_dim, 0, T);
   const float attn_scale = static_cast<float>(c.softmax_scale());
 
   for (int l = start; l < end; ++l) {
-    const LayerWeights& W = weights_.layers[l];
+    const BackendLayer& W = placed_.layers[l];
     const bool traced = opt.trace.any() && (opt.trace_layers.empty() || opt.trace_layers[l]);
     LayerTrace* trace = traced ? &result.layers[l] : nullptr;
-    if (trace && opt.trace.hidden_in) trace->hidden_in = ToTensor(h, {T, Hd});
+    if (trace && opt.trace.hidden_in) trace->hidden_in = be.ToHost(h);
 
     // --- MLA projections -------------------------------------------------------------------
-    const Matrix x = RmsNorm(h, W.input_norm, eps);
-    const Matrix q_lat = RmsNorm(x * W.q_a.transpose(), W.q_a_norm, eps);  // [T, q_lora]
-    Matrix q = q_lat * W.q_b.transpose();                                  // [T, NH * qk]
-    const Matrix ckv = x * W.kv_a.transpose();                              // [T, kvr + rope]
-    Matrix latent(T, dqk);                                                  // [T, dqk]
-    RmsNormCpu(ckv.data(), W.kv_a_norm.data(), T, kvr, eps, latent.data(), dqk, dqk);
-    latent.rightCols(rope) = ckv.rightCols(rope);
-    ApplyRopeInterleavedCpu(rope_table, latent.data() + kvr, T, 1, dqk, 0);
-    ApplyRopeInterleavedCpu(rope_table, q.data() + nope, T, NH, NH * qk, qk);
-    // Absorb kv_b's key part into the queries: q_abs[t, h] = [q_nope W_uk[h], q_rope].
-    Matrix q_abs(T, NH * dqk);
-    for (int64_t hh = 0; hh < NH; ++hh) {
-      q_abs.block(0, hh * dqk, T, kvr) = q.block(0, hh * qk, T, nope) * W.kv_b.block(hh * (nope + vdim), 0, nope, kvr);
-      q_abs.block(0, hh * dqk + kvr, T, rope) = q.block(0, hh * qk + nope, T, rope);
-    }
+    Tensor x = be.Alloc(adt, {T, Hd});
+    be.RmsNorm(h, W.input_norm, eps, &x);
+    Tensor q_lat = be.Alloc(adt, {T, c.q_lora_rank});
+    be.Linear(x, W.q_a, &q_lat);
+    be.RmsNorm(q_lat, W.q_a_norm, eps, &q_lat);
+    Tensor q = be.Alloc(adt, {T, NH * c.qk_head_dim()});
+    be.Linear(q_lat, W.q_b, &q);
+    be.Rope(rope_table, /*interleaved=*/true, NH, c.qk_head_dim(), c.qk_nope_head_dim, &q);
+    Tensor ckv = be.Alloc(adt, {T, dqk});
+    be.Linear(x, W.kv_a, &ckv);
+    Tensor latent = be.Alloc(adt, {T, dqk});
+    be.MlaLatent(ckv, W.kv_a_norm, eps, rope_table, dims, &latent);
+    // Absorb kv_b's key part into the queries: every head then attends over the shared latents.
+    Tensor q_abs = be.Alloc(adt, {T, NH, dqk});
+    be.AbsorbQuery(q, W.kv_b, dims, &q_abs);
     if (trace && opt.trace.indexer_inputs) {
-      trace->indexer_x = ToTensor(x, {T, Hd});
-      trace->q_latent = ToTensor(q_lat, {T, c.q_lora_rank});
+      trace->indexer_x = be.ToHost(x);
+      trace->q_latent = be.ToHost(q_lat);
     }
 
     // --- Top-k: injected, own indexer (Full) or the nearest Full layer's (Shared) -------------
-    if (l < static_cast<int>(opt.inject_topk.size()) && !opt.inject_topk[l].empty()) {
+    const bool injected = l < static_cast<int>(opt.inject_topk.size()) && !opt.inject_topk[l].empty();
+    Tensor topk;
+    if (injected) {
       RETURN_IF_ERROR(CheckTopk(opt.inject_topk[l], T, "inject_topk[" + std::to_string(l) + "]"));
-      if (pattern.is_full(l) || topk_buffer.empty()) topk_buffer = opt.inject_topk[l];
+      topk = be.ToDevice(opt.inject_topk[l]);
+      if (pattern.is_full(l) || topk_buffer.empty()) topk_buffer = topk;
     } else if (pattern.is_full(l)) {
-      const IndexerWeights& I = W.indexer;
+      const BackendIndexer& I = W.indexer;
       const int64_t IH = c.index_n_heads, ID = c.index_head_dim;
-      Matrix iq = q_lat * I.wq_b.transpose();  // [T, IH * ID]
-      Matrix ik_raw = x * I.wk.transpose();    // [T, ID]
-      Matrix ik(T, ID);
-      LayerNormCpu(ik_raw.data(), I.k_norm_weight.data(), I.k_norm_bias.data(), T, ID, 1e-6f, ik.data());
-      const RopeTable index_rope = rope_table;
-      if (c.indexer_rope_interleave) {
-        ApplyRopeInterleavedCpu(index_rope, iq.data(), T, IH, IH * ID, ID);
-        ApplyRopeInterleavedCpu(index_rope, ik.data(), T, 1, ID, 0);
-      } else {
-        ApplyRopeHalfSplitCpu(index_rope, iq.data(), T, IH, IH * ID, ID);
-        ApplyRopeHalfSplitCpu(index_rope, ik.data(), T, 1, ID, 0);
-      }
-      const Matrix iw = (x * I.weights_proj.transpose()) * static_cast<float>(1.0 / std::sqrt(double(IH)));
-      topk_buffer = Tensor::Zeros(DType::kI32, {T, c.index_topk});
-      IndexerTopkParams p;
-      p.q = iq.data();
-      p.k = ik.data();
-      p.weights = iw.data();
-      p.T = T;
-      p.L = T;
-      p.H = IH;
-      p.D = ID;
-      p.topk = c.index_topk;
-      p.scale = static_cast<float>(1.0 / std::sqrt(double(ID)));
-      p.out_indices = topk_buffer.data<int32_t>();
-      IndexerTopkCpu(p);
+      Tensor iq = be.Alloc(adt, {T, IH * ID});
+      be.Linear(q_lat, I.wq_b, &iq);
+      Tensor ik = be.Alloc(adt, {T, ID});
+      be.Linear(x, I.wk, &ik);
+      be.LayerNorm(ik, I.k_norm_weight, I.k_norm_bias, 1e-6f, &ik);
+      be.Rope(rope_table, c.indexer_rope_interleave, IH, ID, 0, &iq);
+      be.Rope(rope_table, c.indexer_rope_interleave, 1, ID, 0, &ik);
+      Tensor iw = be.Alloc(DType::kF32, {T, IH});
+      be.Linear(be.Convert(x, DType::kF32), I.weights_proj, &iw);
+      be.Scale(&iw, static_cast<float>(1.0 / std::sqrt(double(IH))));
+      topk_buffer = be.Alloc(DType::kI32, {T, c.index_topk});
+      be.IndexerTopk(iq, ik, iw, c.index_topk, /*query_offset=*/0, static_cast<float>(1.0 / std::sqrt(double(ID))),
+                     &topk_buffer);
+      topk = topk_buffer;
     } else if (topk_buffer.empty()) {
       return InvalidArgument("layer " + std::to_string(l) + " is Shared but no Full layer ran before it "
                              "(pass initial_topk when starting at a Shared layer)");
+    } else {
+      topk = topk_buffer;
     }
-    const Tensor& topk = (l < static_cast<int>(opt.inject_topk.size()) && !opt.inject_topk[l].empty())
-                             ? opt.inject_topk[l] : topk_buffer;
-    if (trace && opt.trace.topk) trace->topk = CopyTensor(topk);
+    if (trace && opt.trace.topk) trace->topk = be.ToHost(topk);
 
-    // --- Sparse MLA over the selected latents ----------------------------------------------
-    Matrix out_lat(T, NH * kvr);
-    Matrix lse(T, NH);
-    SparseMlaParams sp;
-    sp.q = q_abs.data();
-    sp.kv = latent.data();
-    sp.indices = topk.data<int32_t>();
-    sp.T = T;
-    sp.H = NH;
-    sp.d_qk = dqk;
-    sp.d_v = kvr;
-    sp.L = T;
-    sp.topk = topk.size(1);
-    sp.scale = attn_scale;
-    sp.out = out_lat.data();
-    sp.lse = lse.data();
-    SparseMlaCpu(sp);
+    // --- Sparse MLA over the selected latents, then values and o_proj ----------------------------
+    Tensor out_lat = be.Alloc(adt, {T, NH, c.kv_lora_rank});
+    Tensor lse = be.Alloc(DType::kF32, {T, NH});
+    be.SparseMla(q_abs, latent, topk, dims, attn_scale, &out_lat, &lse);
     if (trace && opt.trace.attention) {
-      trace->attn_q = ToTensor(q_abs, {T, NH, dqk});
-      trace->attn_kv = ToTensor(latent, {T, dqk});
-      trace->attn_lse = ToTensor(lse, {T, NH});
+      trace->attn_q = be.ToHost(q_abs);
+      trace->attn_kv = be.ToHost(latent);
+      trace->attn_lse = be.ToHost(lse);
       trace->attn_scale = attn_scale;
     }
-    // Values: out[t, h] = out_lat[t, h] W_uv[h]^T, then o_proj.
-    Matrix attn(T, NH * vdim);
-    for (int64_t hh = 0; hh < NH; ++hh) {
-      attn.block(0, hh * vdim, T, vdim) =
-          out_lat.block(0, hh * kvr, T, kvr) * W.kv_b.block(hh * (nope + vdim) + nope, 0, vdim, kvr).transpose();
-    }
-    h += attn * W.o.transpose();
+    Tensor attn = be.Alloc(adt, {T, NH * c.v_head_dim});
+    be.AbsorbValue(out_lat, W.kv_b, dims, &attn);
+    be.Linear(attn, W.o, &h, /*accumulate=*/true);
 
     // --- MLP / MoE ----------------------------------------------------------------------------
-    const Matrix x2 = RmsNorm(h, W.post_attention_norm, eps);
-    h += W.is_moe ? Moe(c, W.moe, x2) : Mlp(W.mlp, x2);
+    Tensor x2 = be.Alloc(adt, {T, Hd});
+    be.RmsNorm(h, W.post_attention_norm, eps, &x2);
+    if (W.is_moe) {
+      Moe(be, c, W.moe, x2, &h);
+    } else {
+      Mlp(be, W.mlp, x2, &h, /*accumulate=*/true);
+    }
   }
 
-  result.hidden_out = ToTensor(h, {T, Hd});
-  result.topk = topk_buffer;
+  result.hidden_out = be.ToHost(h);
+  if (!topk_buffer.empty()) result.topk = be.ToHost(topk_buffer);
   if (end == num_layers && opt.compute_logits) {
-    const Matrix hn = RmsNorm(h, weights_.final_norm, eps);
-    const Matrix logits = hn * weights_.lm_head.transpose();
-    result.logits = ToTensor(logits, {T, c.vocab_size});
+    Tensor hn = be.Alloc(adt, {T, Hd});
+    be.RmsNorm(h, placed_.final_norm, eps, &hn);
+    Tensor logits = be.Alloc(DType::kF32, {T, c.vocab_size});
+    be.Linear(hn, placed_.lm_head, &logits);
+    result.logits = be.ToHost(logits);
   }
   return result;
 }

@@ -1,6 +1,9 @@
 // DsaModel: a DSA model (deepseek_v32 / glm_moe_dsa) and its forward pass under an IndexCache
 // pattern. Written once against the kernel interfaces in kernels/ (CPU references today).
 //
+// The forward runs on a Backend (model/backend.h): the CPU reference or CUDA. Inputs and outputs
+// (tokens, logits, traces, injected indices, cached activations) are host tensors in every case.
+//
 // The forward is shaped for the trainer and the pattern search:
 //   (a) per-layer top-k injection (ForwardOptions::inject_topk) and capture (trace.topk);
 //   (b) capture of each layer's attention inputs and per-head log-sum-exp (trace.attention) and
@@ -16,6 +19,8 @@
 
 #include "core/status.h"
 #include "core/tensor.h"
+#include "model/backend.h"
+#include "model/backend_weights.h"
 #include "model/config.h"
 #include "model/pattern.h"
 #include "model/weights.h"
@@ -60,18 +65,23 @@ struct ForwardResult {
   std::vector<LayerTrace> layers;  // num_layers entries; filled where traced
 };
 
+// The backend for a device: "cpu" or "cuda" (an error where this build or machine has no GPU).
+StatusOr<std::shared_ptr<Backend>> MakeBackend(const std::string& device);
+
 class DsaModel {
  public:
   // Loads config.json and the safetensors weights. `pattern_spec` (the CLI's --pattern) overrides
   // the config's pattern keys. Indexer weights load for every layer that has them; Full layers
   // must have them.
-  static StatusOr<DsaModel> Load(const std::string& model_dir, const std::optional<std::string>& pattern_spec = {});
-  static StatusOr<DsaModel> FromParts(ModelConfig config, ModelWeights weights, IndexPattern pattern);
+  static StatusOr<DsaModel> Load(const std::string& model_dir, const std::optional<std::string>& pattern_spec = {},
+                                 const std::string& device = "cpu");
+  static StatusOr<DsaModel> FromParts(ModelConfig config, ModelWeights weights, IndexPattern pattern,
+                                      std::shared_ptr<Backend> backend);
 
   const ModelConfig& config() const { return config_; }
   const IndexPattern& pattern() const { return pattern_; }
-  const ModelWeights& weights() const { return weights_; }
-  ModelWeights& mutable_weights() { return weights_; }
+  const ModelWeights& weights() const { return *weights_; }
+  Backend& backend() const { return *backend_; }
   // Checks that every Full layer of `pattern` has indexer weights.
   Status CheckPattern(const IndexPattern& pattern) const;
   Status SetPattern(IndexPattern pattern);
@@ -82,7 +92,10 @@ class DsaModel {
 
  private:
   ModelConfig config_;
-  ModelWeights weights_;
+  // On the heap so its address is stable: the CPU backend's weights borrow its memory.
+  std::shared_ptr<const ModelWeights> weights_;
+  std::shared_ptr<Backend> backend_;
+  BackendWeights placed_;
   IndexPattern pattern_;
 };
 

@@ -140,7 +140,7 @@ std::string IndexPattern::ToString() const {
 
 bool IndexPattern::AsFrequency(int* freq, int* offset) const {
   for (int f = 1; f <= std::max(num_layers(), 1); ++f) {
-    for (int o = 0; o <= num_layers(); ++o) {
+    for (int o = 1; o <= num_layers(); ++o) {
       if (FromFrequency(num_layers(), f, o).full_ == full_) {
         *freq = f;
         *offset = o;

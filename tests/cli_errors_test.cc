@@ -56,7 +56,7 @@ class CliErrorsTest : public ::testing::Test {
       ASSERT_TRUE(WriteFileAtomic(dir_ + "/" + f, *text).ok());
     }
   }
-  void TearDown() override { std::system(("rm -rf " + dir_).c_str()); }
+  void TearDown() override { EXPECT_EQ(std::system(("rm -rf " + dir_).c_str()), 0); }
 
   std::string Weights() const { return dir_ + "/model.safetensors"; }
   std::string Logits(const std::string& extra = "") {

@@ -16,14 +16,13 @@ namespace {
 
 Status CheckDevice(const Flags& flags) {
   const std::string device = flags.GetOr("device", "cpu");
-  if (device == "cpu") return Status::Ok();
-  if (device == "cuda") return Unimplemented("--device cuda: this build has no CUDA backend yet; use --device cpu");
+  if (device == "cpu" || device == "cuda") return Status::Ok();
   return InvalidArgument("--device must be cpu or cuda, got '" + device + "'");
 }
 
 StatusOr<DsaModel> LoadModel(const Flags& flags) {
   std::optional<std::string> pattern = flags.Get("pattern");
-  return DsaModel::Load(*flags.Get("model"), pattern);
+  return DsaModel::Load(*flags.Get("model"), pattern, flags.GetOr("device", "cpu"));
 }
 
 }  // namespace

@@ -1,0 +1,51 @@
+// The small CUDA kernels of the forward: embedding, activation, residual adds, dtype conversion,
+// rope, the MLA latent, LayerNorm and MoE row gather/scatter. bf16 activations, fp32 math.
+//
+// Their CPU references are the CpuBackend operations of the same names (model/cpu_backend.cc,
+// over kernels/norms.h and kernels/rope.h); model/backend_parity_test.cc compares the two on
+// random inputs with odd shapes. All launches are asynchronous on `stream`.
+#pragma once
+
+#include <cstdint>
+
+#include <cuda_bf16.h>
+#include <cuda_runtime_api.h>
+
+namespace indexcache {
+
+using bf16 = __nv_bfloat16;
+
+// out[t, :] = table[tokens[t], :]      table [V, H], tokens [T] (device), out [T, H]
+void EmbeddingCuda(const bf16* table, const int32_t* tokens, int64_t T, int64_t H, bf16* out, cudaStream_t stream);
+// out = silu(gate) * up                 [n]
+void SiluMulCuda(const bf16* gate, const bf16* up, int64_t n, bf16* out, cudaStream_t stream);
+// y += x                                [n]
+void AddCuda(const bf16* x, int64_t n, bf16* y, cudaStream_t stream);
+// x *= s                                [n]
+void ScaleCuda(float* x, int64_t n, float s, cudaStream_t stream);
+void ScaleCuda(bf16* x, int64_t n, float s, cudaStream_t stream);
+void Bf16ToF32Cuda(const bf16* x, int64_t n, float* y, cudaStream_t stream);
+void F32ToBf16Cuda(const float* x, int64_t n, bf16* y, cudaStream_t stream);
+
+// Rotates the rope dims of x in place: for row t and head h the pairs start at
+// x + t * row_stride + h * head_stride + offset; interleaved pairs (2i, 2i+1) or half-split
+// (i, i + half). Row t uses cos/sin[t, :] ([T, half], fp32).
+void RopeCuda(const float* cos, const float* sin, int64_t T, int64_t half, bool interleaved, int64_t heads,
+              int64_t row_stride, int64_t head_stride, int64_t offset, bf16* x, cudaStream_t stream);
+
+// latent[t] = [RmsNorm(ckv[t, :kv_lora]) * w, rope_interleaved(ckv[t, kv_lora:])]
+// ckv, latent: [T, kv_lora + 2 * half]; w: [kv_lora]; cos/sin: [T, half].
+void MlaLatentCuda(const bf16* ckv, const bf16* w, float eps, const float* cos, const float* sin, int64_t T,
+                   int64_t kv_lora, int64_t half, bf16* latent, cudaStream_t stream);
+
+// y = LayerNorm(x) * w + b (biased variance)   x, y: [rows, dim]; w, b: [dim]
+void LayerNormCuda(const bf16* x, const bf16* w, const bf16* b, int64_t rows, int64_t dim, float eps, bf16* y,
+                   cudaStream_t stream);
+
+// y[i, :] = x[rows[i], :]                        rows [n] (device), x [*, cols], y [n, cols]
+void GatherRowsCuda(const bf16* x, const int32_t* rows, int64_t n, int64_t cols, bf16* y, cudaStream_t stream);
+// y[rows[i], :] += scale[i] * x[i, :]; rows must be distinct within one call.
+void ScatterAddRowsCuda(const bf16* x, const int32_t* rows, const float* scale, int64_t n, int64_t cols, bf16* y,
+                        cudaStream_t stream);
+
+}  // namespace indexcache

@@ -1,0 +1,65 @@
+// Lightning-indexer scores fused with exact top-k, CUDA backend (mirrors kernels/indexer_topk.h;
+// IndexerTopkCpu is the reference and defines the semantics).
+//
+//   I[t, s] = sum_h weights[t, h] * ReLU(scale * q[t, h, :] . k[s, :])   for keys s < key_end(t)
+//
+// Output per query: the topk best keys under (score descending, key index ascending), best first;
+// rows with fewer valid keys than topk pad with index -1 and score -inf.
+//
+// Algorithm (no [T, L] score matrix is ever written to global memory):
+//  1. Main kernel: one CTA of 8 warps owns 8 consecutive queries, one query per warp. Each warp
+//     keeps its query's q[t] (all heads x D, bf16) in registers as mma.sync B fragments for the whole
+//     kernel. The CTA streams the keys in tiles of 64 through a 4-stage cp.async shared-memory
+//     pipeline (rows padded so ldmatrix is conflict-free); every warp computes the 64 x H logits of
+//     its query with mma.sync m16n8k16 (bf16 in, fp32 accumulate), applies ReLU and the per-head
+//     weights in fp32 and reduces over heads with two quad shuffles. Scores never leave registers
+//     except as candidates: a key whose score is strictly above the query's running threshold is
+//     appended (score, index) to that query's candidate buffer in the workspace
+//     (cap = max(2 * topk, 1024) + 64 entries per query). When a buffer could overflow on the next
+//     tile, the CTA compacts the fullest buffers in place to exactly their topk best with a
+//     block-wide radix select (8-bit digits starting below the common prefix of the candidates'
+//     order-preserving keys; exact ties at the k-th value are resolved by a second radix select on
+//     the key index), and the threshold becomes the k-th best score. Because keys are streamed in
+//     increasing index order, a later key that only ties the threshold can never beat the kept ones
+//     (it has a larger index), so the strict ">" filter is exact.
+//  2. Finalize kernel (one CTA per query): compacts the buffer to its exact min(topk, n) best,
+//     bitonic-sorts them by (score desc, index asc) in shared memory and writes indices and scores.
+// Typical cost of the selection: about k * (1 + ln(L / k)) candidates per query (random order) and a
+// handful of compactions of ~2k entries each; the q.k products dominate.
+//
+// NaN scores (only from non-finite inputs) are never selected. Supported: D in {32, 64, 128},
+// 1 <= H <= 64, 1 <= topk <= 2048, L < 2^31; q, k 16-byte aligned.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include <cuda_bf16.h>
+#include <cuda_runtime_api.h>
+
+namespace indexcache {
+
+struct IndexerTopkCudaParams {
+  const __nv_bfloat16* q = nullptr;   // [T, H, D] device, indexer queries (rope applied)
+  const __nv_bfloat16* k = nullptr;   // [L, D]    device, indexer keys (rope applied)
+  const float* weights = nullptr;     // [T, H]    device, per-head weights (n_heads^-0.5 folded in)
+  const int32_t* key_end = nullptr;   // [T]       device, valid keys [0, key_end[t]); nullptr = causal
+  int64_t T = 0, L = 0, H = 0, D = 0;
+  int64_t topk = 0;
+  int64_t query_offset = 0;           // causal: query t sees keys [0, query_offset + t]
+  float scale = 1.0f;                 // inside the ReLU (index_head_dim^-0.5)
+  int32_t* out_indices = nullptr;     // [T, topk] device, best first, -1 padding
+  float* out_scores = nullptr;        // [T, topk] device, optional: their scores, -inf padding
+  void* workspace = nullptr;          // device scratch of IndexerTopkCudaWorkspaceBytes(*this) bytes
+  size_t workspace_bytes = 0;         // size of `workspace` (checked)
+  cudaStream_t stream = nullptr;
+};
+
+// Scratch the call needs: per query a candidate buffer of max(2 * topk, 1024) + 64 (score, index)
+// pairs plus a count, i.e. O(T * 2 * topk) entries, independent of L.
+size_t IndexerTopkCudaWorkspaceBytes(const IndexerTopkCudaParams& p);
+
+// Asynchronous on p.stream. Unsupported shapes or a short workspace abort with a message.
+void IndexerTopkCuda(const IndexerTopkCudaParams& p);
+
+}  // namespace indexcache

@@ -1,0 +1,240 @@
+// IndexerTopkCuda (scores + exact top-k, one call) at DeepSeek-V3.2 sizes: H = 64, D = 128,
+// topk = 2048, 2048 queries at the end of contexts of L = 8K, 32K, 128K keys
+// (query_offset = L - 2048, causal). Reports the median time, TFLOP/s counting
+// 2 * T * L_eff * H * D (L_eff = the causal average of visible keys), that rate as a fraction of a
+// bf16 cuBLAS GEMM (8192^3) measured in the same run, and the time over the bf16 floor
+// (FLOPs / 780 TFLOP/s, the H100 SXM figure of docs/reference).
+//
+//   indexer_topk_cuda_bench [--json PATH]
+//
+// Prints a markdown table; with --json also writes the numbers to PATH. Exits 0 with
+// "no CUDA device" where there is none, so CI can run it.
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <vector>
+
+#include <cublas_v2.h>
+
+#include "core/cuda_check.h"
+#include "kernels/indexer_topk_cuda.h"
+
+namespace indexcache {
+namespace {
+
+constexpr double kFloorTflops = 780.0;  // bf16 dense GEMM on an H100 SXM (reference doc)
+
+// Median of `iters` timings (ms) of fn(), each bracketed by its own pair of events.
+template <typename Fn>
+double MedianMs(Fn fn, int warmup, int iters) {
+  for (int i = 0; i < warmup; ++i) fn();
+  CUDA_CHECK(cudaDeviceSynchronize());
+  cudaEvent_t start, stop;
+  CUDA_CHECK(cudaEventCreate(&start));
+  CUDA_CHECK(cudaEventCreate(&stop));
+  std::vector<double> ms(iters);
+  for (double& t : ms) {
+    CUDA_CHECK(cudaEventRecord(start));
+    fn();
+    CUDA_CHECK(cudaEventRecord(stop));
+    CUDA_CHECK(cudaEventSynchronize(stop));
+    float v = 0.f;
+    CUDA_CHECK(cudaEventElapsedTime(&v, start, stop));
+    t = v;
+  }
+  CUDA_CHECK(cudaEventDestroy(start));
+  CUDA_CHECK(cudaEventDestroy(stop));
+  std::nth_element(ms.begin(), ms.begin() + iters / 2, ms.end());
+  return ms[iters / 2];
+}
+
+// Deterministic pseudo-random bf16 bits, roughly N(0, 1) (sum of four uniforms, rescaled).
+std::vector<uint16_t> RandomBf16(size_t n, uint64_t seed) {
+  std::vector<uint16_t> out(n);
+  uint64_t s = seed * 0x9E3779B97F4A7C15ull + 1;
+  for (size_t i = 0; i < n; ++i) {
+    float sum = 0.f;
+    for (int r = 0; r < 4; ++r) {
+      s ^= s << 13;
+      s ^= s >> 7;
+      s ^= s << 17;
+      sum += static_cast<float>(s >> 40) / static_cast<float>(1 << 24);
+    }
+    const float v = (sum - 2.f) * 1.7320508f;
+    uint32_t bits;
+    std::memcpy(&bits, &v, 4);
+    out[i] = static_cast<uint16_t>((bits + 0x7fff + ((bits >> 16) & 1)) >> 16);
+  }
+  return out;
+}
+
+// Fills n bf16 on the device by repeating a 1M-element random block.
+void FillDevice(uint16_t* dst, size_t n, uint64_t seed) {
+  const std::vector<uint16_t> block = RandomBf16(size_t{1} << 20, seed);
+  for (size_t off = 0; off < n; off += block.size()) {
+    const size_t len = std::min(block.size(), n - off);
+    CUDA_CHECK(cudaMemcpy(dst + off, block.data(), len * 2, cudaMemcpyHostToDevice));
+  }
+}
+
+double CublasTflops() {
+  const int n = 8192;
+  const size_t elems = static_cast<size_t>(n) * n;
+  uint16_t *a, *b, *c;
+  CUDA_CHECK(cudaMalloc(&a, elems * 2));
+  CUDA_CHECK(cudaMalloc(&b, elems * 2));
+  CUDA_CHECK(cudaMalloc(&c, elems * 2));
+  FillDevice(a, elems, 11);
+  FillDevice(b, elems, 12);
+  cublasHandle_t h;
+  CUBLAS_CHECK(cublasCreate(&h));
+  const float alpha = 1.f, beta = 0.f;
+  const double ms = MedianMs(
+      [&] {
+        CUBLAS_CHECK(cublasGemmEx(h, CUBLAS_OP_N, CUBLAS_OP_N, n, n, n, &alpha, a, CUDA_R_16BF, n, b, CUDA_R_16BF, n,
+                                  &beta, c, CUDA_R_16BF, n, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+      },
+      3, 20);
+  CUBLAS_CHECK(cublasDestroy(h));
+  CUDA_CHECK(cudaFree(a));
+  CUDA_CHECK(cudaFree(b));
+  CUDA_CHECK(cudaFree(c));
+  return 2.0 * n * static_cast<double>(n) * n / (ms * 1e9);
+}
+
+struct Result {
+  int64_t L;
+  double ms, flops, tflops;
+};
+
+int Main(int argc, char** argv) {
+  const char* json_path = nullptr;
+  for (int i = 1; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--json") == 0 && i + 1 < argc) {
+      json_path = argv[++i];
+    } else {
+      std::fprintf(stderr, "usage: %s [--json PATH]\n", argv[0]);
+      return 1;
+    }
+  }
+  if (!CudaDeviceAvailable()) {
+    std::printf("no CUDA device\n");
+    return 0;
+  }
+  cudaDeviceProp prop;
+  CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
+  const double gemm = CublasTflops();
+
+  constexpr int64_t T = 2048, H = 64, D = 128, kTopk = 2048;
+  const std::vector<int64_t> lengths = {8192, 32768, 131072};
+  const int64_t max_l = lengths.back();
+  uint16_t *q, *k;
+  float* w;
+  int32_t* out_idx;
+  float* out_sc;
+  CUDA_CHECK(cudaMalloc(&q, T * H * D * 2));
+  CUDA_CHECK(cudaMalloc(&k, max_l * D * 2));
+  CUDA_CHECK(cudaMalloc(&w, T * H * sizeof(float)));
+  CUDA_CHECK(cudaMalloc(&out_idx, T * kTopk * sizeof(int32_t)));
+  CUDA_CHECK(cudaMalloc(&out_sc, T * kTopk * sizeof(float)));
+  // A new seed per 1M-element block: no query or key repeats.
+  for (int64_t off = 0; off < T * H * D; off += int64_t{1} << 20) {
+    FillDevice(q + off, std::min<int64_t>(int64_t{1} << 20, T * H * D - off), 1 + off);
+  }
+  for (int64_t off = 0; off < max_l * D; off += int64_t{1} << 20) {
+    FillDevice(k + off, std::min<int64_t>(int64_t{1} << 20, max_l * D - off), 100 + off);
+  }
+  {
+    std::vector<float> hw(T * H);
+    uint64_t s = 77;
+    for (float& v : hw) {
+      s = s * 6364136223846793005ull + 1442695040888963407ull;
+      v = static_cast<float>((s >> 40) & 0xffffff) / static_cast<float>(1 << 24) / 8.f;  // U(0,1) * 64^-0.5
+    }
+    CUDA_CHECK(cudaMemcpy(w, hw.data(), hw.size() * sizeof(float), cudaMemcpyHostToDevice));
+  }
+
+  IndexerTopkCudaParams p;
+  p.q = reinterpret_cast<const __nv_bfloat16*>(q);
+  p.k = reinterpret_cast<const __nv_bfloat16*>(k);
+  p.weights = w;
+  p.T = T;
+  p.H = H;
+  p.D = D;
+  p.topk = kTopk;
+  p.scale = 1.f / std::sqrt(static_cast<float>(D));
+  p.out_indices = out_idx;
+  p.out_scores = out_sc;
+  p.workspace_bytes = IndexerTopkCudaWorkspaceBytes(p);
+  CUDA_CHECK(cudaMalloc(&p.workspace, p.workspace_bytes));
+
+  std::vector<Result> results;
+  for (int64_t L : lengths) {
+    p.L = L;
+    p.query_offset = L - T;
+    const int iters = L >= 131072 ? 9 : 21;
+    const double ms = MedianMs([&] { IndexerTopkCuda(p); }, 2, iters);
+    const double l_eff = static_cast<double>(L - T) + (T + 1) / 2.0;
+    const double flops = 2.0 * T * l_eff * H * D;
+    results.push_back({L, ms, flops, flops / (ms * 1e9)});
+  }
+  // Sanity: the last call's first row has no -1 and strictly ordered scores.
+  {
+    std::vector<int32_t> idx(kTopk);
+    std::vector<float> sc(kTopk);
+    CUDA_CHECK(cudaMemcpy(idx.data(), out_idx, kTopk * 4, cudaMemcpyDeviceToHost));
+    CUDA_CHECK(cudaMemcpy(sc.data(), out_sc, kTopk * 4, cudaMemcpyDeviceToHost));
+    for (int j = 0; j < kTopk; ++j) {
+      if (idx[j] < 0 || (j > 0 && sc[j] > sc[j - 1])) {
+        std::fprintf(stderr, "sanity check failed at %d\n", j);
+        return 1;
+      }
+    }
+  }
+
+  std::printf("IndexerTopkCuda on %s: T=%lld H=%lld D=%lld topk=%lld, causal, query_offset = L - T\n",
+              prop.name, static_cast<long long>(T), static_cast<long long>(H), static_cast<long long>(D),
+              static_cast<long long>(kTopk));
+  std::printf("cuBLAS bf16 GEMM 8192^3: %.0f TFLOP/s; floor = FLOPs / %.0f TFLOP/s\n\n", gemm, kFloorTflops);
+  std::printf("| L | median ms | TFLOP/s | of cuBLAS | floor ms | x floor |\n|---:|---:|---:|---:|---:|---:|\n");
+  for (const Result& r : results) {
+    const double floor_ms = r.flops / (kFloorTflops * 1e9);
+    std::printf("| %lld | %.3f | %.0f | %.0f%% | %.2f | %.2f |\n", static_cast<long long>(r.L), r.ms, r.tflops,
+                100.0 * r.tflops / gemm, floor_ms, r.ms / floor_ms);
+  }
+
+  if (json_path != nullptr) {
+    FILE* f = std::fopen(json_path, "w");
+    if (f == nullptr) {
+      std::fprintf(stderr, "cannot write %s\n", json_path);
+      return 1;
+    }
+    std::fprintf(f, "{\"device\": \"%s\", \"cublas_bf16_tflops\": %.1f, \"floor_tflops\": %.1f, \"T\": %lld, "
+                 "\"H\": %lld, \"D\": %lld, \"topk\": %lld, \"indexer_topk\": [", prop.name, gemm, kFloorTflops,
+                 static_cast<long long>(T), static_cast<long long>(H), static_cast<long long>(D),
+                 static_cast<long long>(kTopk));
+    for (size_t i = 0; i < results.size(); ++i) {
+      const Result& r = results[i];
+      const double floor_ms = r.flops / (kFloorTflops * 1e9);
+      std::fprintf(f, "%s\n  {\"L\": %lld, \"median_ms\": %.4f, \"flops\": %.4g, \"tflops\": %.1f, "
+                   "\"fraction_of_cublas\": %.3f, \"floor_ms\": %.3f, \"ratio_to_floor\": %.3f}", i ? "," : "",
+                   static_cast<long long>(r.L), r.ms, r.flops, r.tflops, r.tflops / gemm, floor_ms, r.ms / floor_ms);
+    }
+    std::fprintf(f, "\n]}\n");
+    std::fclose(f);
+  }
+  CUDA_CHECK(cudaFree(p.workspace));
+  CUDA_CHECK(cudaFree(q));
+  CUDA_CHECK(cudaFree(k));
+  CUDA_CHECK(cudaFree(w));
+  CUDA_CHECK(cudaFree(out_idx));
+  CUDA_CHECK(cudaFree(out_sc));
+  return 0;
+}
+
+}  // namespace
+}  // namespace indexcache
+
+int main(int argc, char** argv) { return indexcache::Main(argc, argv); }

@@ -1,0 +1,193 @@
+// SparseMlaCuda throughput at DeepSeek-V3.2 prefill shapes (H = 128, d_qk = 576, d_v = 512,
+// topk = 2048, T = 4096 queries, random valid indices into L = 8K / 32K / 128K latents; plus one
+// GLM-5 row with H = 64), against a bf16 GEMM ceiling measured in the same run with cuBLAS.
+//
+//   sparse_mla_cuda_bench [--json PATH]
+//
+// FLOPs are counted as FlashMLA counts them: 2 * H * (d_qk + d_v) * topk per query. "KV GB/s" is
+// the logical gather, T * topk * d_qk * 2 bytes (each query's latents once); the kernel gathers
+// them once per 64-head group (twice at H = 128), mostly from L2. Prints a markdown table; with
+// --json also writes the numbers to PATH. Exits 0 with "no CUDA device" where there is none.
+#include <algorithm>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <vector>
+
+#include <cublas_v2.h>
+
+#include "core/cuda_check.h"
+#include "kernels/sparse_mla_cuda.h"
+
+namespace indexcache {
+namespace {
+
+constexpr int kWarmup = 3;
+constexpr int kIters = 15;
+
+// Median of kIters timings (ms) of fn(), each bracketed by its own pair of events.
+template <typename Fn>
+double MedianMs(Fn fn, int iters = kIters) {
+  for (int i = 0; i < kWarmup; ++i) fn();
+  CUDA_CHECK(cudaDeviceSynchronize());
+  cudaEvent_t start, stop;
+  CUDA_CHECK(cudaEventCreate(&start));
+  CUDA_CHECK(cudaEventCreate(&stop));
+  std::vector<double> ms(iters);
+  for (double& t : ms) {
+    CUDA_CHECK(cudaEventRecord(start));
+    fn();
+    CUDA_CHECK(cudaEventRecord(stop));
+    CUDA_CHECK(cudaEventSynchronize(stop));
+    float v = 0.f;
+    CUDA_CHECK(cudaEventElapsedTime(&v, start, stop));
+    t = v;
+  }
+  CUDA_CHECK(cudaEventDestroy(start));
+  CUDA_CHECK(cudaEventDestroy(stop));
+  std::nth_element(ms.begin(), ms.begin() + iters / 2, ms.end());
+  return ms[iters / 2];
+}
+
+// Fills n bf16 values, uniform in about [-1, 1), from a xorshift stream (fast enough for 0.3 G).
+void FillRandomBf16(uint16_t* dst, size_t n, uint64_t seed) {
+  uint64_t x = seed * 0x9E3779B97F4A7C15ull + 1;
+  for (size_t i = 0; i < n; ++i) {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    // sign, exponent 126 or 125 (0.25..1), 7 random mantissa bits
+    const uint32_t r = static_cast<uint32_t>(x >> 32);
+    dst[i] = static_cast<uint16_t>(((r & 1) << 15) | ((125 + ((r >> 1) & 1)) << 7) | ((r >> 2) & 0x7F));
+  }
+}
+
+struct Result {
+  int64_t H, L;
+  double ms, tflops, kv_gbps;
+};
+
+int Main(int argc, char** argv) {
+  const char* json_path = nullptr;
+  for (int i = 1; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--json") == 0 && i + 1 < argc) {
+      json_path = argv[++i];
+    } else {
+      std::fprintf(stderr, "usage: %s [--json PATH]\n", argv[0]);
+      return 1;
+    }
+  }
+  if (!CudaDeviceAvailable()) {
+    std::printf("no CUDA device\n");
+    return 0;
+  }
+  cudaDeviceProp prop;
+  CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
+
+  constexpr int64_t T = 4096, kHMax = 128, kDqk = 576, kDv = 512, kTopk = 2048, kLMax = 128 * 1024;
+  const size_t nq = T * kHMax * kDqk, nkv = kLMax * kDqk, nout = T * kHMax * kDv;
+  __nv_bfloat16 *q, *kv, *out;
+  float* lse;
+  int32_t* idx;
+  CUDA_CHECK(cudaMalloc(&q, nq * 2));
+  CUDA_CHECK(cudaMalloc(&kv, nkv * 2));
+  CUDA_CHECK(cudaMalloc(&out, nout * 2));
+  CUDA_CHECK(cudaMalloc(&lse, T * kHMax * sizeof(float)));
+  CUDA_CHECK(cudaMalloc(&idx, T * kTopk * sizeof(int32_t)));
+  {
+    std::vector<uint16_t> host(std::max(nq, nkv));
+    FillRandomBf16(host.data(), nq, 1);
+    CUDA_CHECK(cudaMemcpy(q, host.data(), nq * 2, cudaMemcpyHostToDevice));
+    FillRandomBf16(host.data(), nkv, 2);
+    CUDA_CHECK(cudaMemcpy(kv, host.data(), nkv * 2, cudaMemcpyHostToDevice));
+  }
+
+  // cuBLAS bf16 GEMM ceiling: 8192^3 on slices of the (random) q / kv buffers, C in `out`.
+  double gemm_tflops = 0.0;
+  {
+    constexpr int n = 8192;
+    static_assert(size_t{n} * n <= T * kHMax * kDqk && size_t{n} * n <= kLMax * kDqk, "GEMM operands fit");
+    static_assert(size_t{n} * n <= T * kHMax * kDv, "GEMM output fits");
+    cublasHandle_t handle;
+    CUBLAS_CHECK(cublasCreate(&handle));
+    const float alpha = 1.f, beta = 0.f;
+    const double ms = MedianMs([&] {
+      CUBLAS_CHECK(cublasGemmEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, n, n, n, &alpha, q, CUDA_R_16BF, n, kv, CUDA_R_16BF,
+                                n, &beta, out, CUDA_R_16BF, n, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    }, 20);
+    gemm_tflops = 2.0 * n * n * double{n} / (ms * 1e9);
+    CUBLAS_CHECK(cublasDestroy(handle));
+  }
+
+  std::vector<Result> results;
+  std::vector<int32_t> hidx(T * kTopk);
+  uint64_t x = 12345;
+  for (const auto& [H, L] : std::vector<std::pair<int64_t, int64_t>>{
+           {128, 8 * 1024}, {128, 32 * 1024}, {128, 128 * 1024}, {64, 32 * 1024}}) {
+    for (int32_t& v : hidx) {
+      x ^= x << 13;
+      x ^= x >> 7;
+      x ^= x << 17;
+      v = static_cast<int32_t>((x >> 20) % static_cast<uint64_t>(L));
+    }
+    CUDA_CHECK(cudaMemcpy(idx, hidx.data(), hidx.size() * sizeof(int32_t), cudaMemcpyHostToDevice));
+    SparseMlaCudaParams p;
+    p.q = q;
+    p.kv = kv;
+    p.indices = idx;
+    p.T = T;
+    p.H = H;
+    p.d_qk = kDqk;
+    p.d_v = kDv;
+    p.L = L;
+    p.topk = kTopk;
+    p.scale = 1.f / 13.856406f;  // 1/sqrt(192)
+    p.out = out;
+    p.lse = lse;
+    const double ms = MedianMs([&] { SparseMlaCuda(p, nullptr); });
+    const double flops = 2.0 * H * (kDqk + kDv) * kTopk * T;
+    const double kv_bytes = double{T} * kTopk * kDqk * 2;
+    results.push_back({H, L, ms, flops / (ms * 1e9), kv_bytes / (ms * 1e6)});
+  }
+
+  std::printf("SparseMlaCuda bf16 on %s (%d SMs); T=%lld, topk=%lld, d_qk=%lld, d_v=%lld, median of %d\n",
+              prop.name, prop.multiProcessorCount, static_cast<long long>(T), static_cast<long long>(kTopk),
+              static_cast<long long>(kDqk), static_cast<long long>(kDv), kIters);
+  std::printf("cuBLAS bf16 GEMM 8192^3: %.0f TFLOP/s\n\n", gemm_tflops);
+  std::printf("| H | L | median ms | TFLOP/s | of GEMM | KV GB/s (logical) |\n|---:|---:|---:|---:|---:|---:|\n");
+  for (const Result& r : results) {
+    std::printf("| %lld | %lldK | %.3f | %.0f | %.0f%% | %.0f |\n", static_cast<long long>(r.H),
+                static_cast<long long>(r.L / 1024), r.ms, r.tflops, 100.0 * r.tflops / gemm_tflops, r.kv_gbps);
+  }
+
+  if (json_path != nullptr) {
+    FILE* f = std::fopen(json_path, "w");
+    if (f == nullptr) {
+      std::fprintf(stderr, "cannot write %s\n", json_path);
+      return 1;
+    }
+    std::fprintf(f, "{\"device\": \"%s\", \"gemm_bf16_tflops\": %.1f, \"iters\": %d, \"T\": %lld, \"topk\": %lld, "
+                 "\"sparse_mla_bf16\": [", prop.name, gemm_tflops, kIters, static_cast<long long>(T),
+                 static_cast<long long>(kTopk));
+    for (size_t i = 0; i < results.size(); ++i) {
+      const Result& r = results[i];
+      std::fprintf(f, "%s\n  {\"H\": %lld, \"L\": %lld, \"median_ms\": %.4f, \"tflops\": %.1f, "
+                   "\"fraction_of_gemm\": %.3f, \"kv_gbps_logical\": %.1f}", i ? "," : "",
+                   static_cast<long long>(r.H), static_cast<long long>(r.L), r.ms, r.tflops, r.tflops / gemm_tflops,
+                   r.kv_gbps);
+    }
+    std::fprintf(f, "\n]}\n");
+    std::fclose(f);
+  }
+  CUDA_CHECK(cudaFree(q));
+  CUDA_CHECK(cudaFree(kv));
+  CUDA_CHECK(cudaFree(out));
+  CUDA_CHECK(cudaFree(lse));
+  CUDA_CHECK(cudaFree(idx));
+  return 0;
+}
+
+}  // namespace
+}  // namespace indexcache
+
+int main(int argc, char** argv) { return indexcache::Main(argc, argv); }

@@ -1,0 +1,111 @@
+// Backend: the kernel interface the DSA forward is written against, once.
+//
+// CpuBackend (Eigen GEMMs + kernels/*_cpu.cc, fp32 activations) is the reference; CudaBackend
+// (kernels/*.cu + cuBLAS, bf16 activations and weights, fp32 accumulation) implements the same
+// operations. Tensors handed to a backend live on its device and are contiguous row-major unless
+// a stride says otherwise; host-side index lists are plain vectors. Every operation is
+// asynchronous with respect to the host except the ones returning host data (ToHost, MoeRoute).
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include "core/status.h"
+#include "core/tensor.h"
+#include "kernels/rope.h"
+
+namespace indexcache {
+
+// MLA head sizes, for the absorbed-form operations.
+struct MlaDims {
+  int64_t heads = 0, nope = 0, rope = 0, v = 0, kv_lora = 0;
+  int64_t qk() const { return nope + rope; }
+  int64_t latent() const { return kv_lora + rope; }
+};
+
+// Result of MoE routing for T tokens, on the host (the dispatch loop runs on the host).
+struct MoeRouting {
+  std::vector<int32_t> experts;  // [T, k]
+  std::vector<float> weights;    // [T, k]
+};
+
+struct MoeRouteSpec {
+  int64_t n_group = 1, topk_group = 1, topk = 1;
+  bool norm_topk_prob = true;
+  float routed_scaling_factor = 1.0f;
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual const char* name() const = 0;
+  virtual Device device() const = 0;
+  virtual DType activation_dtype() const = 0;
+
+  // --- memory ---------------------------------------------------------------------------------
+  virtual Tensor Alloc(DType dtype, Shape shape) = 0;  // zero-filled
+  // A weight from host fp32 data in the backend's weight dtype (CPU: f32, borrowing `data`, which
+  // must outlive the tensor; CUDA: a bf16 copy).
+  virtual Tensor Weight(const float* data, Shape shape) = 0;
+  // A weight kept in fp32 on every backend (MoE router, indexer head weights: transformers keeps
+  // these in fp32 too).
+  virtual Tensor WeightF32(const float* data, Shape shape) = 0;
+  virtual Tensor ToDevice(const Tensor& host) = 0;  // same dtype
+  virtual Tensor ToHost(const Tensor& t) = 0;       // float types arrive as f32, ints unchanged
+  virtual void Synchronize() {}
+  // A copy of x converted to `dtype` (float types only); x itself if it already has it.
+  virtual Tensor Convert(const Tensor& x, DType dtype) = 0;
+
+  // --- dense math -----------------------------------------------------------------------------
+  // y[t] = table[tokens[t]]; tokens already validated.
+  virtual void Embedding(const Tensor& table, const std::vector<int32_t>& tokens, Tensor* y) = 0;
+  // y[M, N] = x[M, K] w[N, K]^T, or y += when accumulate.
+  virtual void Linear(const Tensor& x, const Tensor& w, Tensor* y, bool accumulate = false) = 0;
+  virtual void RmsNorm(const Tensor& x, const Tensor& w, float eps, Tensor* y) = 0;
+  virtual void LayerNorm(const Tensor& x, const Tensor& w, const Tensor& b, float eps, Tensor* y) = 0;
+  // y = silu(gate) * up, elementwise.
+  virtual void SiluMul(const Tensor& gate, const Tensor& up, Tensor* y) = 0;
+  // y += x.
+  virtual void Add(const Tensor& x, Tensor* y) = 0;
+  virtual void Scale(Tensor* x, float s) = 0;
+
+  // --- rope -----------------------------------------------------------------------------------
+  // Rotates x[t, h, offset : offset + table.rope_dim] in place (row t uses table position t):
+  // interleaved pairs or half-split. x is [T, heads, head_stride] viewed flat.
+  virtual void Rope(const RopeTable& table, bool interleaved, int64_t heads, int64_t head_stride, int64_t offset,
+                    Tensor* x) = 0;
+
+  // --- MLA ------------------------------------------------------------------------------------
+  // latent[T, kv_lora + rope] = [RmsNorm(ckv[:, :kv_lora], w), rope_interleaved(ckv[:, kv_lora:])]
+  virtual void MlaLatent(const Tensor& ckv, const Tensor& kv_norm, float eps, const RopeTable& table,
+                         const MlaDims& d, Tensor* latent) = 0;
+  // q_abs[T, heads, kv_lora + rope] = [q_nope[h] W_uk[h], q_rope[h]], where q is [T, heads, nope + rope]
+  // and W_uk[h] = kv_b[h * (nope + v) : h * (nope + v) + nope, :] ([nope, kv_lora]).
+  virtual void AbsorbQuery(const Tensor& q, const Tensor& kv_b, const MlaDims& d, Tensor* q_abs) = 0;
+  // out[T, heads * v]: out[:, h] = out_lat[:, h, :] W_uv[h]^T, W_uv[h] = kv_b rows h*(nope+v)+nope .. +v.
+  virtual void AbsorbValue(const Tensor& out_lat, const Tensor& kv_b, const MlaDims& d, Tensor* out) = 0;
+  // kernels/sparse_mla.h on this device: out_lat [T, heads, kv_lora], lse [T, heads] f32.
+  virtual void SparseMla(const Tensor& q_abs, const Tensor& latent, const Tensor& indices, const MlaDims& d,
+                         float scale, Tensor* out_lat, Tensor* lse) = 0;
+
+  // --- indexer --------------------------------------------------------------------------------
+  // kernels/indexer_topk.h on this device, causal from query_offset: q [T, H, D], k [L, D],
+  // weights [T, H] f32; indices [T, topk] int32.
+  virtual void IndexerTopk(const Tensor& q, const Tensor& k, const Tensor& weights, int64_t topk,
+                           int64_t query_offset, float scale, Tensor* indices) = 0;
+
+  // --- MoE ------------------------------------------------------------------------------------
+  // Routes from router logits [T, E] (f32) and the correction bias [E] (f32); result on the host.
+  virtual MoeRouting MoeRoute(const Tensor& logits, const Tensor& bias, const MoeRouteSpec& spec) = 0;
+  // y[i] = x[rows[i]]
+  virtual void GatherRows(const Tensor& x, const std::vector<int32_t>& rows, Tensor* y) = 0;
+  // y[rows[i]] += scale[i] * x[i]
+  virtual void ScatterAddRows(const Tensor& x, const std::vector<int32_t>& rows, const std::vector<float>& scale,
+                              Tensor* y) = 0;
+};
+
+std::unique_ptr<Backend> MakeCpuBackend();
+// The CUDA backend on the current device, or an error when there is no usable GPU.
+StatusOr<std::shared_ptr<Backend>> MakeCudaBackendOrError();
+
+}  // namespace indexcache

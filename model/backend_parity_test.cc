@@ -1,0 +1,221 @@
+// Every Backend operation on CUDA against the CPU backend (the reference), on fresh random
+// inputs with odd shapes. Inputs are rounded to bf16 first, so the CPU sees exactly what the GPU
+// sees; tolerances come from kernels/tolerances.h. Skips without a GPU.
+#include <algorithm>
+#include <cmath>
+#include <tuple>
+#include <random>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "core/cuda_check.h"
+#include "kernels/tolerances.h"
+#include "model/backend.h"
+
+namespace indexcache {
+namespace {
+
+class BackendParityTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!CudaDeviceAvailable()) GTEST_SKIP() << "no CUDA device";
+    cpu_ = MakeCpuBackend();
+    auto cuda = MakeCudaBackendOrError();
+    ASSERT_TRUE(cuda.ok()) << cuda.status().ToString();
+    gpu_ = *cuda;
+  }
+
+  // Random values already representable in bf16, as a host f32 tensor.
+  Tensor Random(Shape shape, float scale = 1.0f) {
+    Tensor t = Tensor::Zeros(DType::kF32, std::move(shape));
+    std::normal_distribution<float> dist(0.0f, scale);
+    for (int64_t i = 0; i < t.numel(); ++i) t.data<float>()[i] = Bf16ToFloat(FloatToBf16(dist(rng_)));
+    return t;
+  }
+  // The same values on the GPU in bf16.
+  Tensor OnGpu(const Tensor& host) { return gpu_->Convert(gpu_->ToDevice(host), DType::kBF16); }
+  Tensor GpuWeight(const Tensor& host) { return gpu_->Weight(host.data<float>(), host.shape()); }
+
+  static double RelL2(const Tensor& got, const Tensor& want) {
+    EXPECT_EQ(got.shape(), want.shape());
+    double num = 0, den = 0;
+    for (int64_t i = 0; i < want.numel(); ++i) {
+      const double d = double(got.data<float>()[i]) - want.data<float>()[i];
+      num += d * d;
+      den += double(want.data<float>()[i]) * want.data<float>()[i];
+    }
+    return std::sqrt(num / std::max(den, 1e-30));
+  }
+
+  std::mt19937 rng_{1234};
+  std::unique_ptr<Backend> cpu_;
+  std::shared_ptr<Backend> gpu_;
+};
+
+TEST_F(BackendParityTest, LinearAndAccumulate) {
+  for (auto [M, K, N] : {std::tuple<int64_t, int64_t, int64_t>{17, 127, 281}, {1, 64, 7}, {127, 281, 17}}) {
+    const Tensor x = Random({M, K}), w = Random({N, K}), y0 = Random({M, N});
+    Tensor want = Tensor::Zeros(DType::kF32, {M, N});
+    std::copy(y0.data<float>(), y0.data<float>() + y0.numel(), want.data<float>());
+    cpu_->Linear(x, w, &want, /*accumulate=*/true);
+    Tensor y = OnGpu(y0);
+    gpu_->Linear(OnGpu(x), GpuWeight(w), &y, /*accumulate=*/true);
+    EXPECT_LE(RelL2(gpu_->ToHost(y), want), kRelL2TolBf16) << M << "x" << K << "x" << N;
+    // bf16 inputs with an f32 output (the logits path).
+    Tensor want32 = Tensor::Zeros(DType::kF32, {M, N});
+    cpu_->Linear(x, w, &want32);
+    Tensor y32 = gpu_->Alloc(DType::kF32, {M, N});
+    gpu_->Linear(OnGpu(x), GpuWeight(w), &y32);
+    EXPECT_LE(RelL2(gpu_->ToHost(y32), want32), kRelL2TolBf16);
+  }
+}
+
+TEST_F(BackendParityTest, NormsActivationsAndElementwise) {
+  const int64_t T = 17, D = 281;
+  const Tensor x = Random({T, D}), w = Random({D}), b = Random({D}), up = Random({T, D});
+  Tensor want = Tensor::Zeros(DType::kF32, {T, D});
+  Tensor got = gpu_->Alloc(DType::kBF16, {T, D});
+
+  cpu_->RmsNorm(x, w, 1e-6f, &want);
+  gpu_->RmsNorm(OnGpu(x), GpuWeight(w), 1e-6f, &got);
+  EXPECT_LE(RelL2(gpu_->ToHost(got), want), kRelL2TolBf16) << "RmsNorm";
+
+  cpu_->LayerNorm(x, w, b, 1e-6f, &want);
+  gpu_->LayerNorm(OnGpu(x), GpuWeight(w), GpuWeight(b), 1e-6f, &got);
+  EXPECT_LE(RelL2(gpu_->ToHost(got), want), kRelL2TolBf16) << "LayerNorm";
+
+  cpu_->SiluMul(x, up, &want);
+  gpu_->SiluMul(OnGpu(x), OnGpu(up), &got);
+  EXPECT_LE(RelL2(gpu_->ToHost(got), want), kRelL2TolBf16) << "SiluMul";
+
+  Tensor acc_cpu = Random({T, D});
+  Tensor acc_gpu = OnGpu(acc_cpu);
+  cpu_->Add(x, &acc_cpu);
+  gpu_->Add(OnGpu(x), &acc_gpu);
+  cpu_->Scale(&acc_cpu, 0.37f);
+  gpu_->Scale(&acc_gpu, 0.37f);
+  EXPECT_LE(RelL2(gpu_->ToHost(acc_gpu), acc_cpu), kRelL2TolBf16) << "Add/Scale";
+
+  const std::vector<int32_t> tokens = {3, 0, 16, 16, 5};
+  Tensor emb_cpu = Tensor::Zeros(DType::kF32, {5, D});
+  Tensor emb_gpu = gpu_->Alloc(DType::kBF16, {5, D});
+  cpu_->Embedding(x, tokens, &emb_cpu);
+  gpu_->Embedding(GpuWeight(x), tokens, &emb_gpu);
+  EXPECT_EQ(RelL2(gpu_->ToHost(emb_gpu), emb_cpu), 0.0) << "Embedding";
+}
+
+TEST_F(BackendParityTest, RopeBothLayoutsAndMlaLatent) {
+  RopeConfig rope;
+  rope.theta = 10000.0;
+  const int64_t T = 19, heads = 3, head_stride = 40, offset = 8, rope_dim = 16;
+  const RopeTable table = BuildRopeTable(rope, rope_dim, 0, T);
+  for (bool interleaved : {true, false}) {
+    Tensor x = Random({T, heads * head_stride});
+    Tensor g = OnGpu(x);
+    cpu_->Rope(table, interleaved, heads, head_stride, offset, &x);
+    gpu_->Rope(table, interleaved, heads, head_stride, offset, &g);
+    EXPECT_LE(RelL2(gpu_->ToHost(g), x), kRelL2TolBf16) << "interleaved " << interleaved;
+  }
+  MlaDims d;
+  d.heads = 1;
+  d.kv_lora = 37;
+  d.rope = rope_dim;
+  const Tensor ckv = Random({T, d.latent()}), w = Random({d.kv_lora});
+  Tensor want = Tensor::Zeros(DType::kF32, {T, d.latent()});
+  Tensor got = gpu_->Alloc(DType::kBF16, {T, d.latent()});
+  cpu_->MlaLatent(ckv, w, 1e-6f, table, d, &want);
+  gpu_->MlaLatent(OnGpu(ckv), GpuWeight(w), 1e-6f, table, d, &got);
+  EXPECT_LE(RelL2(gpu_->ToHost(got), want), kRelL2TolBf16) << "MlaLatent";
+}
+
+TEST_F(BackendParityTest, AbsorbQueryAndValue) {
+  MlaDims d;
+  d.heads = 3;
+  d.nope = 16;
+  d.rope = 8;
+  d.v = 24;
+  d.kv_lora = 40;
+  const int64_t T = 17;
+  const Tensor q = Random({T, d.heads * d.qk()});
+  const Tensor kv_b = Random({d.heads * (d.nope + d.v), d.kv_lora}, 0.2f);
+  Tensor want = Tensor::Zeros(DType::kF32, {T, d.heads, d.latent()});
+  Tensor got = gpu_->Alloc(DType::kBF16, {T, d.heads, d.latent()});
+  cpu_->AbsorbQuery(q, kv_b, d, &want);
+  gpu_->AbsorbQuery(OnGpu(q), GpuWeight(kv_b), d, &got);
+  EXPECT_LE(RelL2(gpu_->ToHost(got), want), kRelL2TolBf16) << "AbsorbQuery";
+
+  const Tensor lat = Random({T, d.heads, d.kv_lora});
+  Tensor want_v = Tensor::Zeros(DType::kF32, {T, d.heads * d.v});
+  Tensor got_v = gpu_->Alloc(DType::kBF16, {T, d.heads * d.v});
+  cpu_->AbsorbValue(lat, kv_b, d, &want_v);
+  gpu_->AbsorbValue(OnGpu(lat), GpuWeight(kv_b), d, &got_v);
+  EXPECT_LE(RelL2(gpu_->ToHost(got_v), want_v), kRelL2TolBf16) << "AbsorbValue";
+}
+
+TEST_F(BackendParityTest, SmallSparseMlaAndIndexerTopk) {
+  MlaDims d;
+  d.heads = 3;
+  d.rope = 8;
+  d.kv_lora = 32;
+  const int64_t T = 23, K = 9;
+  const Tensor q = Random({T, d.heads, d.latent()}, 0.5f), kv = Random({T, d.latent()}, 0.5f);
+  Tensor idx = Tensor::Zeros(DType::kI32, {T, K});
+  for (int64_t t = 0; t < T; ++t) {
+    for (int64_t j = 0; j < K; ++j) idx.data<int32_t>()[t * K + j] = j <= t ? static_cast<int32_t>((t * 7 + j * 3) % (t + 1)) : -1;
+  }
+  Tensor out = Tensor::Zeros(DType::kF32, {T, d.heads, d.kv_lora}), lse = Tensor::Zeros(DType::kF32, {T, d.heads});
+  Tensor gout = gpu_->Alloc(DType::kBF16, {T, d.heads, d.kv_lora}), glse = gpu_->Alloc(DType::kF32, {T, d.heads});
+  cpu_->SparseMla(q, kv, idx, d, 0.3f, &out, &lse);
+  gpu_->SparseMla(OnGpu(q), OnGpu(kv), gpu_->ToDevice(idx), d, 0.3f, &gout, &glse);
+  EXPECT_LE(RelL2(gpu_->ToHost(gout), out), kRelL2TolBf16) << "SparseMla out";
+  EXPECT_LE(RelL2(gpu_->ToHost(glse), lse), 1e-3) << "SparseMla lse";
+
+  // Indexer: compare the selected sets row by row (random data: no ties at the cut).
+  const int64_t H = 4, D = 32, topk = 7;
+  const Tensor iq = Random({T, H, D}), ik = Random({T, D}), iw = Random({T, H});
+  Tensor sel = Tensor::Zeros(DType::kI32, {T, topk});
+  Tensor gsel = gpu_->Alloc(DType::kI32, {T, topk});
+  cpu_->IndexerTopk(iq, ik, iw, topk, 0, 0.17f, &sel);
+  gpu_->IndexerTopk(OnGpu(iq), OnGpu(ik), gpu_->ToDevice(iw), topk, 0, 0.17f, &gsel);
+  const Tensor h_sel = gpu_->ToHost(gsel);
+  int mismatched_rows = 0;
+  for (int64_t t = 0; t < T; ++t) {
+    std::vector<int32_t> a(sel.data<int32_t>() + t * topk, sel.data<int32_t>() + (t + 1) * topk);
+    std::vector<int32_t> b(h_sel.data<int32_t>() + t * topk, h_sel.data<int32_t>() + (t + 1) * topk);
+    std::sort(a.begin(), a.end());
+    std::sort(b.begin(), b.end());
+    mismatched_rows += a != b;
+  }
+  EXPECT_EQ(mismatched_rows, 0);
+}
+
+TEST_F(BackendParityTest, MoeRoutingAndRowDispatch) {
+  const int64_t T = 13, E = 8, C = 33;
+  const Tensor logits = Random({T, E}), bias = Random({E}, 0.1f);
+  MoeRouteSpec spec;
+  spec.n_group = 4;
+  spec.topk_group = 2;
+  spec.topk = 3;
+  const MoeRouting a = cpu_->MoeRoute(logits, bias, spec);
+  const MoeRouting b = gpu_->MoeRoute(gpu_->ToDevice(logits), gpu_->ToDevice(bias), spec);
+  EXPECT_EQ(a.experts, b.experts);
+  EXPECT_EQ(a.weights, b.weights);
+
+  const Tensor x = Random({T, C});
+  const std::vector<int32_t> rows = {12, 0, 5, 7};
+  const std::vector<float> scale = {0.5f, -1.0f, 2.0f, 0.25f};
+  Tensor g_cpu = Tensor::Zeros(DType::kF32, {4, C});
+  Tensor g_gpu = gpu_->Alloc(DType::kBF16, {4, C});
+  cpu_->GatherRows(x, rows, &g_cpu);
+  gpu_->GatherRows(OnGpu(x), rows, &g_gpu);
+  EXPECT_EQ(RelL2(gpu_->ToHost(g_gpu), g_cpu), 0.0);
+  Tensor y_cpu = Random({T, C});
+  Tensor y_gpu = OnGpu(y_cpu);
+  cpu_->ScatterAddRows(g_cpu, rows, scale, &y_cpu);
+  gpu_->ScatterAddRows(g_gpu, rows, scale, &y_gpu);
+  EXPECT_LE(RelL2(gpu_->ToHost(y_gpu), y_cpu), kRelL2TolBf16);
+}
+
+}  // namespace
+}  // namespace indexcache

@@ -1,0 +1,216 @@
+// CpuBackend: fp32 activations, Eigen GEMMs and the CPU reference kernels.
+#include <cmath>
+#include <cstring>
+
+#include <Eigen/Core>
+
+#include "kernels/indexer_topk.h"
+#include "kernels/moe_routing.h"
+#include "kernels/norms.h"
+#include "kernels/sparse_mla.h"
+#include "model/backend.h"
+
+namespace indexcache {
+
+namespace {
+
+using RowMajor = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+using Map = Eigen::Map<RowMajor>;
+using ConstMap = Eigen::Map<const RowMajor>;
+using StridedConstMap = Eigen::Map<const RowMajor, 0, Eigen::OuterStride<>>;
+using StridedMap = Eigen::Map<RowMajor, 0, Eigen::OuterStride<>>;
+
+// A 2-D view of a tensor whose last axis is `cols` wide.
+ConstMap View(const Tensor& t, int64_t cols) { return ConstMap(t.data<float>(), t.numel() / cols, cols); }
+Map View(Tensor* t, int64_t cols) { return Map(t->data<float>(), t->numel() / cols, cols); }
+
+class CpuBackend final : public Backend {
+ public:
+  const char* name() const override { return "cpu"; }
+  Device device() const override { return Device::kCpu; }
+  DType activation_dtype() const override { return DType::kF32; }
+
+  Tensor Alloc(DType dtype, Shape shape) override { return Tensor::Zeros(dtype, std::move(shape)); }
+  Tensor Weight(const float* data, Shape shape) override {
+    return Tensor::View(DType::kF32, std::move(shape), const_cast<float*>(data), nullptr);
+  }
+  Tensor WeightF32(const float* data, Shape shape) override { return Weight(data, std::move(shape)); }
+  Tensor ToDevice(const Tensor& host) override { return host; }
+  Tensor Convert(const Tensor& x, DType dtype) override {
+    IC_CHECK(dtype == DType::kF32);
+    return x.dtype() == DType::kF32 ? x : x.ToFloat32();
+  }
+  Tensor ToHost(const Tensor& t) override {
+    if (IsFloating(t.dtype()) && t.dtype() != DType::kF32) return t.ToFloat32();
+    Tensor out = Tensor::Zeros(t.dtype(), t.shape());
+    std::memcpy(out.raw(), t.raw(), t.nbytes());
+    return out;
+  }
+
+  void Embedding(const Tensor& table, const std::vector<int32_t>& tokens, Tensor* y) override {
+    const int64_t H = table.size(1);
+    for (size_t t = 0; t < tokens.size(); ++t) {
+      std::memcpy(y->data<float>() + t * H, table.data<float>() + tokens[t] * H, H * sizeof(float));
+    }
+  }
+
+  void Linear(const Tensor& x, const Tensor& w, Tensor* y, bool accumulate) override {
+    const int64_t N = w.size(0), K = w.size(1);
+    auto out = View(y, N);
+    if (accumulate) {
+      out.noalias() += View(x, K) * ConstMap(w.data<float>(), N, K).transpose();
+    } else {
+      out.noalias() = View(x, K) * ConstMap(w.data<float>(), N, K).transpose();
+    }
+  }
+
+  void RmsNorm(const Tensor& x, const Tensor& w, float eps, Tensor* y) override {
+    const int64_t D = w.numel();
+    RmsNormCpu(x.data<float>(), w.data<float>(), x.numel() / D, D, eps, y->data<float>());
+  }
+
+  void LayerNorm(const Tensor& x, const Tensor& w, const Tensor& b, float eps, Tensor* y) override {
+    const int64_t D = w.numel();
+    LayerNormCpu(x.data<float>(), w.data<float>(), b.data<float>(), x.numel() / D, D, eps, y->data<float>());
+  }
+
+  void SiluMul(const Tensor& gate, const Tensor& up, Tensor* y) override {
+    const float* g = gate.data<float>();
+    const float* u = up.data<float>();
+    float* o = y->data<float>();
+    for (int64_t i = 0; i < gate.numel(); ++i) o[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
+  }
+
+  void Add(const Tensor& x, Tensor* y) override {
+    for (int64_t i = 0; i < x.numel(); ++i) y->data<float>()[i] += x.data<float>()[i];
+  }
+
+  void Scale(Tensor* x, float s) override {
+    for (int64_t i = 0; i < x->numel(); ++i) x->data<float>()[i] *= s;
+  }
+
+  void Rope(const RopeTable& table, bool interleaved, int64_t heads, int64_t head_stride, int64_t offset,
+            Tensor* x) override {
+    const int64_t T = x->size(0);
+    const int64_t row_stride = x->numel() / T;
+    float* base = x->data<float>() + offset;
+    if (interleaved) {
+      ApplyRopeInterleavedCpu(table, base, T, heads, row_stride, head_stride);
+    } else {
+      ApplyRopeHalfSplitCpu(table, base, T, heads, row_stride, head_stride);
+    }
+  }
+
+  void MlaLatent(const Tensor& ckv, const Tensor& kv_norm, float eps, const RopeTable& table, const MlaDims& d,
+                 Tensor* latent) override {
+    const int64_t T = ckv.size(0), L = d.latent();
+    RmsNormCpu(ckv.data<float>(), kv_norm.data<float>(), T, d.kv_lora, eps, latent->data<float>(), L, L);
+    for (int64_t t = 0; t < T; ++t) {
+      std::memcpy(latent->data<float>() + t * L + d.kv_lora, ckv.data<float>() + t * L + d.kv_lora,
+                  d.rope * sizeof(float));
+    }
+    ApplyRopeInterleavedCpu(table, latent->data<float>() + d.kv_lora, T, 1, L, 0);
+  }
+
+  void AbsorbQuery(const Tensor& q, const Tensor& kv_b, const MlaDims& d, Tensor* q_abs) override {
+    const int64_t T = q.size(0), H = d.heads, qk = d.qk(), L = d.latent();
+    const ConstMap w(kv_b.data<float>(), H * (d.nope + d.v), d.kv_lora);
+    for (int64_t h = 0; h < H; ++h) {
+      StridedConstMap q_nope(q.data<float>() + h * qk, T, d.nope, Eigen::OuterStride<>(H * qk));
+      StridedMap out(q_abs->data<float>() + h * L, T, d.kv_lora, Eigen::OuterStride<>(H * L));
+      out.noalias() = q_nope * w.block(h * (d.nope + d.v), 0, d.nope, d.kv_lora);
+      StridedConstMap q_rope(q.data<float>() + h * qk + d.nope, T, d.rope, Eigen::OuterStride<>(H * qk));
+      StridedMap out_rope(q_abs->data<float>() + h * L + d.kv_lora, T, d.rope, Eigen::OuterStride<>(H * L));
+      out_rope = q_rope;
+    }
+  }
+
+  void AbsorbValue(const Tensor& out_lat, const Tensor& kv_b, const MlaDims& d, Tensor* out) override {
+    const int64_t T = out_lat.size(0), H = d.heads;
+    const ConstMap w(kv_b.data<float>(), H * (d.nope + d.v), d.kv_lora);
+    for (int64_t h = 0; h < H; ++h) {
+      StridedConstMap lat(out_lat.data<float>() + h * d.kv_lora, T, d.kv_lora, Eigen::OuterStride<>(H * d.kv_lora));
+      StridedMap o(out->data<float>() + h * d.v, T, d.v, Eigen::OuterStride<>(H * d.v));
+      o.noalias() = lat * w.block(h * (d.nope + d.v) + d.nope, 0, d.v, d.kv_lora).transpose();
+    }
+  }
+
+  void SparseMla(const Tensor& q_abs, const Tensor& latent, const Tensor& indices, const MlaDims& d, float scale,
+                 Tensor* out_lat, Tensor* lse) override {
+    SparseMlaParams p;
+    p.q = q_abs.data<float>();
+    p.kv = latent.data<float>();
+    p.indices = indices.data<int32_t>();
+    p.T = q_abs.size(0);
+    p.H = d.heads;
+    p.d_qk = d.latent();
+    p.d_v = d.kv_lora;
+    p.L = latent.size(0);
+    p.topk = indices.size(1);
+    p.scale = scale;
+    p.out = out_lat->data<float>();
+    p.lse = lse->data<float>();
+    SparseMlaCpu(p);
+  }
+
+  void IndexerTopk(const Tensor& q, const Tensor& k, const Tensor& weights, int64_t topk, int64_t query_offset,
+                   float scale, Tensor* indices) override {
+    IndexerTopkParams p;
+    p.q = q.data<float>();
+    p.k = k.data<float>();
+    p.weights = weights.data<float>();
+    p.T = q.size(0);
+    p.L = k.size(0);
+    p.H = weights.size(1);
+    p.D = k.size(1);
+    p.topk = topk;
+    p.query_offset = query_offset;
+    p.scale = scale;
+    p.out_indices = indices->data<int32_t>();
+    IndexerTopkCpu(p);
+  }
+
+  MoeRouting MoeRoute(const Tensor& logits, const Tensor& bias, const MoeRouteSpec& spec) override {
+    const int64_t T = logits.size(0), E = logits.size(1);
+    MoeRouting r;
+    r.experts.resize(T * spec.topk);
+    r.weights.resize(T * spec.topk);
+    MoeRoutingParams p;
+    p.logits = logits.data<float>();
+    p.bias = bias.data<float>();
+    p.T = T;
+    p.E = E;
+    p.n_group = spec.n_group;
+    p.topk_group = spec.topk_group;
+    p.topk = spec.topk;
+    p.norm_topk_prob = spec.norm_topk_prob;
+    p.routed_scaling_factor = spec.routed_scaling_factor;
+    p.out_experts = r.experts.data();
+    p.out_weights = r.weights.data();
+    MoeRoutingCpu(p);
+    return r;
+  }
+
+  void GatherRows(const Tensor& x, const std::vector<int32_t>& rows, Tensor* y) override {
+    const int64_t C = x.numel() / x.size(0);
+    for (size_t i = 0; i < rows.size(); ++i) {
+      std::memcpy(y->data<float>() + i * C, x.data<float>() + rows[i] * C, C * sizeof(float));
+    }
+  }
+
+  void ScatterAddRows(const Tensor& x, const std::vector<int32_t>& rows, const std::vector<float>& scale,
+                      Tensor* y) override {
+    const int64_t C = x.numel() / x.size(0);
+    for (size_t i = 0; i < rows.size(); ++i) {
+      float* dst = y->data<float>() + rows[i] * C;
+      const float* src = x.data<float>() + i * C;
+      for (int64_t c = 0; c < C; ++c) dst[c] += scale[i] * src[c];
+    }
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> MakeCpuBackend() { return std::make_unique<CpuBackend>(); }
+
+}  // namespace indexcache
