@@ -15,12 +15,21 @@ namespace {
 
 constexpr int kWarps = 8;                  // queries per CTA of the main kernel, one per warp
 constexpr int kThreads = kWarps * 32;      // both kernels run 256 threads (the selects assume it)
-constexpr int kTileKeys = 64;              // keys per pipeline stage
-constexpr int kStages = 4;                 // cp.async pipeline depth
+#ifndef INDEXER_TOPK_TILE_KEYS  // tuning knobs for experiments; the defaults are the measured choice
+#define INDEXER_TOPK_TILE_KEYS 128
+#define INDEXER_TOPK_STAGES 3
+#endif
+#ifndef INDEXER_TOPK_CAP_FACTOR
+#define INDEXER_TOPK_CAP_FACTOR 2
+#endif
+constexpr int kTileKeys = INDEXER_TOPK_TILE_KEYS;  // keys per pipeline stage
+constexpr int kStages = INDEXER_TOPK_STAGES;       // cp.async pipeline depth
 constexpr int kMaxTopk = 2048;
 constexpr int kMaxHeads = 64;
 
-int64_t CapacityFor(int64_t topk) { return std::max<int64_t>(2 * topk, 1024) + kTileKeys; }
+int64_t CapacityFor(int64_t topk) {
+  return std::max<int64_t>(INDEXER_TOPK_CAP_FACTOR * topk, 1024) + kTileKeys;
+}
 
 // ---------------------------------------------------------------------------------------------
 // Small device helpers.

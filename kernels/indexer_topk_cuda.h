@@ -9,13 +9,13 @@
 // Algorithm (no [T, L] score matrix is ever written to global memory):
 //  1. Main kernel: one CTA of 8 warps owns 8 consecutive queries, one query per warp. Each warp
 //     keeps its query's q[t] (all heads x D, bf16) in registers as mma.sync B fragments for the whole
-//     kernel. The CTA streams the keys in tiles of 64 through a 4-stage cp.async shared-memory
-//     pipeline (rows padded so ldmatrix is conflict-free); every warp computes the 64 x H logits of
+//     kernel. The CTA streams the keys in tiles of 128 through a 3-stage cp.async shared-memory
+//     pipeline (rows padded so ldmatrix is conflict-free); every warp computes the 128 x H logits of
 //     its query with mma.sync m16n8k16 (bf16 in, fp32 accumulate), applies ReLU and the per-head
 //     weights in fp32 and reduces over heads with two quad shuffles. Scores never leave registers
 //     except as candidates: a key whose score is strictly above the query's running threshold is
 //     appended (score, index) to that query's candidate buffer in the workspace
-//     (cap = max(2 * topk, 1024) + 64 entries per query). When a buffer could overflow on the next
+//     (cap = max(2 * topk, 1024) + 128 entries per query). When a buffer could overflow on the next
 //     tile, the CTA compacts the fullest buffers in place to exactly their topk best with a
 //     block-wide radix select (8-bit digits starting below the common prefix of the candidates'
 //     order-preserving keys; exact ties at the k-th value are resolved by a second radix select on
@@ -55,7 +55,7 @@ struct IndexerTopkCudaParams {
   cudaStream_t stream = nullptr;
 };
 
-// Scratch the call needs: per query a candidate buffer of max(2 * topk, 1024) + 64 (score, index)
+// Scratch the call needs: per query a candidate buffer of max(2 * topk, 1024) + 128 (score, index)
 // pairs plus a count, i.e. O(T * 2 * topk) entries, independent of L.
 size_t IndexerTopkCudaWorkspaceBytes(const IndexerTopkCudaParams& p);
 

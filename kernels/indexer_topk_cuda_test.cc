@@ -212,8 +212,9 @@ TEST_P(IndexerTopkCudaTest, MatchesCpu) {
     if (!row_ok) ++failures;
   }
   EXPECT_EQ(failures, 0);
-  // Make sure the set-equality branch ran at least somewhere for random data.
-  if (c.distinct_keys == 0 && choice_rows > 0) {
+  // Make sure the set-equality branch ran at least somewhere for random data (with few heads many
+  // scores are exactly 0 and the k-th gap is often a tie, so only from 8 heads on).
+  if (c.distinct_keys == 0 && c.H >= 8 && choice_rows > 0) {
     EXPECT_GT(strict_rows, 0);
   }
 }

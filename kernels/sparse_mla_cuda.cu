@@ -12,8 +12,9 @@
 // Per chunk of 64 selected keys:
 //   1. S_w = Q K_w^T          WG w takes keys [32w, 32w + 32): 36 x wgmma m64n32k16 (fp32 accum)
 //   2. online softmax        masked keys -> -inf; the row max is shared between the two WGs
-//                            through shared memory so both rescale with the same max; P (bf16)
-//                            goes to sP
+//                            through shared memory so both rescale with the same max (which
+//                            moves only when it grows by > 2^8, so O is rarely rescaled); P
+//                            (bf16) goes to sP
 //   3. O_w = O_w * alpha + P V[:, 256w : 256w + 256]    4 x wgmma m64n256k16 (B transposed)
 // WG w owns output columns [256w, 256w + 256) of all 64 heads: 128 fp32 accumulators per thread.
 // At the end the two WGs' partial row sums are added, O is normalised and written as bf16, and
@@ -219,13 +220,9 @@ __global__ void __launch_bounds__(kThreads, 1)
     CpAsyncWaitAll();
     FenceProxyAsync();
     __syncthreads();
-    if (j + 1 < n_chunks) {
-      issue(stage ^ 1);
-      if (j + 2 < n_chunks) load_idx(j + 2);
-    }
-    CpAsyncCommit();
 
-    // 1. S = Q K^T for this WG's 32 keys.
+    // 1. S = Q K^T for this WG's 32 keys (asynchronous; the gather of chunk j+1 is issued while the
+    // tensor cores work).
     const uint32_t kv_tile = sKV + stage * kTileBytes;
     float s[16];
 #pragma unroll
@@ -242,6 +239,11 @@ __global__ void __launch_bounds__(kThreads, 1)
       }
     }
     WgmmaCommit();
+    if (j + 1 < n_chunks) {
+      issue(stage ^ 1);
+      if (j + 2 < n_chunks) load_idx(j + 2);
+    }
+    CpAsyncCommit();
     WgmmaWaitAll();
     FenceRegs(s);
 
@@ -269,11 +271,16 @@ __global__ void __launch_bounds__(kThreads, 1)
       red[wg * 64 + row1] = mx1;
     }
     __syncthreads();
-    const float new0 = fmaxf(m0, fmaxf(red[row0], red[64 + row0]));
-    const float new1 = fmaxf(m1, fmaxf(red[row1], red[64 + row1]));
+    // The running max moves only when the chunk's max exceeds it by more than kMaxSlack (base 2):
+    // exponents stay <= kMaxSlack (p <= 256, l <= 256 topk: no overflow) and O is rescaled rarely.
+    // Exact either way: O, l and lse all use the same base. Both WGs compute the same base.
+    constexpr float kMaxSlack = 8.f;
+    const float cmax0 = fmaxf(red[row0], red[64 + row0]), cmax1 = fmaxf(red[row1], red[64 + row1]);
+    const float new0 = (m0 == -INFINITY || cmax0 > m0 + kMaxSlack) ? cmax0 : m0;
+    const float new1 = (m1 == -INFINITY || cmax1 > m1 + kMaxSlack) ? cmax1 : m1;
     const float base0 = new0 == -INFINITY ? 0.f : new0;  // no valid key yet: keep exp2 finite
     const float base1 = new1 == -INFINITY ? 0.f : new1;
-    const float alpha0 = exp2f(m0 - base0), alpha1 = exp2f(m1 - base1);
+    const float alpha0 = new0 == m0 ? 1.f : exp2f(m0 - base0), alpha1 = new1 == m1 ? 1.f : exp2f(m1 - base1);
     m0 = new0;
     m1 = new1;
     float sum0 = 0.f, sum1 = 0.f;

@@ -50,14 +50,16 @@ struct Case {
   int64_t T, H, L, topk;
   bool holes;       // some -1, out-of-range and duplicate indices
   int64_t empty_t;  // this query gets only -1 / out-of-range indices (-1: none)
+  float scale = 0.0721687836f;  // 1/sqrt(192), DeepSeek's; 0.25 makes logits spread ~6 (sharp)
 };
 
 struct Result {
   std::vector<float> out, ref_out, lse, ref_lse;
 };
 
-// Random q, kv ~ N(0, 1) rounded to bf16; scale 1/sqrt(192) (DeepSeek's head dim) so logits have a
-// spread of ~1.7 and the softmax is neither flat nor one-hot.
+// Random q, kv ~ N(0, 1) rounded to bf16. With scale 1/sqrt(192) (DeepSeek's head dim) logits have a
+// spread of ~1.7 and the softmax is neither flat nor one-hot; with 0.25 (~6) the running max keeps
+// jumping, which exercises the kernel's rescaling of partial outputs.
 Result RunCase(const Case& c, uint32_t seed) {
   std::mt19937 rng(seed);
   std::normal_distribution<float> normal(0.f, 1.f);
@@ -81,7 +83,7 @@ Result RunCase(const Case& c, uint32_t seed) {
       idx[t * c.topk + j] = v;
     }
   }
-  const float scale = 1.f / std::sqrt(192.f);
+  const float scale = c.scale;
 
   Result r;
   r.ref_out.resize(c.T * c.H * kDv);
@@ -170,7 +172,9 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{"odd_h80", 7, 80, 1000, 200, true, 6},   // two head groups, second partial
                       Case{"odd_h64", 4, 64, 97, 130, true, -1},    // L < topk: many duplicates
                       Case{"topk2048_h128", 5, 128, 4099, 2048, false, -1},
-                      Case{"topk2048_h128_holes", 3, 128, 4099, 2048, true, 1}),
+                      Case{"topk2048_h128_holes", 3, 128, 4099, 2048, true, 1},
+                      Case{"topk2048_h64_sharp", 3, 64, 5000, 2048, true, -1, 0.25f},
+                      Case{"odd_h16_sharp", 9, 16, 300, 333, true, 2, 0.25f}),
     [](const ::testing::TestParamInfo<Case>& info) { return std::string(info.param.name); });
 
 }  // namespace

@@ -17,5 +17,11 @@ constexpr double kParityRelL2F32 = 1e-4;
 // positions whose argmax must agree.
 constexpr double kParityRelL2Bf16 = 2e-2;
 constexpr double kParityArgmaxAgreeBf16 = 0.99;
+// Small random models can be far more sensitive to bf16 rounding than real ones (transformers'
+// own bf16 forward lands 0.2-0.4 away from its fp32 forward on some fixtures). There the bf16
+// backend must be no worse than this factor times transformers' bf16 error, and its argmax
+// agreement no lower than transformers' minus the slack.
+constexpr double kBf16VsReferenceFactor = 1.5;
+constexpr double kBf16ArgmaxSlack = 0.05;
 
 }  // namespace indexcache

@@ -1,17 +1,43 @@
-// The CUDA backend against the CPU reference on the Hugging Face fixtures: relative L2 on logits
-// and argmax agreement within the bf16 tolerances of kernels/tolerances.h. Skips without a GPU.
+// The CUDA backend against the CPU reference on the Hugging Face fixtures.
+//
+// Tolerances (kernels/tolerances.h): relative L2 on logits <= kParityRelL2Bf16 and argmax
+// agreement >= kParityArgmaxAgreeBf16 -- unless the fixture itself is that sensitive to bf16:
+// each fixture carries transformers' own bf16 logits, and where transformers' bf16 forward is
+// farther from fp32 than that, ours must be no worse than kBf16VsReferenceFactor times it.
+// Skips without a GPU.
+#include <algorithm>
 #include <cmath>
 #include <string>
 
 #include <gtest/gtest.h>
 
 #include "core/cuda_check.h"
+#include "core/npy.h"
 #include "data/token_array.h"
 #include "kernels/tolerances.h"
 #include "model/dsa_model.h"
 
 namespace indexcache {
 namespace {
+
+struct Agreement {
+  double rel_l2 = 0, argmax = 0;
+};
+
+Agreement Compare(const float* got, const float* want, int64_t T, int64_t V) {
+  double num = 0, den = 0;
+  int64_t agree = 0;
+  for (int64_t t = 0; t < T; ++t) {
+    const float* w = want + t * V;
+    const float* g = got + t * V;
+    for (int64_t v = 0; v < V; ++v) {
+      num += (double(g[v]) - w[v]) * (double(g[v]) - w[v]);
+      den += double(w[v]) * w[v];
+    }
+    agree += std::max_element(w, w + V) - w == std::max_element(g, g + V) - g;
+  }
+  return {std::sqrt(num / den), double(agree) / T};
+}
 
 class GpuParityTest : public ::testing::TestWithParam<std::string> {};
 
@@ -23,37 +49,28 @@ TEST_P(GpuParityTest, CudaLogitsMatchCpu) {
   ASSERT_TRUE(cpu.ok()) << cpu.status().ToString();
   ASSERT_TRUE(gpu.ok()) << gpu.status().ToString();
   auto tokens = ReadTokenArray(dir + "/tokens.npy", cpu->config().vocab_size);
-  ASSERT_TRUE(tokens.ok());
-  const int64_t V = cpu->config().vocab_size;
+  auto ref = ReadNpy(dir + "/logits.npy");
+  auto hf_bf16 = ReadNpy(dir + "/hf_bf16_logits.npy");
+  ASSERT_TRUE(tokens.ok() && ref.ok() && hf_bf16.ok());
+  const int64_t V = cpu->config().vocab_size, T = tokens->cols();
   for (int64_t b = 0; b < tokens->rows(); ++b) {
     auto want = cpu->Forward(tokens->Row(b));
     auto got = gpu->Forward(tokens->Row(b));
     ASSERT_TRUE(want.ok() && got.ok());
-    double num = 0, den = 0;
-    int64_t agree = 0;
-    const int64_t T = want->logits.size(0);
-    for (int64_t t = 0; t < T; ++t) {
-      const float* w = want->logits.data<float>() + t * V;
-      const float* g = got->logits.data<float>() + t * V;
-      int64_t aw = 0, ag = 0;
-      for (int64_t v = 0; v < V; ++v) {
-        num += (double(g[v]) - w[v]) * (double(g[v]) - w[v]);
-        den += double(w[v]) * w[v];
-        if (w[v] > w[aw]) aw = v;
-        if (g[v] > g[ag]) ag = v;
-      }
-      agree += aw == ag;
-    }
-    const double rel = std::sqrt(num / den);
-    std::printf("%s row %lld: relative L2 %.3e, argmax agreement %.4f\n", dir.c_str(), static_cast<long long>(b), rel,
-                double(agree) / T);
-    EXPECT_LE(rel, kParityRelL2Bf16);
-    EXPECT_GE(double(agree) / T, kParityArgmaxAgreeBf16);
+    const Agreement ours = Compare(got->logits.data<float>(), want->logits.data<float>(), T, V);
+    const Agreement theirs = Compare(hf_bf16->data<float>() + b * T * V, ref->data<float>() + b * T * V, T, V);
+    const double max_rel = std::max(kParityRelL2Bf16, kBf16VsReferenceFactor * theirs.rel_l2);
+    const double min_agree = std::min(kParityArgmaxAgreeBf16, theirs.argmax - kBf16ArgmaxSlack);
+    std::printf("%s row %lld: ours relative L2 %.3e argmax %.4f | transformers bf16 %.3e argmax %.4f\n", dir.c_str(),
+                static_cast<long long>(b), ours.rel_l2, ours.argmax, theirs.rel_l2, theirs.argmax);
+    EXPECT_LE(ours.rel_l2, max_rel);
+    EXPECT_GE(ours.argmax, min_agree);
   }
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, GpuParityTest,
-                         ::testing::Values("dsv32_moe_groups", "dsv32_yarn_fp8", "glm_shared_bf16"));
+                         ::testing::Values("dsv32_moe_groups", "dsv32_yarn_fp8", "glm_shared_bf16",
+                                           "dsv32_gentle_bf16"));
 
 }  // namespace
 }  // namespace indexcache

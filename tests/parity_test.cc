@@ -78,7 +78,8 @@ TEST_P(ParityTest, LogitsAndTopkMatchTransformers) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, ParityTest,
-                         ::testing::Values("dsv32_moe_groups", "dsv32_yarn_fp8", "glm_shared_bf16"));
+                         ::testing::Values("dsv32_moe_groups", "dsv32_yarn_fp8", "glm_shared_bf16",
+                                           "dsv32_gentle_bf16"));
 
 }  // namespace
 }  // namespace indexcache

@@ -9,6 +9,9 @@ writes, under --out/<name>/:
   logits.npy      float32, same leading shape + [vocab]: transformers' eager forward in fp32
   topk.npy        int32 [n_indexer_calls, B, T, k]: each Full layer's top-k (HF order, sorted
                   ascending per row; entries past a row's causal end are -1)
+  hf_bf16_logits.npy  float32: the same model run by transformers in bf16 (weights and
+                  activations; on CUDA when available). How far it lands from logits.npy measures
+                  how sensitive the fixture is to bf16 rounding, the yardstick for our bf16 backend.
 
 The reference forward always runs in fp32 on the weights exactly as saved: bf16 fixtures round
 the weights to bf16 first, FP8 fixtures quantise to e4m3 with block scales and load the
@@ -113,6 +116,28 @@ FIXTURES = {
     ),
     # glm_moe_dsa with an IndexCache pattern: shared layers carry no indexer weights; bf16
     # weights; fused expert tensors as transformers stores them; 1-D tokens.
+    # A well-conditioned model (smaller weights) for the bf16 backend's absolute tolerance:
+    # deepseek_v32, bf16 weights, 4 layers, longer sequences and top-k.
+    "dsv32_gentle_bf16": dict(
+        kind="deepseek_v32",
+        config=dict(
+            tiny_common(4, 32),
+            n_routed_experts=8,
+            n_shared_experts=1,
+            num_experts_per_tok=2,
+            n_group=2,
+            topk_group=1,
+            norm_topk_prob=True,
+            routed_scaling_factor=1.0,
+            first_k_dense_replace=1,
+            rope_parameters=dict(rope_type="default", rope_theta=10000.0),
+        ),
+        batch=1,
+        seq=96,
+        weights="bf16",
+        experts="per_expert",
+        gain=0.5,
+    ),
     "glm_shared_bf16": dict(
         kind="glm_moe_dsa",
         config=dict(
@@ -149,7 +174,7 @@ def build_model(kind, config_kwargs):
     return config, model
 
 
-def randomise(model, gen):
+def randomise(model, gen, gain=1.5):
     """Weights of a scale that gives non-trivial attention, routing and index scores."""
     with torch.no_grad():
         for name, p in model.named_parameters():
@@ -161,7 +186,7 @@ def randomise(model, gen):
                 p.copy_(torch.randn(p.shape, generator=gen))
             else:
                 fan_in = p.shape[-1]
-                p.copy_(torch.randn(p.shape, generator=gen) * (1.5 / math.sqrt(fan_in)))
+                p.copy_(torch.randn(p.shape, generator=gen) * (gain / math.sqrt(fan_in)))
         for name, b in model.named_buffers():
             if name.endswith("e_score_correction_bias"):
                 b.copy_(0.1 * torch.randn(b.shape, generator=gen))
@@ -353,7 +378,7 @@ def make_fixture(name, spec, out_root, tie_gap, max_seeds):
     for seed in range(max_seeds):
         gen = torch.Generator().manual_seed(1000 * (1 + list(FIXTURES).index(name)) + seed)
         config, model = build_model(spec["kind"], spec["config"])
-        randomise(model, gen)
+        randomise(model, gen, spec.get("gain", 1.5))
         tensors = checkpoint_tensors(model, spec)
         b = max(spec["batch"], 1)
         tokens = torch.randint(0, config.vocab_size, (b, spec["seq"]), generator=gen)
@@ -386,7 +411,15 @@ def make_fixture(name, spec, out_root, tie_gap, max_seeds):
         topk = torch.where(topk <= t_idx, topk, torch.full_like(topk, -1))
         topk = torch.sort(topk, dim=-1).values
         np.save(os.path.join(out_dir, "topk.npy"), topk.numpy())
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        model_bf16 = model.to(device).to(torch.bfloat16)
+        hf_bf16 = model_bf16(input_ids=tokens.to(device), use_cache=False).logits.float().cpu().numpy()
+        if spec["batch"] == 0:
+            hf_bf16 = hf_bf16[0]
+        np.save(os.path.join(out_dir, "hf_bf16_logits.npy"), hf_bf16.astype(np.float32))
+        bf16_err = np.linalg.norm(hf_bf16 - lg) / np.linalg.norm(lg)
         print(f"{name}: seed {seed} accepted; logits {tuple(lg.shape)}, {len(rec.index_scores)} indexer calls, "
+              f"transformers bf16 vs fp32 relative L2 {bf16_err:.3e}, "
               f"pattern {''.join('F' if t == 'full' else 'S' for t in getattr(config, 'indexer_types', None) or ['full'] * config.num_hidden_layers)}")
         return
     sys.exit(f"{name}: no seed in {max_seeds} avoided near ties")
