@@ -56,6 +56,9 @@ class Backend {
   // A copy of x converted to `dtype` (float types only); x itself if it already has it.
   virtual Tensor Convert(const Tensor& x, DType dtype) = 0;
 
+  // dst[dst_row + i, :] = src[i, :] (decode caches).
+  virtual void CopyRows(const Tensor& src, int64_t dst_row, Tensor* dst) = 0;
+
   // --- dense math -----------------------------------------------------------------------------
   // y[t] = table[tokens[t]]; tokens already validated.
   virtual void Embedding(const Tensor& table, const std::vector<int32_t>& tokens, Tensor* y) = 0;

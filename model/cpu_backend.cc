@@ -47,6 +47,11 @@ class CpuBackend final : public Backend {
     return out;
   }
 
+  void CopyRows(const Tensor& src, int64_t dst_row, Tensor* dst) override {
+    const int64_t cols = dst->numel() / dst->size(0);
+    std::memcpy(dst->data<float>() + dst_row * cols, src.data<float>(), src.numel() * sizeof(float));
+  }
+
   void Embedding(const Tensor& table, const std::vector<int32_t>& tokens, Tensor* y) override {
     const int64_t H = table.size(1);
     for (size_t t = 0; t < tokens.size(); ++t) {

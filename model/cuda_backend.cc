@@ -95,6 +95,7 @@ class CudaBackend final : public Backend {
   Tensor Weight(const float* data, Shape shape) override {
     const int64_t n = NumElements(shape);
     std::vector<uint16_t> host(n);
+#pragma omp parallel for schedule(static) if (n > (1 << 20))
     for (int64_t i = 0; i < n; ++i) host[i] = FloatToBf16(data[i]);
     Tensor t = Alloc(DType::kBF16, std::move(shape));
     CUDA_CHECK(cudaMemcpy(t.raw(), host.data(), n * 2, cudaMemcpyHostToDevice));
@@ -132,6 +133,12 @@ class CudaBackend final : public Backend {
       IC_CHECK(false && "unsupported conversion");
     }
     return y;
+  }
+
+  void CopyRows(const Tensor& src, int64_t dst_row, Tensor* dst) override {
+    const int64_t row_bytes = dst->nbytes() / dst->size(0);
+    CUDA_CHECK(cudaMemcpyAsync(static_cast<char*>(dst->raw()) + dst_row * row_bytes, src.raw(), src.nbytes(),
+                               cudaMemcpyDeviceToDevice, nullptr));
   }
 
   void Embedding(const Tensor& table, const std::vector<int32_t>& tokens, Tensor* y) override {

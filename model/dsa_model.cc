@@ -143,18 +143,46 @@ int64_t DsaModel::ParameterCount() const {
   return n;
 }
 
+StatusOr<KvCache> DsaModel::NewCache(int64_t capacity, const IndexPattern* pattern) const {
+  if (capacity < 1) return InvalidArgument("cache capacity must be positive");
+  KvCache cache;
+  cache.capacity = capacity;
+  cache.pattern = pattern ? *pattern : pattern_;
+  RETURN_IF_ERROR(CheckPattern(cache.pattern));
+  const DType adt = backend_->activation_dtype();
+  for (int l = 0; l < config_.num_layers; ++l) {
+    cache.latent.push_back(backend_->Alloc(adt, {capacity, config_.latent_dim()}));
+    cache.index_keys.push_back(cache.pattern.is_full(l) ? backend_->Alloc(adt, {capacity, config_.index_head_dim})
+                                                        : Tensor());
+  }
+  return cache;
+}
+
 StatusOr<ForwardResult> DsaModel::Forward(const std::vector<int32_t>& tokens, const ForwardOptions& opt) const {
   const ModelConfig& c = config_;
   Backend& be = *backend_;
   const DType adt = be.activation_dtype();
-  const IndexPattern& pattern = opt.pattern ? *opt.pattern : pattern_;
-  if (opt.pattern) RETURN_IF_ERROR(CheckPattern(pattern));
+  KvCache* cache = opt.cache;
+  const IndexPattern& pattern = cache ? cache->pattern : opt.pattern ? *opt.pattern : pattern_;
+  if (opt.pattern && !cache) RETURN_IF_ERROR(CheckPattern(pattern));
   const int64_t T = static_cast<int64_t>(tokens.size());
   const int num_layers = static_cast<int>(c.num_layers);
   const int start = opt.start_layer, end = opt.end_layer < 0 ? num_layers : opt.end_layer;
   if (T == 0) return InvalidArgument("empty token sequence");
   if (start < 0 || start > end || end > num_layers) {
     return InvalidArgument("layer range [" + std::to_string(start) + ", " + std::to_string(end) + ") is invalid");
+  }
+  // Positions of the new tokens: [pos0, pos0 + T); keys: [0, pos0 + T).
+  const int64_t pos0 = cache ? cache->length : 0;
+  if (cache) {
+    if (start != 0 || end != num_layers) return InvalidArgument("a cached forward runs all layers");
+    if (!opt.inject_topk.empty() || !opt.initial_topk.empty()) {
+      return InvalidArgument("a cached forward computes its own top-k (no injection)");
+    }
+    if (pos0 + T > cache->capacity) {
+      return InvalidArgument("cache holds " + std::to_string(cache->capacity) + " tokens; " +
+                             std::to_string(pos0 + T) + " needed");
+    }
   }
   const int64_t Hd = c.hidden_size, NH = c.num_heads, dqk = c.latent_dim();
   MlaDims dims;
@@ -189,7 +217,7 @@ StatusOr<ForwardResult> DsaModel::Forward(const std::vector<int32_t>& tokens, co
     topk_buffer = be.ToDevice(opt.initial_topk);
   }
 
-  const RopeTable rope_table = BuildRopeTable(c.rope, c.qk_rope_head_dim, 0, T);
+  const RopeTable rope_table = BuildRopeTable(c.rope, c.qk_rope_head_dim, pos0, T);
   const float attn_scale = static_cast<float>(c.softmax_scale());
 
   for (int l = start; l < end; ++l) {
@@ -211,6 +239,10 @@ StatusOr<ForwardResult> DsaModel::Forward(const std::vector<int32_t>& tokens, co
     be.Linear(x, W.kv_a, &ckv);
     Tensor latent = be.Alloc(adt, {T, dqk});
     be.MlaLatent(ckv, W.kv_a_norm, eps, rope_table, dims, &latent);
+    if (cache) {  // attend to every cached latent, the new ones included
+      be.CopyRows(latent, pos0, &cache->latent[l]);
+      latent = cache->latent[l].Slice0(0, pos0 + T);
+    }
     // Absorb kv_b's key part into the queries: every head then attends over the shared latents.
     Tensor q_abs = be.Alloc(adt, {T, NH, dqk});
     be.AbsorbQuery(q, W.kv_b, dims, &q_abs);
@@ -236,12 +268,16 @@ StatusOr<ForwardResult> DsaModel::Forward(const std::vector<int32_t>& tokens, co
       be.LayerNorm(ik, I.k_norm_weight, I.k_norm_bias, 1e-6f, &ik);
       be.Rope(rope_table, c.indexer_rope_interleave, IH, ID, 0, &iq);
       be.Rope(rope_table, c.indexer_rope_interleave, 1, ID, 0, &ik);
+      if (cache) {
+        be.CopyRows(ik, pos0, &cache->index_keys[l]);
+        ik = cache->index_keys[l].Slice0(0, pos0 + T);
+      }
       Tensor iw = be.Alloc(DType::kF32, {T, IH});
       be.Linear(be.Convert(x, DType::kF32), I.weights_proj, &iw);
       be.Scale(&iw, static_cast<float>(1.0 / std::sqrt(double(IH))));
       topk_buffer = be.Alloc(DType::kI32, {T, c.index_topk});
-      be.IndexerTopk(iq, ik, iw, c.index_topk, /*query_offset=*/0, static_cast<float>(1.0 / std::sqrt(double(ID))),
-                     &topk_buffer);
+      be.IndexerTopk(iq, ik, iw, c.index_topk, /*query_offset=*/pos0,
+                     static_cast<float>(1.0 / std::sqrt(double(ID))), &topk_buffer);
       topk = topk_buffer;
     } else if (topk_buffer.empty()) {
       return InvalidArgument("layer " + std::to_string(l) + " is Shared but no Full layer ran before it "
@@ -275,12 +311,15 @@ StatusOr<ForwardResult> DsaModel::Forward(const std::vector<int32_t>& tokens, co
     }
   }
 
-  result.hidden_out = be.ToHost(h);
-  if (!topk_buffer.empty()) result.topk = be.ToHost(topk_buffer);
+  if (cache) cache->length += T;
+  if (end < num_layers || opt.return_hidden) result.hidden_out = be.ToHost(h);
+  if (end < num_layers && !topk_buffer.empty()) result.topk = be.ToHost(topk_buffer);
   if (end == num_layers && opt.compute_logits) {
-    Tensor hn = be.Alloc(adt, {T, Hd});
-    be.RmsNorm(h, placed_.final_norm, eps, &hn);
-    Tensor logits = be.Alloc(DType::kF32, {T, c.vocab_size});
+    const Tensor last = opt.logits_last_row_only ? h.Slice0(T - 1, T) : h;
+    const int64_t rows = last.size(0);
+    Tensor hn = be.Alloc(adt, {rows, Hd});
+    be.RmsNorm(last, placed_.final_norm, eps, &hn);
+    Tensor logits = be.Alloc(DType::kF32, {rows, c.vocab_size});
     be.Linear(hn, placed_.lm_head, &logits);
     result.logits = be.ToHost(logits);
   }

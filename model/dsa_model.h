@@ -46,22 +46,38 @@ struct TraceRequest {
   bool any() const { return hidden_in || indexer_inputs || topk || attention; }
 };
 
+// Decode state: every layer's MLA latents and, for Full layers only, the indexer keys of all
+// tokens seen so far (Shared layers keep no indexer keys: IndexCache's memory saving in decode).
+struct KvCache {
+  int64_t capacity = 0;              // tokens the buffers hold
+  int64_t length = 0;                // tokens stored so far (the next token's position)
+  std::vector<Tensor> latent;        // per layer [capacity, latent_dim] backend tensors
+  std::vector<Tensor> index_keys;    // per layer [capacity, index_head_dim]; empty for Shared layers
+  IndexPattern pattern;              // the pattern the cache was made for
+};
+
 struct ForwardOptions {
   const IndexPattern* pattern = nullptr;  // nullptr: the model's pattern
   int start_layer = 0;                    // > 0: hidden_in holds the stream entering this layer
   int end_layer = -1;                     // exclusive; -1: all layers
   bool compute_logits = true;             // only when the last layer runs
+  bool logits_last_row_only = false;      // logits of the final position only (generation, benchmarks)
+  bool return_hidden = false;             // copy the final stream to the host even when all layers ran
   Tensor hidden_in;                       // [T, hidden] f32 when start_layer > 0
   Tensor initial_topk;                    // [T, k] int32: the indices buffer entering start_layer
   std::vector<Tensor> inject_topk;        // per layer; a non-empty [T, k] int32 replaces that layer's top-k
   TraceRequest trace;
   std::vector<bool> trace_layers;         // which layers to trace; empty: all that run
+  // Decode / chunked prefill: the tokens continue the cached sequence at position cache->length,
+  // attend to everything cached, and are appended. Runs all layers; the cache fixes the pattern.
+  KvCache* cache = nullptr;
 };
 
 struct ForwardResult {
   Tensor logits;      // [T, vocab] f32 (if computed)
-  Tensor hidden_out;  // [T, hidden] stream after the last layer run (before the final norm)
-  Tensor topk;        // [T, k] the indices buffer after the last layer run
+  Tensor hidden_out;  // [T, hidden] stream after the last layer run (before the final norm); set when
+                      // the forward stopped early or return_hidden asked for it
+  Tensor topk;        // [T, k] the indices buffer after the last layer run, when it stopped early
   std::vector<LayerTrace> layers;  // num_layers entries; filled where traced
 };
 
@@ -87,7 +103,11 @@ class DsaModel {
   Status SetPattern(IndexPattern pattern);
   int64_t ParameterCount() const;
 
-  // One sequence of token ids (positions 0..T-1). Ids outside [0, vocab) are an error.
+  // An empty decode cache for up to `capacity` tokens under `pattern` (nullptr: the model's).
+  StatusOr<KvCache> NewCache(int64_t capacity, const IndexPattern* pattern = nullptr) const;
+
+  // One sequence of token ids (positions 0..T-1, or continuing options.cache). Ids outside
+  // [0, vocab) are an error.
   StatusOr<ForwardResult> Forward(const std::vector<int32_t>& tokens, const ForwardOptions& options = {}) const;
 
  private:

@@ -216,3 +216,82 @@ TEST(DsaModelTest, ParameterCountMatchesCheckpoint) {
 
 }  // namespace
 }  // namespace indexcache
+
+namespace indexcache {
+namespace {
+
+double MaxRelRowDiff(const Tensor& a, int64_t a_row, const Tensor& b, int64_t b_row, int64_t rows) {
+  const int64_t V = a.size(1);
+  double num = 0, den = 0;
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t v = 0; v < V; ++v) {
+      const double x = a.data<float>()[(a_row + r) * V + v], y = b.data<float>()[(b_row + r) * V + v];
+      num += (x - y) * (x - y);
+      den += y * y;
+    }
+  }
+  return std::sqrt(num / den);
+}
+
+// Prefill of a prefix, then one token at a time, must give the rows of one long prefill.
+void ExpectDecodeMatchesPrefill(const char* dir, int64_t prefix, const IndexPattern* pattern) {
+  auto model = DsaModel::Load(dir);
+  ASSERT_TRUE(model.ok()) << model.status().ToString();
+  auto tokens = ReadTokenArray(std::string(dir) + "/tokens.npy", model->config().vocab_size);
+  const std::vector<int32_t> seq = tokens->Row(0);
+  const int64_t T = seq.size();
+  ForwardOptions full;
+  full.pattern = pattern;
+  auto ref = model->Forward(seq, full);
+  ASSERT_TRUE(ref.ok()) << ref.status().ToString();
+
+  auto cache = model->NewCache(T, pattern);
+  ASSERT_TRUE(cache.ok()) << cache.status().ToString();
+  for (int l = 0; l < model->config().num_layers; ++l) {
+    EXPECT_EQ(cache->index_keys[l].empty(), !cache->pattern.is_full(l)) << "layer " << l;
+  }
+  ForwardOptions step;
+  step.cache = &*cache;
+  auto pre = model->Forward(std::vector<int32_t>(seq.begin(), seq.begin() + prefix), step);
+  ASSERT_TRUE(pre.ok()) << pre.status().ToString();
+  EXPECT_LE(MaxRelRowDiff(pre->logits, 0, ref->logits, 0, prefix), 1e-5);
+  for (int64_t t = prefix; t < T; ++t) {
+    auto r = model->Forward({seq[t]}, step);
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    EXPECT_LE(MaxRelRowDiff(r->logits, 0, ref->logits, t, 1), 1e-5) << dir << " position " << t;
+  }
+  EXPECT_EQ(cache->length, T);
+  auto over = model->Forward({seq[0]}, step);
+  EXPECT_FALSE(over.ok());  // the cache is full
+}
+
+TEST(DecodeTest, PrefillThenDecodeEqualsOnePrefill) {
+  // Prefix shorter than index_topk (16), then decode through the sparse regime.
+  ExpectDecodeMatchesPrefill(kDsv32, 5, nullptr);
+}
+
+TEST(DecodeTest, SharedLayersKeepNoIndexerKeysAndStillMatch) {
+  ExpectDecodeMatchesPrefill(kGlm, 20, nullptr);  // FSSF from the checkpoint
+  IndexPattern fss = *IndexPattern::Parse("FSS", 3);
+  ExpectDecodeMatchesPrefill(kDsv32, 17, &fss);
+}
+
+TEST(DecodeTest, ChunkedPrefillEqualsOnePrefill) {
+  auto model = DsaModel::Load(kDsv32);
+  auto tokens = ReadTokenArray(std::string(kDsv32) + "/tokens.npy", model->config().vocab_size);
+  const std::vector<int32_t> seq = tokens->Row(1);
+  auto ref = model->Forward(seq);
+  auto cache = model->NewCache(64);
+  ForwardOptions opts;
+  opts.cache = &*cache;
+  int64_t done = 0;
+  for (int64_t chunk : {7, 13, 20}) {
+    auto r = model->Forward(std::vector<int32_t>(seq.begin() + done, seq.begin() + done + chunk), opts);
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    EXPECT_LE(MaxRelRowDiff(r->logits, 0, ref->logits, done, chunk), 1e-5) << "chunk at " << done;
+    done += chunk;
+  }
+}
+
+}  // namespace
+}  // namespace indexcache

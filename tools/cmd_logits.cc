@@ -1,4 +1,5 @@
-// indexcache logits / eval: run the model on token ids.
+// indexcache logits / eval / generate: run the model on token ids.
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 
@@ -12,13 +13,13 @@
 
 namespace indexcache {
 
-namespace {
-
-Status CheckDevice(const Flags& flags) {
+Status CheckDeviceFlag(const Flags& flags) {
   const std::string device = flags.GetOr("device", "cpu");
   if (device == "cpu" || device == "cuda") return Status::Ok();
   return InvalidArgument("--device must be cpu or cuda, got '" + device + "'");
 }
+
+namespace {
 
 StatusOr<DsaModel> LoadModel(const Flags& flags) {
   std::optional<std::string> pattern = flags.Get("pattern");
@@ -28,7 +29,7 @@ StatusOr<DsaModel> LoadModel(const Flags& flags) {
 }  // namespace
 
 Status RunLogits(const Flags& flags) {
-  RETURN_IF_ERROR(CheckDevice(flags));
+  RETURN_IF_ERROR(CheckDeviceFlag(flags));
   ASSIGN_OR_RETURN(DsaModel model, LoadModel(flags));
   const std::string tokens_path = *flags.Get("tokens");
   ASSIGN_OR_RETURN(TokenArray tokens, ReadTokenArray(tokens_path, model.config().vocab_size));
@@ -45,7 +46,7 @@ Status RunLogits(const Flags& flags) {
 }
 
 Status RunEval(const Flags& flags) {
-  RETURN_IF_ERROR(CheckDevice(flags));
+  RETURN_IF_ERROR(CheckDeviceFlag(flags));
   ASSIGN_OR_RETURN(int64_t seq_len, flags.GetInt("seq-len", 0));
   if (seq_len < 2) return InvalidArgument("--seq-len must be at least 2");
   ASSIGN_OR_RETURN(int64_t max_seqs, flags.GetInt("max-seqs", 0));
@@ -88,6 +89,46 @@ Status RunEval(const Flags& flags) {
                 "perplexity  %.4f\n",
                 model.pattern().ToString().c_str(), seqs.size(), static_cast<long long>(seq_len),
                 static_cast<long long>(total.count), loss, std::exp(loss));
+  }
+  return Status::Ok();
+}
+
+Status RunGenerate(const Flags& flags) {
+  RETURN_IF_ERROR(CheckDeviceFlag(flags));
+  ASSIGN_OR_RETURN(int64_t max_new, flags.GetInt("max-new", 0));
+  if (max_new < 1) return InvalidArgument("--max-new must be at least 1");
+  ASSIGN_OR_RETURN(DsaModel model, LoadModel(flags));
+  const std::string tokens_path = *flags.Get("tokens");
+  ASSIGN_OR_RETURN(TokenArray prompts, ReadTokenArray(tokens_path, model.config().vocab_size));
+  const int64_t B = prompts.rows(), T = prompts.cols(), V = model.config().vocab_size;
+  Tensor out = Tensor::Zeros(DType::kI32, {B, T + max_new});
+  for (int64_t b = 0; b < B; ++b) {
+    const std::vector<int32_t> prompt = prompts.Row(b);
+    ASSIGN_OR_RETURN(KvCache cache, model.NewCache(T + max_new));
+    ForwardOptions step;
+    step.cache = &cache;
+    step.logits_last_row_only = true;
+    // Prefill the prompt, then one token per step, each the argmax of the last logits.
+    ASSIGN_OR_RETURN(ForwardResult r, model.Forward(prompt, step));
+    std::vector<int32_t> seq = prompt;
+    for (int64_t i = 0; i < max_new; ++i) {
+      const float* last = r.logits.data<float>();
+      const int32_t next = static_cast<int32_t>(std::max_element(last, last + V) - last);
+      seq.push_back(next);
+      if (i + 1 < max_new) {
+        ASSIGN_OR_RETURN(r, model.Forward({next}, step));
+      }
+    }
+    std::copy(seq.begin(), seq.end(), out.data<int32_t>() + b * (T + max_new));
+    std::printf("row %lld:", static_cast<long long>(b));
+    for (int64_t i = T; i < T + max_new; ++i) std::printf(" %d", seq[i]);
+    std::printf("\n");
+  }
+  if (auto path = flags.Get("out")) {
+    if (prompts.shape.size() == 1) {
+      ASSIGN_OR_RETURN(out, out.Reshape({T + max_new}));
+    }
+    RETURN_IF_ERROR(WriteNpy(*path, out));
   }
   return Status::Ok();
 }

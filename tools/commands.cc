@@ -27,6 +27,25 @@ const std::vector<Command>& AllCommands() {
        {kModel, {"data", "token data (.npy)", false, true}, {"seq-len", "tokens per sequence", false, true},
         {"max-seqs", "evaluate at most this many sequences (0: all)", false, false, "0"}, kPattern, kDevice, kJson},
        RunEval},
+      {"generate", "Greedy generation with the decode path: prefill the prompt (.npy [T] or [B, T]) into a latent + "
+                   "indexer-key cache (Shared layers keep no indexer keys), then one token per step.",
+       {kModel, {"tokens", "prompt token ids (.npy)", false, true},
+        {"max-new", "tokens to generate", false, true},
+        {"out", "optional .npy for prompt + generated ids (int32)"}, kPattern, kDevice},
+       RunGenerate},
+      {"bench", "GPU benchmarks: the device's ceilings (bf16 GEMM, copy), the fused indexer top-k and sparse MLA "
+                "kernels at DeepSeek-V3.2 sizes, and a stack of V3.2-shaped layers with random weights: prefill "
+                "time and decode tokens/s per context under patterns all-F, 1/2, 1/4, 1/8. Prints a markdown "
+                "table; --json writes the numbers.",
+       {{"contexts", "comma-separated context lengths", false, false, "8192,32768,131072"},
+        {"layers", "layers in the synthetic stack", false, false, "8"},
+        {"patterns", "comma-separated patterns", false, false, "all,1/2,1/4,1/8"},
+        {"chunk", "prefill chunk (tokens per forward)", false, false, "8192"},
+        {"decode-steps", "decode steps timed per context", false, false, "16"},
+        {"skip-kernels", "skip the per-kernel section", true},
+        {"skip-stack", "skip the layer-stack section", true},
+        {"json", "write results to this .json file"}},
+       RunBench},
   };
   return kCommands;
 }

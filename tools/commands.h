@@ -25,5 +25,9 @@ int RunCommand(const Command& command, const std::vector<std::string>& args);
 Status RunInfo(const Flags& flags);
 Status RunLogits(const Flags& flags);
 Status RunEval(const Flags& flags);
+Status RunGenerate(const Flags& flags);
+Status RunBench(const Flags& flags);
+// --device is cpu or cuda.
+Status CheckDeviceFlag(const Flags& flags);
 
 }  // namespace indexcache

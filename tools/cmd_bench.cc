@@ -1,0 +1,317 @@
+// indexcache bench: measured ceilings, the DSA kernels at DeepSeek-V3.2 sizes, and a stack of
+// V3.2-shaped layers under IndexCache patterns (prefill time and decode tokens/s per context).
+//
+// Timing follows docs/benchmarks.md: warm-up runs, then CUDA events around each run, medians.
+// The ceilings are measured in the same process: a bf16 GEMM (8192^3, cuBLAS) and a 1 GiB
+// device-to-device copy (counted as read + write).
+#include <cublas_v2.h>
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <functional>
+#include <random>
+#include <sstream>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "core/cuda_check.h"
+#include "core/file_util.h"
+#include "kernels/indexer_topk_cuda.h"
+#include "kernels/sparse_mla_cuda.h"
+#include "model/dsa_model.h"
+#include "model/random_weights.h"
+#include "tools/commands.h"
+
+namespace indexcache {
+
+namespace {
+
+using json = nlohmann::json;
+using bf16 = __nv_bfloat16;
+
+// Median milliseconds of `iters` timed runs of fn after `warmup` untimed ones.
+double MedianMs(const std::function<void()>& fn, int warmup, int iters) {
+  for (int i = 0; i < warmup; ++i) fn();
+  cudaEvent_t start, stop;
+  CUDA_CHECK(cudaEventCreate(&start));
+  CUDA_CHECK(cudaEventCreate(&stop));
+  std::vector<float> ms(iters);
+  for (int i = 0; i < iters; ++i) {
+    CUDA_CHECK(cudaEventRecord(start));
+    fn();
+    CUDA_CHECK(cudaEventRecord(stop));
+    CUDA_CHECK(cudaEventSynchronize(stop));
+    CUDA_CHECK(cudaEventElapsedTime(&ms[i], start, stop));
+  }
+  CUDA_CHECK(cudaEventDestroy(start));
+  CUDA_CHECK(cudaEventDestroy(stop));
+  std::sort(ms.begin(), ms.end());
+  return ms[iters / 2];
+}
+
+template <typename T>
+T* DeviceAlloc(size_t n) {
+  T* p = nullptr;
+  CUDA_CHECK(cudaMalloc(&p, n * sizeof(T)));
+  return p;
+}
+
+// Uniform bf16 values in [-1, 1) on the device, from a host generator.
+bf16* RandomBf16(size_t n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+  std::vector<bf16> host(n);
+  for (auto& v : host) v = __float2bfloat16(dist(rng));
+  bf16* d = DeviceAlloc<bf16>(n);
+  CUDA_CHECK(cudaMemcpy(d, host.data(), n * sizeof(bf16), cudaMemcpyHostToDevice));
+  return d;
+}
+
+struct Ceilings {
+  double gemm_tflops = 0, copy_gbps = 0;
+};
+
+Ceilings MeasureCeilings() {
+  Ceilings c;
+  const int n = 8192;
+  bf16* a = RandomBf16(size_t(n) * n, 1);
+  bf16* b = RandomBf16(size_t(n) * n, 2);
+  bf16* d = DeviceAlloc<bf16>(size_t(n) * n);
+  cublasHandle_t handle;
+  CUBLAS_CHECK(cublasCreate(&handle));
+  const float alpha = 1.0f, beta = 0.0f;
+  const double ms = MedianMs([&] {
+    CUBLAS_CHECK(cublasGemmEx(handle, CUBLAS_OP_N, CUBLAS_OP_N, n, n, n, &alpha, a, CUDA_R_16BF, n, b, CUDA_R_16BF, n,
+                              &beta, d, CUDA_R_16BF, n, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+  }, 3, 10);
+  c.gemm_tflops = 2.0 * n * n * double(n) / (ms * 1e-3) / 1e12;
+  CUBLAS_CHECK(cublasDestroy(handle));
+  CUDA_CHECK(cudaFree(a));
+  CUDA_CHECK(cudaFree(b));
+  CUDA_CHECK(cudaFree(d));
+  const size_t bytes = size_t(1) << 30;
+  void* src = DeviceAlloc<char>(bytes);
+  void* dst = DeviceAlloc<char>(bytes);
+  const double copy_ms = MedianMs([&] { CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice)); }, 2, 10);
+  c.copy_gbps = 2.0 * bytes / (copy_ms * 1e-3) / 1e9;
+  CUDA_CHECK(cudaFree(src));
+  CUDA_CHECK(cudaFree(dst));
+  return c;
+}
+
+// Indexer scores + top-k for the last 2048 queries of a context of L keys (V3.2: 64 heads x 128).
+json BenchIndexer(int64_t L, const Ceilings& ceil) {
+  const int64_t T = std::min<int64_t>(2048, L), H = 64, D = 128, K = 2048;
+  bf16* q = RandomBf16(size_t(T * H * D), 3);
+  bf16* k = RandomBf16(size_t(L * D), 4);
+  std::vector<float> w_host(T * H);
+  std::mt19937 rng(5);
+  std::uniform_real_distribution<float> dist(-0.125f, 0.125f);
+  for (auto& v : w_host) v = dist(rng);
+  float* w = DeviceAlloc<float>(w_host.size());
+  CUDA_CHECK(cudaMemcpy(w, w_host.data(), w_host.size() * 4, cudaMemcpyHostToDevice));
+  IndexerTopkCudaParams p;
+  p.q = q;
+  p.k = k;
+  p.weights = w;
+  p.T = T;
+  p.L = L;
+  p.H = H;
+  p.D = D;
+  p.topk = K;
+  p.query_offset = L - T;
+  p.scale = 1.0f / std::sqrt(float(D));
+  p.out_indices = DeviceAlloc<int32_t>(size_t(T * K));
+  p.workspace_bytes = IndexerTopkCudaWorkspaceBytes(p);
+  p.workspace = DeviceAlloc<char>(p.workspace_bytes);
+  const double ms = MedianMs([&] { IndexerTopkCuda(p); }, 2, L >= 65536 ? 7 : 15);
+  double pairs = 0;  // causal (query, key) pairs
+  for (int64_t t = 0; t < T; ++t) pairs += double(L - T + t + 1);
+  const double flops = 2.0 * H * D * pairs;
+  const double floor_ms = flops / (ceil.gemm_tflops * 1e12) * 1e3;
+  const double bytes = double(L) * D * 2 + double(T) * H * D * 2 + double(T) * K * 4;
+  for (void* ptr : {static_cast<void*>(q), static_cast<void*>(k), static_cast<void*>(w),
+                    static_cast<void*>(p.out_indices), p.workspace}) {
+    CUDA_CHECK(cudaFree(ptr));
+  }
+  return {{"kernel", "indexer_topk"}, {"context", L}, {"queries", T}, {"ms", ms},
+          {"tflops", flops / (ms * 1e-3) / 1e12}, {"gbps", bytes / (ms * 1e-3) / 1e9},
+          {"of_gemm_ceiling", flops / (ms * 1e-3) / 1e12 / ceil.gemm_tflops}, {"floor_ms", floor_ms},
+          {"x_floor", ms / floor_ms}};
+}
+
+// Sparse MLA prefill: 4096 queries, 128 heads, d_qk 576, d_v 512, top-k 2048 random keys of L.
+json BenchSparseMla(int64_t L, const Ceilings& ceil) {
+  const int64_t T = 4096, H = 128, DQK = 576, DV = 512, K = 2048;
+  bf16* q = RandomBf16(size_t(T * H * DQK), 6);
+  bf16* kv = RandomBf16(size_t(L * DQK), 7);
+  std::vector<int32_t> idx(T * K);
+  std::mt19937 rng(8);
+  std::uniform_int_distribution<int32_t> pick(0, static_cast<int32_t>(L - 1));
+  for (auto& v : idx) v = pick(rng);
+  int32_t* d_idx = DeviceAlloc<int32_t>(idx.size());
+  CUDA_CHECK(cudaMemcpy(d_idx, idx.data(), idx.size() * 4, cudaMemcpyHostToDevice));
+  SparseMlaCudaParams p;
+  p.q = q;
+  p.kv = kv;
+  p.indices = d_idx;
+  p.T = T;
+  p.H = H;
+  p.d_qk = DQK;
+  p.d_v = DV;
+  p.L = L;
+  p.topk = K;
+  p.scale = 1.0f / std::sqrt(192.0f);
+  p.out = DeviceAlloc<bf16>(size_t(T * H * DV));
+  p.lse = DeviceAlloc<float>(size_t(T * H));
+  const double ms = MedianMs([&] { SparseMlaCuda(p, nullptr); }, 2, 10);
+  const double flops = 2.0 * H * (DQK + DV) * K * double(T);
+  const double bytes = double(T) * K * DQK * 2;  // latents gathered (no reuse counted)
+  for (void* ptr : {static_cast<void*>(q), static_cast<void*>(kv), static_cast<void*>(d_idx), static_cast<void*>(p.out),
+                    static_cast<void*>(p.lse)}) {
+    CUDA_CHECK(cudaFree(ptr));
+  }
+  return {{"kernel", "sparse_mla"}, {"context", L}, {"queries", T}, {"ms", ms},
+          {"tflops", flops / (ms * 1e-3) / 1e12}, {"gbps", bytes / (ms * 1e-3) / 1e9},
+          {"of_gemm_ceiling", flops / (ms * 1e-3) / 1e12 / ceil.gemm_tflops}};
+}
+
+StatusOr<std::vector<int64_t>> ParseInts(const std::string& text, const std::string& flag) {
+  std::vector<int64_t> out;
+  std::stringstream ss(text);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    try {
+      out.push_back(std::stoll(item));
+    } catch (...) {
+      return InvalidArgument("--" + flag + ": '" + item + "' is not an integer");
+    }
+    if (out.back() < 1) return InvalidArgument("--" + flag + ": values must be positive");
+  }
+  if (out.empty()) return InvalidArgument("--" + flag + " is empty");
+  return out;
+}
+
+// Random latents and indexer keys for positions [0, L) of every layer, as if prefilled.
+void FillCache(Backend& be, KvCache* cache, int64_t L) {
+  std::mt19937 rng(9);
+  std::normal_distribution<float> dist(0.0f, 1.0f);
+  for (size_t l = 0; l < cache->latent.size(); ++l) {
+    for (Tensor* t : {&cache->latent[l], &cache->index_keys[l]}) {
+      if (t->empty()) continue;
+      Tensor host = Tensor::Zeros(DType::kF32, {L, t->size(1)});
+      for (int64_t i = 0; i < host.numel(); ++i) host.data<float>()[i] = dist(rng);
+      be.CopyRows(be.Convert(be.ToDevice(host), t->dtype()), 0, t);
+    }
+  }
+  cache->length = L;
+}
+
+double Seconds(const std::function<void()>& fn) {
+  const auto t0 = std::chrono::steady_clock::now();
+  fn();
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+}  // namespace
+
+Status RunBench(const Flags& flags) {
+  if (!CudaDeviceAvailable()) return Unimplemented("bench needs a CUDA device; none is usable here");
+  ASSIGN_OR_RETURN(std::vector<int64_t> contexts, ParseInts(flags.GetOr("contexts", "8192,32768,131072"), "contexts"));
+  ASSIGN_OR_RETURN(int64_t num_layers, flags.GetInt("layers", 8));
+  ASSIGN_OR_RETURN(int64_t chunk, flags.GetInt("chunk", 8192));
+  ASSIGN_OR_RETURN(int64_t decode_steps, flags.GetInt("decode-steps", 16));
+  if (num_layers < 1 || chunk < 1 || decode_steps < 1) return InvalidArgument("--layers, --chunk, --decode-steps must be positive");
+  std::vector<std::string> patterns;
+  {
+    std::stringstream ss(flags.GetOr("patterns", "all,1/2,1/4,1/8"));
+    std::string p;
+    while (std::getline(ss, p, ',')) patterns.push_back(p);
+  }
+  cudaDeviceProp prop;
+  CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
+  json out = {{"device", prop.name}};
+  const Ceilings ceil = MeasureCeilings();
+  out["ceilings"] = {{"bf16_gemm_tflops", ceil.gemm_tflops}, {"copy_gbps", ceil.copy_gbps}};
+  std::printf("## %s\n\nCeilings (measured now): bf16 GEMM 8192^3 %.0f TFLOP/s, device copy %.0f GB/s\n\n", prop.name,
+              ceil.gemm_tflops, ceil.copy_gbps);
+
+  if (!flags.GetBool("skip-kernels")) {
+    std::printf("| kernel | context | queries | median ms | TFLOP/s | GB/s | of GEMM ceiling | x floor |\n"
+                "|---|---:|---:|---:|---:|---:|---:|---:|\n");
+    for (int64_t L : contexts) {
+      for (const json& r : {BenchIndexer(L, ceil), BenchSparseMla(L, ceil)}) {
+        std::printf("| %s | %lld | %lld | %.3f | %.0f | %.0f | %.0f %% | %s |\n", r["kernel"].get<std::string>().c_str(),
+                    static_cast<long long>(L), static_cast<long long>(r["queries"].get<int64_t>()), r["ms"].get<double>(),
+                    r["tflops"].get<double>(), r["gbps"].get<double>(), 100 * r["of_gemm_ceiling"].get<double>(),
+                    r.contains("x_floor") ? std::to_string(r["x_floor"].get<double>()).substr(0, 4).c_str() : "-");
+        out["kernels"].push_back(r);
+      }
+    }
+    std::printf("\n");
+  }
+
+  if (!flags.GetBool("skip-stack")) {
+    const ModelConfig config = SyntheticV32Config(static_cast<int>(num_layers));
+    ModelWeights weights = RandomModelWeights(config, 42);
+    ASSIGN_OR_RETURN(std::shared_ptr<Backend> backend, MakeBackend("cuda"));
+    ASSIGN_OR_RETURN(DsaModel model, DsaModel::FromParts(config, std::move(weights),
+                                                         IndexPattern::AllFull(static_cast<int>(num_layers)), backend));
+    std::printf("Layer stack: %lld V3.2-shaped layers (dense MLP 18432), random weights, prefill in chunks of %lld\n\n"
+                "| context | pattern | prefill s | speedup | decode tok/s | speedup |\n|---:|---|---:|---:|---:|---:|\n",
+                static_cast<long long>(num_layers), static_cast<long long>(chunk));
+    std::mt19937 rng(10);
+    std::uniform_int_distribution<int32_t> tok(0, static_cast<int32_t>(config.vocab_size - 1));
+    for (int64_t L : contexts) {
+      std::vector<int32_t> tokens(L);
+      for (auto& t : tokens) t = tok(rng);
+      double base_prefill = 0, base_decode = 0;
+      for (const std::string& spec : patterns) {
+        ASSIGN_OR_RETURN(IndexPattern pattern, IndexPattern::Parse(spec, static_cast<int>(num_layers)));
+        ASSIGN_OR_RETURN(KvCache cache, model.NewCache(L + 1, &pattern));
+        ForwardOptions opts;
+        opts.cache = &cache;
+        opts.compute_logits = false;
+        Status status;
+        const double prefill_s = Seconds([&] {
+          for (int64_t s = 0; s < L && status.ok(); s += chunk) {
+            const std::vector<int32_t> part(tokens.begin() + s, tokens.begin() + std::min(L, s + chunk));
+            status = model.Forward(part, opts).status();
+          }
+          backend->Synchronize();
+        });
+        RETURN_IF_ERROR(status);
+        // Decode at a fixed context: each step writes position L and is then rolled back.
+        opts.compute_logits = true;
+        opts.logits_last_row_only = true;
+        std::vector<double> step_s;
+        for (int64_t i = 0; i < decode_steps + 2; ++i) {
+          cache.length = L;
+          const double s = Seconds([&] { status = model.Forward({tokens[i % L]}, opts).status(); });
+          RETURN_IF_ERROR(status);
+          if (i >= 2) step_s.push_back(s);  // two warm-up steps
+        }
+        std::sort(step_s.begin(), step_s.end());
+        const double decode_tps = 1.0 / step_s[step_s.size() / 2];
+        if (base_prefill == 0) {
+          base_prefill = prefill_s;
+          base_decode = decode_tps;
+        }
+        std::printf("| %lld | %s (%s) | %.3f | %.2fx | %.1f | %.2fx |\n", static_cast<long long>(L), spec.c_str(),
+                    pattern.ToString().c_str(), prefill_s, base_prefill / prefill_s, decode_tps, decode_tps / base_decode);
+        std::fflush(stdout);
+        out["stack"].push_back({{"context", L}, {"pattern", spec}, {"layers", pattern.ToString()},
+                                {"prefill_s", prefill_s}, {"prefill_speedup", base_prefill / prefill_s},
+                                {"decode_tokens_per_s", decode_tps}, {"decode_speedup", decode_tps / base_decode}});
+      }
+    }
+  }
+  if (auto path = flags.Get("json")) RETURN_IF_ERROR(WriteFileAtomic(*path, out.dump(2)));
+  return Status::Ok();
+}
+
+}  // namespace indexcache
