@@ -94,7 +94,7 @@ StatusOr<DsaModel> DsaModel::FromParts(ModelConfig config, ModelWeights weights,
                                        std::shared_ptr<Backend> backend) {
   DsaModel m;
   m.config_ = std::move(config);
-  m.weights_ = std::make_shared<const ModelWeights>(std::move(weights));
+  m.weights_ = std::make_shared<ModelWeights>(std::move(weights));
   m.backend_ = std::move(backend);
   m.placed_ = PlaceWeights(*m.weights_, m.backend_.get());
   RETURN_IF_ERROR(m.SetPattern(std::move(pattern)));
@@ -112,6 +112,23 @@ Status DsaModel::CheckPattern(const IndexPattern& pattern) const {
                              " Full but the checkpoint has no indexer weights for it");
     }
   }
+  return Status::Ok();
+}
+
+Status DsaModel::SetIndexer(int layer, const IndexerWeights& w) {
+  if (layer < 0 || layer >= config_.num_layers) return InvalidArgument("no layer " + std::to_string(layer));
+  const ModelConfig& c = config_;
+  if (w.wq_b.rows() != c.index_n_heads * c.index_head_dim || w.wq_b.cols() != c.q_lora_rank ||
+      w.wk.rows() != c.index_head_dim || w.wk.cols() != c.hidden_size || w.k_norm_weight.size() != c.index_head_dim ||
+      w.k_norm_bias.size() != c.index_head_dim || w.weights_proj.rows() != c.index_n_heads ||
+      w.weights_proj.cols() != c.hidden_size) {
+    return InvalidArgument("indexer weights for layer " + std::to_string(layer) + " have the wrong shapes");
+  }
+  LayerWeights& L = weights_->layers[layer];
+  L.indexer = w;
+  L.has_indexer = true;
+  PlaceIndexer(L.indexer, backend_.get(), &placed_.layers[layer].indexer);
+  placed_.layers[layer].has_indexer = true;
   return Status::Ok();
 }
 

@@ -98,6 +98,9 @@ class DsaModel {
   const IndexPattern& pattern() const { return pattern_; }
   const ModelWeights& weights() const { return *weights_; }
   Backend& backend() const { return *backend_; }
+  // Replaces layer `layer`'s indexer (host copy and backend copy): the trainer keeps the model's
+  // indexers equal to its fp32 master weights after every optimizer step.
+  Status SetIndexer(int layer, const IndexerWeights& weights);
   // Checks that every Full layer of `pattern` has indexer weights.
   Status CheckPattern(const IndexPattern& pattern) const;
   Status SetPattern(IndexPattern pattern);
@@ -113,7 +116,7 @@ class DsaModel {
  private:
   ModelConfig config_;
   // On the heap so its address is stable: the CPU backend's weights borrow its memory.
-  std::shared_ptr<const ModelWeights> weights_;
+  std::shared_ptr<ModelWeights> weights_;
   std::shared_ptr<Backend> backend_;
   BackendWeights placed_;
   IndexPattern pattern_;

@@ -33,6 +33,22 @@ const std::vector<Command>& AllCommands() {
         {"max-new", "tokens to generate", false, true},
         {"out", "optional .npy for prompt + generated ids (int32)"}, kPattern, kDevice},
        RunGenerate},
+      {"train", "Training-aware IndexCache: fine-tunes the Full layers' indexers with the multi-layer distillation "
+                "loss, the main model frozen. Alone or under mpirun/srun (one rank per process; gradients summed "
+                "over ranks). Config: protobuf text format (configs/*.textproto, schema trainer/train_config.proto).",
+       {{"config", "training config (.textproto)", false, true},
+        {"set", "override a config field, e.g. --set optimizer.lr=3e-4 (repeatable)"},
+        {"resume", "continue from the latest checkpoint in checkpoint.dir", true},
+        {"stop-after-step", "stop (with a checkpoint) after this many steps, e.g. to fit a time slot", false, false, "0"}},
+       RunTrain},
+      {"export", "Writes an HF model directory whose Full layers carry a checkpoint's trained indexers and whose "
+                 "config.json carries index_topk_pattern, indexer_types (and index_topk_freq / "
+                 "index_skip_topk_offset when regular), for SGLang, vLLM and transformers.",
+       {kModel, {"checkpoint", "a checkpoint directory, or a checkpoint root (its latest)", false, true},
+        {"out", "output model directory (must not exist)", false, true},
+        {"pattern", "override the checkpoint's pattern"},
+        {"drop-shared-indexers", "leave the Shared layers' indexer tensors out (GLM-5.2 style)", true}},
+       RunExport},
       {"bench", "GPU benchmarks: the device's ceilings (bf16 GEMM, copy), the fused indexer top-k and sparse MLA "
                 "kernels at DeepSeek-V3.2 sizes, and a stack of V3.2-shaped layers with random weights: prefill "
                 "time and decode tokens/s per context under patterns all-F, 1/2, 1/4, 1/8. Prints a markdown "

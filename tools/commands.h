@@ -27,6 +27,8 @@ Status RunLogits(const Flags& flags);
 Status RunEval(const Flags& flags);
 Status RunGenerate(const Flags& flags);
 Status RunBench(const Flags& flags);
+Status RunTrain(const Flags& flags);
+Status RunExport(const Flags& flags);
 // --device is cpu or cuda.
 Status CheckDeviceFlag(const Flags& flags);
 

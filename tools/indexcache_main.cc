@@ -14,13 +14,17 @@ namespace {
 const char kUsage[] =
     "usage: indexcache <command> [flags]\n"
     "\n"
-    "IndexCache for DeepSeek Sparse Attention models: run, evaluate and (soon) train and export\n"
+    "IndexCache for DeepSeek Sparse Attention models: run, evaluate, benchmark, train and export\n"
     "DSA checkpoints (deepseek_v32, glm_moe_dsa) under per-layer Full/Shared indexer patterns.\n"
     "\n"
     "commands:\n"
     "  info     architecture, parameter count, dtypes and resolved pattern of a model\n"
     "  logits   logits of token ids (.npy) under a pattern\n"
     "  eval     mean next-token cross-entropy and perplexity over token data\n"
+    "  generate greedy generation through the decode cache\n"
+    "  bench    GPU benchmarks: kernels and a layer stack under IndexCache patterns\n"
+    "  train    distill the Full layers' indexers (training-aware IndexCache), MPI data-parallel\n"
+    "  export   an HF model directory with trained indexers and IndexCache pattern keys\n"
     "\n"
     "Run `indexcache <command> --help` for a command's flags.\n";
 

@@ -1,0 +1,115 @@
+// indexcache train / export: training-aware IndexCache and its hand-off to serving engines.
+#include <cstdio>
+#include <map>
+
+#include <nlohmann/json.hpp>
+
+#include "core/file_util.h"
+#include "model/config.h"
+#include "tools/commands.h"
+#include "trainer/checkpoint.h"
+#include "trainer/comm.h"
+#include "trainer/export.h"
+#include "trainer/train_config.h"
+#include "trainer/trainer.h"
+
+namespace indexcache {
+
+Status RunTrain(const Flags& flags) {
+  // Every rank parses the same config; errors before the first collective still end all ranks.
+  std::unique_ptr<Communicator> comm = Communicator::Create(nullptr, nullptr);
+  auto fail = [&](const Status& s) -> Status {
+    if (comm->world() > 1) {
+      std::fprintf(stderr, "[rank %d] indexcache train: error: %s\n", comm->rank(), s.message().c_str());
+      comm->Abort(1);
+    }
+    return s;
+  };
+  auto config = LoadTrainConfig(*flags.Get("config"), flags.repeated("set"));
+  if (!config.ok()) return fail(config.status());
+  TrainRunOptions run;
+  run.resume = flags.GetBool("resume");
+  auto stop = flags.GetInt("stop-after-step", 0);
+  if (!stop.ok()) return fail(stop.status());
+  run.stop_after_step = *stop;
+  const Status status = RunTraining(*config, run, *comm);
+  if (!status.ok()) return fail(status);
+  return Status::Ok();
+}
+
+// Reads a checkpoint's trained indexers: tensors named model.layers.N.self_attn.indexer.*.
+StatusOr<IndexerSet> ReadTrainedIndexers(const std::string& ckpt, const ModelConfig& c) {
+  ASSIGN_OR_RETURN(NamedTensors tensors, ReadCheckpointTensors(ckpt, kCheckpointWeightsFile));
+  IndexerSet set;
+  const std::string where = JoinPath(ckpt, kCheckpointWeightsFile);
+  for (const auto& [name, t] : tensors) {
+    int layer = -1;
+    char rest[64] = {0};
+    if (std::sscanf(name.c_str(), "model.layers.%d.self_attn.indexer.%63s", &layer, rest) != 2 || layer < 0 ||
+        layer >= c.num_layers) {
+      return InvalidArgument(where + ": unexpected tensor '" + name + "'");
+    }
+    if (t.dtype() != DType::kF32) return InvalidArgument(where + ": tensor '" + name + "' is not F32");
+    IndexerWeights& w = set[layer];
+    const std::string field = rest;
+    const float* d = t.data<float>();
+    auto matrix = [&](Matrix* m, int64_t rows, int64_t cols) -> Status {
+      if (t.shape() != Shape{rows, cols}) return InvalidArgument(where + ": tensor '" + name + "' has shape " + ShapeToString(t.shape()));
+      *m = Eigen::Map<const Matrix>(d, rows, cols);
+      return Status::Ok();
+    };
+    auto vector = [&](Vector* v, int64_t n) -> Status {
+      if (t.shape() != Shape{n}) return InvalidArgument(where + ": tensor '" + name + "' has shape " + ShapeToString(t.shape()));
+      *v = Eigen::Map<const Vector>(d, n);
+      return Status::Ok();
+    };
+    if (field == "wq_b.weight") RETURN_IF_ERROR(matrix(&w.wq_b, c.index_n_heads * c.index_head_dim, c.q_lora_rank));
+    else if (field == "wk.weight") RETURN_IF_ERROR(matrix(&w.wk, c.index_head_dim, c.hidden_size));
+    else if (field == "weights_proj.weight") RETURN_IF_ERROR(matrix(&w.weights_proj, c.index_n_heads, c.hidden_size));
+    else if (field == "k_norm.weight") RETURN_IF_ERROR(vector(&w.k_norm_weight, c.index_head_dim));
+    else if (field == "k_norm.bias") RETURN_IF_ERROR(vector(&w.k_norm_bias, c.index_head_dim));
+    else return InvalidArgument(where + ": unexpected tensor '" + name + "'");
+  }
+  for (const auto& [layer, w] : set) {
+    if (w.wq_b.size() == 0 || w.wk.size() == 0 || w.weights_proj.size() == 0 || w.k_norm_weight.size() == 0 ||
+        w.k_norm_bias.size() == 0) {
+      return InvalidArgument(where + ": layer " + std::to_string(layer) + "'s indexer is incomplete");
+    }
+  }
+  return set;
+}
+
+// A checkpoint directory, or a checkpoint root (its latest checkpoint).
+StatusOr<std::string> ResolveCheckpoint(const std::string& path) {
+  if (FileExists(JoinPath(path, kCheckpointWeightsFile))) return path;
+  ASSIGN_OR_RETURN(std::optional<CheckpointInfo> latest, LatestCheckpoint(path));
+  if (!latest) return NotFound(path + ": not a checkpoint and holds no step_* checkpoint");
+  return latest->path;
+}
+
+Status RunExport(const Flags& flags) {
+  const std::string model_dir = *flags.Get("model");
+  ASSIGN_OR_RETURN(ModelConfig config, LoadModelConfig(model_dir));
+  ASSIGN_OR_RETURN(std::string ckpt, ResolveCheckpoint(*flags.Get("checkpoint")));
+  ASSIGN_OR_RETURN(IndexerSet trained, ReadTrainedIndexers(ckpt, config));
+  IndexPattern pattern;
+  if (auto spec = flags.Get("pattern")) {
+    ASSIGN_OR_RETURN(pattern, IndexPattern::Parse(*spec, static_cast<int>(config.num_layers)));
+  } else {
+    ASSIGN_OR_RETURN(nlohmann::json state, ReadCheckpointJson(ckpt, kCheckpointStateFile));
+    if (!state.contains("pattern") || !state["pattern"].is_string()) {
+      return InvalidArgument(JoinPath(ckpt, kCheckpointStateFile) + ": field 'pattern' is missing");
+    }
+    ASSIGN_OR_RETURN(pattern, IndexPattern::Parse(state["pattern"].get<std::string>(), static_cast<int>(config.num_layers),
+                                                  JoinPath(ckpt, kCheckpointStateFile) + ": pattern"));
+  }
+  ExportOptions options;
+  options.drop_shared_indexers = flags.GetBool("drop-shared-indexers");
+  const std::string out = *flags.Get("out");
+  RETURN_IF_ERROR(ExportModel(model_dir, trained, pattern, options, out));
+  std::printf("exported %s: %zu trained indexer(s) from %s, pattern %s%s\n", out.c_str(), trained.size(), ckpt.c_str(),
+              pattern.ToString().c_str(), options.drop_shared_indexers ? ", Shared layers without indexers" : "");
+  return Status::Ok();
+}
+
+}  // namespace indexcache

@@ -1,0 +1,90 @@
+#include "trainer/comm.h"
+
+#include <mpi.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+
+#include "core/cuda_check.h"
+
+namespace indexcache {
+
+namespace {
+
+bool LaunchedByMpi() {
+  for (const char* var : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK"}) {
+    if (std::getenv(var)) return true;
+  }
+  const char* slurm = std::getenv("SLURM_NTASKS");
+  return slurm && std::atoi(slurm) > 1;
+}
+
+}  // namespace
+
+// Prints the failing call with file:line and rank, then ends the whole job.
+#define MPI_CHECK(expr)                                                                                  \
+  do {                                                                                                   \
+    const int _ic_rc = (expr);                                                                           \
+    if (_ic_rc != MPI_SUCCESS) {                                                                         \
+      char _ic_msg[MPI_MAX_ERROR_STRING];                                                                \
+      int _ic_len = 0;                                                                                   \
+      MPI_Error_string(_ic_rc, _ic_msg, &_ic_len);                                                       \
+      std::fprintf(stderr, "[rank %d] %s:%d: MPI error: %s in %s\n", rank_, __FILE__, __LINE__, _ic_msg, \
+                   #expr);                                                                               \
+      std::fflush(stderr);                                                                               \
+      MPI_Abort(MPI_COMM_WORLD, 1);                                                                      \
+    }                                                                                                    \
+  } while (0)
+
+std::unique_ptr<Communicator> Communicator::Create(int* argc, char*** argv) {
+  std::unique_ptr<Communicator> c(new Communicator());
+  if (!LaunchedByMpi()) return c;
+  c->mpi_ = true;
+  int rank_ = -1;  // for MPI_CHECK before the rank is known
+  MPI_CHECK(MPI_Init(argc, argv));
+  // Errors return codes to MPI_CHECK, which reports them with their place and aborts the job.
+  MPI_CHECK(MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN));
+  MPI_CHECK(MPI_Comm_rank(MPI_COMM_WORLD, &c->rank_));
+  MPI_CHECK(MPI_Comm_size(MPI_COMM_WORLD, &c->world_));
+  g_rank = c->rank_;  // CUDA_CHECK lines carry the rank too
+  return c;
+}
+
+Communicator::~Communicator() {
+  if (mpi_) MPI_Finalize();
+}
+
+void Communicator::AllReduceSum(float* data, int64_t n) {
+  if (!mpi_ || world_ == 1) return;
+  for (int64_t i = 0; i < n; i += kBucketElements) {
+    const int count = static_cast<int>(std::min(kBucketElements, n - i));
+    MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, data + i, count, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD));
+  }
+}
+
+void Communicator::AllReduceSum(double* data, int64_t n) {
+  if (!mpi_ || world_ == 1) return;
+  for (int64_t i = 0; i < n; i += kBucketElements) {
+    const int count = static_cast<int>(std::min(kBucketElements, n - i));
+    MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, data + i, count, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD));
+  }
+}
+
+void Communicator::Broadcast(void* data, int64_t bytes, int root) {
+  if (!mpi_ || world_ == 1) return;
+  MPI_CHECK(MPI_Bcast(data, static_cast<int>(bytes), MPI_BYTE, root, MPI_COMM_WORLD));
+}
+
+void Communicator::Barrier() {
+  if (mpi_ && world_ > 1) MPI_CHECK(MPI_Barrier(MPI_COMM_WORLD));
+}
+
+void Communicator::Abort(int code) {
+  std::fflush(stdout);
+  std::fflush(stderr);
+  if (mpi_) MPI_Abort(MPI_COMM_WORLD, code);
+  std::exit(code);
+}
+
+}  // namespace indexcache

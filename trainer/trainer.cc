@@ -1,0 +1,303 @@
+#include "trainer/trainer.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+
+#include <nlohmann/json.hpp>
+
+#include "core/file_util.h"
+#include "data/open_token_source.h"
+#include "data/sequence_sampler.h"
+#include "model/dsa_model.h"
+#include "optim/adamw.h"
+#include "optim/clip.h"
+#include "optim/schedule.h"
+#include "trainer/checkpoint.h"
+#include "trainer/distill.h"
+#include "trainer/export.h"
+#include "trainer/metrics_log.h"
+
+namespace indexcache {
+
+namespace {
+
+using json = nlohmann::json;
+using Clock = std::chrono::steady_clock;
+
+// One trainable tensor: its checkpoint name, the fp32 master and its gradient buffer.
+struct Slot {
+  std::string name;
+  float* param;
+  float* grad;
+  int64_t size;
+  Shape shape;
+};
+
+// The Full layers' indexer tensors in a fixed order (layer, then wq_b, wk, k_norm.weight,
+// k_norm.bias, weights_proj), named as in released checkpoints.
+std::vector<Slot> Slots(IndexerSet& masters, IndexerGradSet& grads) {
+  std::vector<Slot> slots;
+  for (auto& [layer, w] : masters) {
+    IndexerGrads& g = grads.at(layer);
+    const std::string p = IndexerTensorPrefix(layer);
+    slots.push_back({p + "wq_b.weight", w.wq_b.data(), g.wq_b.data(), w.wq_b.size(), {w.wq_b.rows(), w.wq_b.cols()}});
+    slots.push_back({p + "wk.weight", w.wk.data(), g.wk.data(), w.wk.size(), {w.wk.rows(), w.wk.cols()}});
+    slots.push_back({p + "k_norm.weight", w.k_norm_weight.data(), g.k_norm_weight.data(), w.k_norm_weight.size(),
+                     {w.k_norm_weight.size()}});
+    slots.push_back({p + "k_norm.bias", w.k_norm_bias.data(), g.k_norm_bias.data(), w.k_norm_bias.size(),
+                     {w.k_norm_bias.size()}});
+    slots.push_back({p + "weights_proj.weight", w.weights_proj.data(), g.weights_proj.data(), w.weights_proj.size(),
+                     {w.weights_proj.rows(), w.weights_proj.cols()}});
+  }
+  return slots;
+}
+
+Status SyncModel(DsaModel* model, const IndexerSet& masters) {
+  for (const auto& [layer, w] : masters) RETURN_IF_ERROR(model->SetIndexer(layer, w));
+  return Status::Ok();
+}
+
+// Runs `sequences` through DistillSequence with gradients scaled by `scale`.
+Status Accumulate(const DsaModel& model, const IndexPattern& pattern, DistillMode mode, const IndexerSet& masters,
+                  const std::vector<std::vector<int32_t>>& sequences, double scale, IndexerGradSet* grads,
+                  DistillStats* stats) {
+  for (const auto& seq : sequences) {
+    RETURN_IF_ERROR(DistillSequence(model, pattern, mode, masters, seq, scale, grads, stats));
+  }
+  return Status::Ok();
+}
+
+double Seconds(Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double>(b - a).count(); }
+
+}  // namespace
+
+Status RunTraining(const TrainConfig& cfg, const TrainRunOptions& run, Communicator& comm) {
+  const bool lead = comm.rank() == 0;
+  RETURN_IF_ERROR(CheckWorldSize(cfg, comm.world()));
+  if (lead) std::printf("== resolved config (%d rank%s)\n%s", comm.world(), comm.world() > 1 ? "s" : "",
+                        ResolvedConfigText(cfg).c_str());
+
+  // --- model, pattern and the trainable masters -------------------------------------------------
+  const std::optional<std::string> pattern_spec =
+      cfg.pattern().empty() ? std::nullopt : std::optional<std::string>(cfg.pattern());
+  ASSIGN_OR_RETURN(DsaModel model, DsaModel::Load(cfg.model_dir(), pattern_spec, cfg.device()));
+  const IndexPattern pattern = model.pattern();
+  const DistillMode mode = cfg.loss_mode() == TrainConfig::SPARSE ? DistillMode::kSparse : DistillMode::kDense;
+  IndexerSet masters;
+  IndexerGradSet grads;
+  for (int l = 0; l < pattern.num_layers(); ++l) {
+    if (!pattern.is_full(l)) continue;
+    masters.emplace(l, model.weights().layers[l].indexer);
+    grads.emplace(l, IndexerGrads::ZerosLike(masters.at(l)));
+  }
+  std::vector<Slot> slots = Slots(masters, grads);
+  NamedTensors params;
+  int64_t num_params = 0;
+  for (const Slot& s : slots) {
+    params.push_back({s.name, Tensor::View(DType::kF32, s.shape, s.param, nullptr)});
+    num_params += s.size;
+  }
+  AdamWOptions adam_options;
+  adam_options.beta1 = cfg.optimizer().beta1();
+  adam_options.beta2 = cfg.optimizer().beta2();
+  adam_options.eps = cfg.optimizer().eps();
+  adam_options.weight_decay = cfg.optimizer().weight_decay();
+  adam_options.no_decay = IsNormOrBias;
+  ASSIGN_OR_RETURN(AdamW adam, AdamW::Create(params, adam_options));
+  ASSIGN_OR_RETURN(LrSchedule schedule, LrSchedule::Create(cfg.schedule().kind(), cfg.optimizer().lr(),
+                                                           cfg.schedule().warmup_steps(),
+                                                           cfg.schedule().kind() == "warmup_cosine" ? cfg.steps() : 0,
+                                                           cfg.schedule().min_lr()));
+
+  // --- data ----------------------------------------------------------------------------------------
+  ASSIGN_OR_RETURN(std::shared_ptr<TokenSource> source, OpenTokenSource(cfg.data().path()));
+  SamplerOptions sampler_options;
+  sampler_options.seq_len = cfg.seq_len();
+  sampler_options.global_batch = cfg.global_batch();
+  sampler_options.seed = cfg.seed();
+  sampler_options.cross_documents = cfg.data().cross_documents();
+  ASSIGN_OR_RETURN(std::unique_ptr<SequenceSampler> sampler, SequenceSampler::Create(source, sampler_options));
+
+  // Evaluation data: a fixed global batch of eval windows, the same every time.
+  std::unique_ptr<SequenceSampler> eval_sampler;
+  SamplerCursor eval_start;
+  if (cfg.eval_interval() > 0) {
+    ASSIGN_OR_RETURN(std::shared_ptr<TokenSource> eval_source, OpenTokenSource(cfg.data().eval_path()));
+    SamplerOptions eval_options = sampler_options;
+    eval_options.seed = 0;
+    ASSIGN_OR_RETURN(eval_sampler, SequenceSampler::Create(eval_source, eval_options));
+    eval_start = eval_sampler->cursor();
+  }
+  auto evaluate = [&]() -> StatusOr<double> {
+    RETURN_IF_ERROR(eval_sampler->Restore(eval_start));
+    ASSIGN_OR_RETURN(SequenceSampler::Batch batch, eval_sampler->NextBatch(comm.rank(), comm.world()));
+    IndexerGradSet scratch;
+    DistillStats stats;
+    RETURN_IF_ERROR(Accumulate(model, pattern, mode, masters, batch, 0.0, &scratch, &stats));
+    double totals[2] = {stats.loss_sum, static_cast<double>(stats.queries)};
+    comm.AllReduceSum(totals, 2);
+    return totals[1] > 0 ? totals[0] / totals[1] : 0.0;
+  };
+
+  // --- resume --------------------------------------------------------------------------------------
+  int64_t step = 0, nonfinite_in_row = 0;
+  const std::string ckpt_dir = cfg.checkpoint().dir();
+  if (run.resume) {
+    if (ckpt_dir.empty()) return InvalidArgument("--resume needs checkpoint.dir");
+    ASSIGN_OR_RETURN(std::optional<CheckpointInfo> latest, LatestCheckpoint(ckpt_dir));
+    if (!latest) return NotFound(ckpt_dir + ": no checkpoint to resume from");
+    ASSIGN_OR_RETURN(NamedTensors saved, ReadCheckpointTensors(latest->path, kCheckpointWeightsFile));
+    for (const Slot& s : slots) {
+      const auto it = std::find_if(saved.begin(), saved.end(), [&](const auto& p) { return p.first == s.name; });
+      if (it == saved.end()) return NotFound(latest->path + "/" + kCheckpointWeightsFile + ": missing tensor '" + s.name + "'");
+      if (it->second.dtype() != DType::kF32 || it->second.numel() != s.size) {
+        return InvalidArgument(latest->path + "/" + kCheckpointWeightsFile + ": tensor '" + s.name + "' has the wrong shape or dtype");
+      }
+      std::memcpy(s.param, it->second.raw(), s.size * sizeof(float));
+    }
+    RETURN_IF_ERROR(LoadAdamWState(JoinPath(latest->path, kCheckpointOptimizerFile), &adam));
+    ASSIGN_OR_RETURN(json state, ReadCheckpointJson(latest->path, kCheckpointStateFile));
+    ASSIGN_OR_RETURN(SamplerCursor cursor, CursorFromJson(state.at("cursor")));
+    RETURN_IF_ERROR(sampler->Restore(cursor));
+    step = state.at("step").get<int64_t>();
+    nonfinite_in_row = state.value("nonfinite_in_row", int64_t{0});
+    RETURN_IF_ERROR(SyncModel(&model, masters));
+    if (lead) std::printf("== resumed from %s at step %lld\n", latest->path.c_str(), static_cast<long long>(step));
+  } else if (lead && !ckpt_dir.empty()) {
+    RETURN_IF_ERROR(RemoveStaleTempDirs(ckpt_dir).status());
+  }
+
+  // --- logs ------------------------------------------------------------------------------------------
+  std::unique_ptr<JsonlWriter> jsonl;
+  std::unique_ptr<TensorBoardWriter> tensorboard;
+  if (lead && !cfg.log().jsonl().empty()) {
+    ASSIGN_OR_RETURN(jsonl, JsonlWriter::Open(cfg.log().jsonl(), run.resume));
+  }
+  if (lead && !cfg.log().tensorboard_dir().empty()) {
+    ASSIGN_OR_RETURN(tensorboard, TensorBoardWriter::Create(cfg.log().tensorboard_dir()));
+  }
+  if (lead) {
+    std::printf("== training %lld indexer parameters in %d Full layer(s) of pattern %s, %s mode, on %s\n",
+                static_cast<long long>(num_params), pattern.num_full(), pattern.ToString().c_str(),
+                mode == DistillMode::kSparse ? "sparse" : "dense", model.backend().name());
+  }
+
+  auto save = [&](int64_t next_step) -> Status {
+    if (ckpt_dir.empty()) return Status::Ok();
+    if (lead) {
+      CheckpointContents contents;
+      contents.tensors[kCheckpointWeightsFile] = params;
+      contents.tensors[kCheckpointOptimizerFile] = adam.ExportState().tensors;
+      // "adamw.step" is where LoadAdamWState finds the optimizer's step count.
+      contents.tensor_metadata = {{"step", std::to_string(next_step)}, {"adamw.step", std::to_string(adam.step())}};
+      contents.json[kCheckpointStateFile] = {{"step", next_step},
+                                             {"adamw_step", adam.step()},
+                                             {"cursor", CursorToJson(sampler->cursor())},
+                                             {"nonfinite_in_row", nonfinite_in_row},
+                                             {"pattern", pattern.ToString()},
+                                             {"model_dir", cfg.model_dir()},
+                                             {"world", comm.world()}};
+      contents.text[kCheckpointConfigFile] = ResolvedConfigText(cfg);
+      ASSIGN_OR_RETURN(std::string path, WriteCheckpoint(ckpt_dir, next_step, contents));
+      RETURN_IF_ERROR(PruneCheckpoints(ckpt_dir, cfg.checkpoint().keep_last()).status());
+      std::printf("== checkpoint %s\n", path.c_str());
+    }
+    comm.Barrier();
+    return Status::Ok();
+  };
+
+  // --- steps ---------------------------------------------------------------------------------------
+  const int64_t micro = cfg.micro_batch();
+  const double scale = 1.0 / (double(cfg.global_batch()) * double(cfg.seq_len()));
+  const auto start_time = Clock::now();
+  int64_t steps_this_run = 0;
+  std::vector<float> flat(num_params);
+  // Fault injection for the job-failure tests: the named rank fails at its first step.
+  const char* fail_rank = std::getenv("INDEXCACHE_TEST_FAIL_RANK");
+  while (step < cfg.steps()) {
+    const auto t0 = Clock::now();
+    if (fail_rank && std::atoi(fail_rank) == comm.rank()) return Internal("injected failure (INDEXCACHE_TEST_FAIL_RANK)");
+    ASSIGN_OR_RETURN(SequenceSampler::Batch batch, sampler->NextBatch(comm.rank(), comm.world()));
+    for (auto& [layer, g] : grads) g = IndexerGrads::ZerosLike(masters.at(layer));
+    slots = Slots(masters, grads);  // gradient buffers were re-created
+    DistillStats stats;
+    for (size_t i = 0; i < batch.size(); i += micro) {
+      const std::vector<std::vector<int32_t>> part(batch.begin() + i, batch.begin() + std::min(batch.size(), i + micro));
+      RETURN_IF_ERROR(Accumulate(model, pattern, mode, masters, part, scale, &grads, &stats));
+    }
+    // Sum gradients and statistics over ranks: one flat buffer, bucketed collectives.
+    int64_t off = 0;
+    for (const Slot& s : slots) {
+      std::memcpy(flat.data() + off, s.grad, s.size * sizeof(float));
+      off += s.size;
+    }
+    comm.AllReduceSum(flat.data(), num_params);
+    off = 0;
+    for (const Slot& s : slots) {
+      std::memcpy(s.grad, flat.data() + off, s.size * sizeof(float));
+      off += s.size;
+    }
+    double totals[2] = {stats.loss_sum, static_cast<double>(stats.queries)};
+    comm.AllReduceSum(totals, 2);
+    const double loss = totals[1] > 0 ? totals[0] / totals[1] : 0.0;
+
+    std::vector<FloatSpan> grad_spans;
+    for (const Slot& s : slots) grad_spans.push_back({s.grad, s.size});
+    const double lr = schedule.LearningRate(step);
+    const bool finite = std::isfinite(loss) && !AnyNonFinite(grad_spans);
+    double grad_norm = std::numeric_limits<double>::quiet_NaN();
+    if (!finite) {
+      ++nonfinite_in_row;
+      if (lead) {
+        std::fprintf(stderr, "warning: step %lld: non-finite loss or gradient; step skipped (%lld in a row)\n",
+                     static_cast<long long>(step), static_cast<long long>(nonfinite_in_row));
+      }
+      if (nonfinite_in_row >= cfg.max_nonfinite_steps()) {
+        return Internal("stopping: " + std::to_string(nonfinite_in_row) + " consecutive steps had a non-finite loss "
+                        "or gradient (max_nonfinite_steps " + std::to_string(cfg.max_nonfinite_steps()) + ")");
+      }
+    } else {
+      nonfinite_in_row = 0;
+      grad_norm = ClipGradNorm(grad_spans, cfg.clip_grad_norm());
+      adam.Step(grad_spans, lr);
+      RETURN_IF_ERROR(SyncModel(&model, masters));
+    }
+    ++step;
+    ++steps_this_run;
+
+    const auto t1 = Clock::now();
+    if (lead && (step % cfg.log().interval() == 0 || step == cfg.steps())) {
+      StepMetrics m;
+      m.step = step;
+      m.loss = loss;
+      m.lr = lr;
+      m.grad_norm = grad_norm;
+      m.tokens_per_s = double(cfg.global_batch()) * cfg.seq_len() / Seconds(t0, t1);
+      const double eta = Seconds(start_time, t1) / steps_this_run * double(cfg.steps() - step);
+      std::printf("%s\n", FormatProgressLine(m, cfg.steps(), eta).c_str());
+      std::fflush(stdout);
+      if (jsonl) RETURN_IF_ERROR(jsonl->Write(m));
+      if (tensorboard) RETURN_IF_ERROR(tensorboard->Write(m));
+    }
+    if (eval_sampler && step % cfg.eval_interval() == 0) {
+      ASSIGN_OR_RETURN(double eval_loss, evaluate());
+      if (lead) {
+        std::printf("eval step %lld | eval loss %.6f\n", static_cast<long long>(step), eval_loss);
+        if (jsonl) RETURN_IF_ERROR(jsonl->WriteScalars(step, {{"eval_loss", eval_loss}}));
+        if (tensorboard) RETURN_IF_ERROR(tensorboard->WriteScalars(step, {{"eval_loss", eval_loss}}));
+      }
+    }
+    const bool stop_now = run.stop_after_step > 0 && step >= run.stop_after_step;
+    const int64_t interval = cfg.checkpoint().interval();
+    if ((interval > 0 && step % interval == 0) || step == cfg.steps() || stop_now) RETURN_IF_ERROR(save(step));
+    if (stop_now) break;
+  }
+  return Status::Ok();
+}
+
+}  // namespace indexcache

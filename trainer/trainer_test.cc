@@ -1,0 +1,159 @@
+// The trainer end to end on the CPU with the tiny fixture model: the loss goes down, a resumed
+// run ends bitwise equal to an uninterrupted one, non-finite steps stop the run, and an exported
+// model reproduces the checkpoint's logits.
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "core/file_util.h"
+#include "data/token_array.h"
+#include "model/dsa_model.h"
+#include "trainer/checkpoint.h"
+#include "trainer/comm.h"
+#include "trainer/export.h"
+#include "trainer/train_config.h"
+#include "trainer/trainer.h"
+
+namespace indexcache {
+namespace {
+
+const char kModel[] = "tests/data/dsv32_moe_groups";  // 3 layers, fp32 weights
+
+std::string TempDir() {
+  char tmpl[] = "/tmp/indexcache_trainer_XXXXXX";
+  IC_CHECK(mkdtemp(tmpl) != nullptr);
+  return tmpl;
+}
+
+TrainConfig Config(const std::string& dir, const std::string& extra = "") {
+  const std::string text = std::string("model_dir: \"") + kModel + "\"\n" +
+                           "pattern: \"FSF\"\n"
+                           "data { path: \"" + kModel + "/tokens.npy\" }\n"
+                           "seq_len: 24\nglobal_batch: 2\nmicro_batch: 1\nsteps: 6\n"
+                           "optimizer { lr: 2e-3 beta2: 0.95 }\n"
+                           "schedule { kind: \"constant\" }\n"
+                           "checkpoint { dir: \"" + dir + "/ckpt\" interval: 3 keep_last: 5 }\n"
+                           "log { jsonl: \"" + dir + "/metrics.jsonl\" }\n"
+                           "seed: 7\n" + extra;
+  auto c = ParseTrainConfig(text, "test config", {});
+  EXPECT_TRUE(c.ok()) << c.status().ToString();
+  return *c;
+}
+
+std::vector<double> Losses(const std::string& jsonl) {
+  std::vector<double> out;
+  std::ifstream in(jsonl);
+  std::string line;
+  while (std::getline(in, line)) {
+    const auto j = nlohmann::json::parse(line);
+    if (j.contains("loss") && j["loss"].is_number()) out.push_back(j["loss"].get<double>());
+  }
+  return out;
+}
+
+std::string ReadAll(const std::string& path) { return *ReadFileToString(path); }
+
+TEST(TrainerTest, DenseAndSparseDistillationLowerTheLoss) {
+  auto comm = Communicator::Create(nullptr, nullptr);
+  for (const char* mode : {"DENSE", "SPARSE"}) {
+    const std::string dir = TempDir();
+    TrainRunOptions run;
+    ASSERT_TRUE(RunTraining(Config(dir, std::string("loss_mode: ") + mode + "\n"), run, *comm).ok());
+    const std::vector<double> losses = Losses(dir + "/metrics.jsonl");
+    ASSERT_EQ(losses.size(), 6u);
+    EXPECT_LT(losses.back(), losses.front() * 0.9) << mode;
+  }
+}
+
+TEST(TrainerTest, ResumedRunEndsBitwiseEqualToUninterruptedRun) {
+  auto comm = Communicator::Create(nullptr, nullptr);
+  const std::string a = TempDir(), b = TempDir();
+  TrainRunOptions straight;
+  ASSERT_TRUE(RunTraining(Config(a), straight, *comm).ok());
+  TrainRunOptions first_half;
+  first_half.stop_after_step = 2;  // stops off the checkpoint interval: its own checkpoint at 2
+  ASSERT_TRUE(RunTraining(Config(b), first_half, *comm).ok());
+  TrainRunOptions resume;
+  resume.resume = true;
+  const Status resumed = RunTraining(Config(b), resume, *comm);
+  ASSERT_TRUE(resumed.ok()) << resumed.ToString();
+  for (const char* file : {kCheckpointWeightsFile, kCheckpointOptimizerFile}) {
+    EXPECT_EQ(ReadAll(a + "/ckpt/step_00000006/" + file), ReadAll(b + "/ckpt/step_00000006/" + file)) << file;
+  }
+  // And the model actually changed.
+  auto trained = ReadCheckpointTensors(a + "/ckpt/step_00000006", kCheckpointWeightsFile);
+  auto model = DsaModel::Load(kModel);
+  ASSERT_TRUE(trained.ok() && model.ok());
+  const Tensor& wk = trained->front().second;  // sorted by name: layer 0's k_norm.bias first
+  EXPECT_NE(std::memcmp(wk.raw(), model->weights().layers[0].indexer.k_norm_bias.data(), wk.nbytes()), 0);
+}
+
+TEST(TrainerTest, NonFiniteStepsAreSkippedThenStopTheRun) {
+  auto comm = Communicator::Create(nullptr, nullptr);
+  const std::string dir = TempDir();
+  // An absurd learning rate drives the indexer scores to overflow within a few steps.
+  TrainConfig c = Config(dir, "max_nonfinite_steps: 2\nclip_grad_norm: 0\n");
+  c.mutable_optimizer()->set_lr(1e30);
+  c.set_steps(50);
+  const Status s = RunTraining(c, TrainRunOptions(), *comm);
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(s.message().find("non-finite"), std::string::npos) << s.message();
+}
+
+TEST(TrainerTest, ExportReproducesTheCheckpointsLogits) {
+  auto comm = Communicator::Create(nullptr, nullptr);
+  const std::string dir = TempDir();
+  ASSERT_TRUE(RunTraining(Config(dir), TrainRunOptions(), *comm).ok());
+  const std::string ckpt = dir + "/ckpt/step_00000006";
+
+  // The reference: the original model with the checkpoint's indexers swapped in.
+  auto model = DsaModel::Load(kModel, std::string("FSF"));
+  ASSERT_TRUE(model.ok());
+  auto tensors = ReadCheckpointTensors(ckpt, kCheckpointWeightsFile);
+  ASSERT_TRUE(tensors.ok());
+  IndexerSet trained;
+  for (int layer : {0, 2}) trained[layer] = model->weights().layers[layer].indexer;
+  for (const auto& [name, t] : *tensors) {
+    int layer = -1;
+    char field[64] = {0};
+    ASSERT_EQ(std::sscanf(name.c_str(), "model.layers.%d.self_attn.indexer.%63s", &layer, field), 2);
+    IndexerWeights& w = trained[layer];
+    float* dst = std::string(field) == "wq_b.weight" ? w.wq_b.data()
+                 : std::string(field) == "wk.weight" ? w.wk.data()
+                 : std::string(field) == "weights_proj.weight" ? w.weights_proj.data()
+                 : std::string(field) == "k_norm.weight" ? w.k_norm_weight.data() : w.k_norm_bias.data();
+    std::memcpy(dst, t.raw(), t.nbytes());
+  }
+  for (const auto& [layer, w] : trained) ASSERT_TRUE(model->SetIndexer(layer, w).ok());
+
+  for (bool drop : {false, true}) {
+    const std::string out = dir + (drop ? "/exported_dropped" : "/exported");
+    ExportOptions options;
+    options.drop_shared_indexers = drop;
+    ASSERT_TRUE(ExportModel(kModel, trained, *IndexPattern::Parse("FSF", 3), options, out).ok());
+    auto exported = DsaModel::Load(out);  // pattern from the exported config.json
+    ASSERT_TRUE(exported.ok()) << exported.status().ToString();
+    EXPECT_EQ(exported->pattern().ToString(), "FSF");
+    auto tokens = ReadTokenArray(std::string(kModel) + "/tokens.npy", 256);
+    auto want = model->Forward(tokens->Row(0));
+    auto got = exported->Forward(tokens->Row(0));
+    ASSERT_TRUE(want.ok() && got.ok());
+    EXPECT_EQ(std::memcmp(want->logits.raw(), got->logits.raw(), want->logits.nbytes()), 0) << "drop " << drop;
+    const auto cfg = nlohmann::json::parse(ReadAll(out + "/config.json"));
+    EXPECT_EQ(cfg["index_topk_pattern"], "FSF");
+    EXPECT_EQ(cfg["indexer_types"], nlohmann::json({"full", "shared", "full"}));
+    EXPECT_EQ(cfg["index_topk_freq"], 2);
+    EXPECT_EQ(cfg["index_skip_topk_offset"], 1);
+    auto ckpt_files = SafetensorsCheckpoint::Open(out);
+    EXPECT_EQ(ckpt_files->Has("model.layers.1.self_attn.indexer.wk.weight"), !drop);
+  }
+}
+
+}  // namespace
+}  // namespace indexcache
