@@ -9,6 +9,7 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <mutex>
@@ -329,6 +330,16 @@ class CudaBackend final : public Backend {
 
 StatusOr<std::shared_ptr<Backend>> MakeCudaBackendOrError() {
   if (!CudaDeviceAvailable()) return Unimplemented("--device cuda: no usable CUDA device on this machine");
+  // One rank per GPU: a rank started by mpirun/srun/torchrun-style launchers uses the GPU of its
+  // local rank (modulo the GPUs it can see).
+  for (const char* var : {"OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID", "LOCAL_RANK"}) {
+    if (const char* v = std::getenv(var)) {
+      int count = 0;
+      CUDA_CHECK(cudaGetDeviceCount(&count));
+      CUDA_CHECK(cudaSetDevice(std::atoi(v) % count));
+      break;
+    }
+  }
   return std::shared_ptr<Backend>(std::make_shared<CudaBackend>());
 }
 
