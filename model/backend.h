@@ -107,6 +107,10 @@ class Backend {
                               Tensor* y) = 0;
 };
 
+// Routing of host fp32 logits [T, E] with the CPU reference (kernels/moe_routing.h); both backends
+// route this way (the dispatch loop needs the expert lists on the host).
+MoeRouting MoeRouteOnHost(const float* logits, const float* bias, int64_t T, int64_t E, const MoeRouteSpec& spec);
+
 std::unique_ptr<Backend> MakeCpuBackend();
 // The CUDA backend on the current device, or an error when there is no usable GPU.
 StatusOr<std::shared_ptr<Backend>> MakeCudaBackendOrError();

@@ -176,24 +176,7 @@ class CpuBackend final : public Backend {
   }
 
   MoeRouting MoeRoute(const Tensor& logits, const Tensor& bias, const MoeRouteSpec& spec) override {
-    const int64_t T = logits.size(0), E = logits.size(1);
-    MoeRouting r;
-    r.experts.resize(T * spec.topk);
-    r.weights.resize(T * spec.topk);
-    MoeRoutingParams p;
-    p.logits = logits.data<float>();
-    p.bias = bias.data<float>();
-    p.T = T;
-    p.E = E;
-    p.n_group = spec.n_group;
-    p.topk_group = spec.topk_group;
-    p.topk = spec.topk;
-    p.norm_topk_prob = spec.norm_topk_prob;
-    p.routed_scaling_factor = spec.routed_scaling_factor;
-    p.out_experts = r.experts.data();
-    p.out_weights = r.weights.data();
-    MoeRoutingCpu(p);
-    return r;
+    return MoeRouteOnHost(logits.data<float>(), bias.data<float>(), logits.size(0), logits.size(1), spec);
   }
 
   void GatherRows(const Tensor& x, const std::vector<int32_t>& rows, Tensor* y) override {
@@ -215,6 +198,26 @@ class CpuBackend final : public Backend {
 };
 
 }  // namespace
+
+MoeRouting MoeRouteOnHost(const float* logits, const float* bias, int64_t T, int64_t E, const MoeRouteSpec& spec) {
+  MoeRouting r;
+  r.experts.resize(T * spec.topk);
+  r.weights.resize(T * spec.topk);
+  MoeRoutingParams p;
+  p.logits = logits;
+  p.bias = bias;
+  p.T = T;
+  p.E = E;
+  p.n_group = spec.n_group;
+  p.topk_group = spec.topk_group;
+  p.topk = spec.topk;
+  p.norm_topk_prob = spec.norm_topk_prob;
+  p.routed_scaling_factor = spec.routed_scaling_factor;
+  p.out_experts = r.experts.data();
+  p.out_weights = r.weights.data();
+  MoeRoutingCpu(p);
+  return r;
+}
 
 std::unique_ptr<Backend> MakeCpuBackend() { return std::make_unique<CpuBackend>(); }
 

@@ -18,7 +18,6 @@
 #include "core/cuda_check.h"
 #include "kernels/elementwise_cuda.h"
 #include "kernels/indexer_topk_cuda.h"
-#include "kernels/moe_routing.h"
 #include "kernels/norms_cuda.h"
 #include "kernels/sparse_mla_cuda.h"
 #include "kernels/sparse_mla_generic_cuda.h"
@@ -271,24 +270,7 @@ class CudaBackend final : public Backend {
   // expert GEMMs, and the dispatch loop needs the expert lists on the host anyway.
   MoeRouting MoeRoute(const Tensor& logits, const Tensor& bias, const MoeRouteSpec& spec) override {
     const Tensor l = ToHost(logits), b = ToHost(bias);
-    const int64_t T = l.size(0);
-    MoeRouting r;
-    r.experts.resize(T * spec.topk);
-    r.weights.resize(T * spec.topk);
-    MoeRoutingParams p;
-    p.logits = l.data<float>();
-    p.bias = b.data<float>();
-    p.T = T;
-    p.E = l.size(1);
-    p.n_group = spec.n_group;
-    p.topk_group = spec.topk_group;
-    p.topk = spec.topk;
-    p.norm_topk_prob = spec.norm_topk_prob;
-    p.routed_scaling_factor = spec.routed_scaling_factor;
-    p.out_experts = r.experts.data();
-    p.out_weights = r.weights.data();
-    MoeRoutingCpu(p);
-    return r;
+    return MoeRouteOnHost(l.data<float>(), b.data<float>(), l.size(0), l.size(1), spec);
   }
 
   void GatherRows(const Tensor& x, const std::vector<int32_t>& rows, Tensor* y) override {

@@ -1,0 +1,615 @@
+// Fused distillation loss forward + backward on the GPU. The algorithm is described in
+// kernels/distill_loss_cuda.h; the comments here are about the mechanics.
+#include "kernels/distill_loss_cuda.h"
+
+#include <algorithm>
+#include <climits>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+
+#include "core/cuda_check.h"
+
+namespace indexcache {
+namespace {
+
+constexpr int kWarps = 8;
+constexpr int kThreads = kWarps * 32;
+constexpr int kKT = 32;               // keys per tile
+constexpr int kCoefStride = kKT + 8;  // bf16 elements per coef row (padded for ldmatrix)
+constexpr int kMaxRows = 128;         // HA, HI <= 128: at most 8 row groups of 16, one per warp
+constexpr float kLog2e = 1.4426950408889634f;
+
+[[noreturn]] void Fail(const char* msg) {
+  std::fprintf(stderr, "DistillLossCuda: %s\n", msg);
+  std::fflush(stderr);
+  std::abort();
+}
+
+int64_t RoundUp(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
+
+// ---------------------------------------------------------------------------------------------
+// Device helpers.
+
+__device__ __forceinline__ void CpAsync16(void* smem, const void* gmem) {
+  const uint32_t s = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(gmem));
+}
+__device__ __forceinline__ void CpAsyncCommit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+__device__ __forceinline__ void CpAsyncWait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+
+template <bool kTrans>
+__device__ __forceinline__ void LdMatrixX4(const __nv_bfloat16* p, uint32_t& r0, uint32_t& r1, uint32_t& r2,
+                                           uint32_t& r3) {
+  const uint32_t addr = static_cast<uint32_t>(__cvta_generic_to_shared(p));
+  if (kTrans) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
+                 : "r"(addr));
+  } else {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
+                 : "r"(addr));
+  }
+}
+
+__device__ __forceinline__ void MmaBf16(float* c, uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
+                                        uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+// Warp-level acc[NT][4] += A[m0 : m0+16, 0:kd] * B[n0 : n0+8*NT, 0:kd]^T (NT even, kd % 16 == 0).
+// A is stored [m][k] (kTA = false) or [k][m] (kTA = true) with leading dimension lda; B is stored
+// [n][k] (kTB = false) or [k][n] (kTB = true). Fragment layout of acc: rows lane/4 (+8),
+// columns 2 * (lane % 4) (+1) of each 8-wide n tile.
+template <int NT, bool kTA, bool kTB>
+__device__ __forceinline__ void WarpMma(float (&acc)[NT][4], const __nv_bfloat16* A, int lda, int m0,
+                                        const __nv_bfloat16* B, int ldb, int n0, int kd) {
+  const int lane = threadIdx.x & 31, mi = lane >> 3, r = lane & 7;
+  for (int k0 = 0; k0 < kd; k0 += 16) {
+    uint32_t a0, a1, a2, a3;
+    if (!kTA) {
+      LdMatrixX4<false>(A + (m0 + (lane & 15)) * lda + k0 + (lane >> 4) * 8, a0, a1, a2, a3);
+    } else {
+      LdMatrixX4<true>(A + (k0 + r + (mi >= 2 ? 8 : 0)) * lda + m0 + (mi & 1) * 8, a0, a1, a2, a3);
+    }
+#pragma unroll
+    for (int p = 0; p < NT / 2; ++p) {
+      uint32_t b0, b1, b2, b3;
+      if (!kTB) {
+        LdMatrixX4<false>(B + (n0 + 16 * p + r + (mi >= 2 ? 8 : 0)) * ldb + k0 + (mi & 1) * 8, b0, b1, b2, b3);
+      } else {
+        LdMatrixX4<true>(B + (k0 + r + (mi & 1) * 8) * ldb + n0 + 16 * p + (mi >= 2 ? 8 : 0), b0, b1, b2, b3);
+      }
+      MmaBf16(acc[2 * p], a0, a1, a2, a3, b0, b1);
+      MmaBf16(acc[2 * p + 1], a0, a1, a2, a3, b2, b3);
+    }
+  }
+}
+
+struct KernelParams {
+  DistillLossCudaParams p;
+  int HAp, DAp, strideA;  // teacher rows (padded to 16), dims (padded to 16), smem row stride
+  int HIp, Dp, strideD;   // student likewise
+  int Kp2;                // sparse: next power of two >= K
+  int64_t slot_floats;    // pbar entries per CTA slot
+  unsigned int* counter;
+  float* pbar_ws;         // [grid, slot_floats]
+  int32_t* keys_ws;       // [grid, K] (sparse)
+};
+
+// Loads tile rows [i0, i0 + kKT) of the key list (n valid in total) of a row-major [*, dim] bf16
+// tensor into dst (kKT rows of stride `stride`, dimp columns), zero-filling padding and
+// invalid rows. Asynchronous: the caller commits and waits.
+__device__ __forceinline__ void LoadTile(__nv_bfloat16* dst, int stride, const __nv_bfloat16* src, int dim, int dimp,
+                                         int i0, int n, const int32_t* keys) {
+  const int chunks = dimp / 8;
+  for (int e = threadIdx.x; e < kKT * chunks; e += kThreads) {
+    const int r = e / chunks, c = e - r * chunks;
+    __nv_bfloat16* d = dst + r * stride + c * 8;
+    const int i = i0 + r;
+    if (i < n && c * 8 < dim) {
+      const int64_t key = keys ? keys[i] : i;
+      CpAsync16(d, src + key * dim + c * 8);
+    } else {
+      *reinterpret_cast<uint4*>(d) = make_uint4(0, 0, 0, 0);
+    }
+  }
+}
+
+// Copies rows x dim bf16 (row-major, contiguous) into smem rows of stride `stride`, zero-padding to
+// rows_p x dimp. Synchronous loads.
+__device__ __forceinline__ void LoadBlock(__nv_bfloat16* dst, int stride, const __nv_bfloat16* src, int rows, int dim,
+                                          int rows_p, int dimp) {
+  const int chunks = dimp / 8;
+  for (int e = threadIdx.x; e < rows_p * chunks; e += kThreads) {
+    const int r = e / chunks, c = e - r * chunks;
+    uint4 v = make_uint4(0, 0, 0, 0);
+    if (r < rows && c * 8 < dim) v = *reinterpret_cast<const uint4*>(src + static_cast<int64_t>(r) * dim + c * 8);
+    *reinterpret_cast<uint4*>(dst + r * stride + c * 8) = v;
+  }
+}
+
+__global__ void __launch_bounds__(kThreads, 1) DistillLossKernel(const KernelParams kp) {
+  extern __shared__ __align__(16) unsigned char smem[];
+  __shared__ float s_part[kWarps][kKT];       // per row group partial column sums
+  __shared__ float s_di[kKT];                 // dI of the tile's keys
+  __shared__ float s_gw[2][kMaxRows];         // grad_w partials per 16-key half
+  __shared__ float s_w[kMaxRows];             // w[t]
+  __shared__ double s_red[2][kWarps];
+  __shared__ int s_int[kWarps + 2];
+
+  const DistillLossCudaParams& p = kp.p;
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int HA = static_cast<int>(p.HA), DA = static_cast<int>(p.DA);
+  const int HI = static_cast<int>(p.HI), D = static_cast<int>(p.D);
+  const int RGA = kp.HAp / 16, RGI = kp.HIp / 16;
+  float* pbar = kp.pbar_ws + static_cast<int64_t>(blockIdx.x) * kp.slot_floats;
+  int32_t* keys_slot = p.sparse ? kp.keys_ws + static_cast<int64_t>(blockIdx.x) * p.K : nullptr;
+  const float t_scale2 = p.attn_scale * kLog2e;
+  const bool want_grads = p.grad_q || p.grad_k || p.grad_w;
+
+  // Teacher-phase shared memory.
+  __nv_bfloat16* s_qa = reinterpret_cast<__nv_bfloat16*>(smem);
+  __nv_bfloat16* s_kv = s_qa + kp.HAp * kp.strideA;  // 2 stages of kKT rows
+  // Student-phase shared memory (aliases the teacher's).
+  __nv_bfloat16* s_q = reinterpret_cast<__nv_bfloat16*>(smem);
+  __nv_bfloat16* s_k = s_q + kp.HIp * kp.strideD;     // 2 stages
+  __nv_bfloat16* s_coef = s_k + 2 * kKT * kp.strideD;  // [HIp][kCoefStride]
+  float* s_gq = reinterpret_cast<float*>(s_coef + kp.HIp * kCoefStride);  // [HIp][Dp]
+
+  while (true) {
+    __syncthreads();
+    if (tid == 0) s_int[kWarps] = static_cast<int>(atomicAdd(kp.counter, 1u));
+    __syncthreads();
+    const int64_t order = s_int[kWarps];
+    if (order >= p.Tq) break;
+    const int64_t t = p.sparse ? order : p.Tq - 1 - order;
+    const int64_t end = min(p.query_offset + t + 1, p.L);
+
+    // --- key set --------------------------------------------------------------------------------
+    int n = 0;
+    const int32_t* keys = nullptr;
+    if (!p.sparse) {
+      n = static_cast<int>(end > 0 ? end : 0);
+    } else {
+      int* s_sort = reinterpret_cast<int*>(smem);
+      const int N = kp.Kp2;
+      for (int i = tid; i < N; i += kThreads) {
+        int v = INT_MAX;
+        if (i < p.K) {
+          const int32_t s = p.topk[t * p.K + i];
+          if (s >= 0 && s < end) v = s;
+        }
+        s_sort[i] = v;
+      }
+      __syncthreads();
+      for (int kk = 2; kk <= N; kk <<= 1) {
+        for (int j = kk >> 1; j > 0; j >>= 1) {
+          for (int i = tid; i < N; i += kThreads) {
+            const int ixj = i ^ j;
+            if (ixj > i) {
+              const int a = s_sort[i], b = s_sort[ixj];
+              if ((a > b) == ((i & kk) == 0)) {
+                s_sort[i] = b;
+                s_sort[ixj] = a;
+              }
+            }
+          }
+          __syncthreads();
+        }
+      }
+      int base = 0;
+      for (int c0 = 0; c0 < N; c0 += kThreads) {
+        const int i = c0 + tid;
+        const bool f = i < N && s_sort[i] != INT_MAX && (i == 0 || s_sort[i] != s_sort[i - 1]);
+        const unsigned ballot = __ballot_sync(0xffffffffu, f);
+        if (lane == 0) s_int[warp] = __popc(ballot);
+        __syncthreads();
+        int off = base;
+        for (int w2 = 0; w2 < warp; ++w2) off += s_int[w2];
+        if (f) keys_slot[off + __popc(ballot & ((1u << lane) - 1u))] = s_sort[i];
+        for (int w2 = 0; w2 < kWarps; ++w2) base += s_int[w2];
+        __syncthreads();
+      }
+      n = base;
+      keys = keys_slot;
+      __syncthreads();  // keys visible to the block; s_sort is reused below
+    }
+    if (n == 0) continue;
+    const int num_tiles = (n + kKT - 1) / kKT;
+
+    double ent = 0.0;    // sum_j sum_s p_j log p_j / S  (threads < kKT)
+    double cross = 0.0;  // sum_s pbar (I - lse)          (threads < kKT)
+
+    // --- teachers -------------------------------------------------------------------------------
+    for (int j = 0; j < p.num_served; ++j) {
+      const __nv_bfloat16* kv = p.attn_kv[j];
+      __syncthreads();  // previous users of the smem are done
+      LoadBlock(s_qa, kp.strideA, p.attn_q[j] + t * p.HA * p.DA, HA, DA, kp.HAp, kp.DAp);
+      // Rows r0 = warp*16 + lane/4 and r1 = r0 + 8; log2-domain running max and sum.
+      float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f;
+      const int r0 = warp * 16 + (lane >> 2), r1 = r0 + 8;
+      for (int sweep = 0; sweep < 2; ++sweep) {
+        const float lse0 = m0 + log2f(l0), lse1 = m1 + log2f(l1);
+        __syncthreads();  // the previous sweep's last tile is consumed
+        LoadTile(s_kv, kp.strideA, kv, DA, kp.DAp, 0, n, keys);
+        CpAsyncCommit();
+        for (int tile = 0; tile < num_tiles; ++tile) {
+          const __nv_bfloat16* buf = s_kv + (tile & 1) * kKT * kp.strideA;
+          CpAsyncWait<0>();
+          __syncthreads();
+          if (tile + 1 < num_tiles) {
+            LoadTile(s_kv + ((tile + 1) & 1) * kKT * kp.strideA, kp.strideA, kv, DA, kp.DAp, (tile + 1) * kKT, n,
+                     keys);
+          }
+          CpAsyncCommit();
+          const int nv = min(kKT, n - tile * kKT);
+          if (warp < RGA) {
+            float acc[4][4] = {};
+            WarpMma<4, false, false>(acc, s_qa, kp.strideA, warp * 16, buf, kp.strideA, 0, kp.DAp);
+            if (sweep == 0) {
+              float mx0 = -INFINITY, mx1 = -INFINITY;
+#pragma unroll
+              for (int nt = 0; nt < 4; ++nt) {
+#pragma unroll
+                for (int e = 0; e < 4; ++e) {
+                  const int col = nt * 8 + 2 * (lane & 3) + (e & 1);
+                  const float x = col < nv ? acc[nt][e] * t_scale2 : -INFINITY;
+                  acc[nt][e] = x;
+                  if (e < 2) mx0 = fmaxf(mx0, x); else mx1 = fmaxf(mx1, x);
+                }
+              }
+              mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+              mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+              mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+              mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+              const float nm0 = fmaxf(m0, mx0), nm1 = fmaxf(m1, mx1);  // finite: nv >= 1
+              float s0 = 0.f, s1 = 0.f;
+#pragma unroll
+              for (int nt = 0; nt < 4; ++nt) {
+                s0 += exp2f(acc[nt][0] - nm0) + exp2f(acc[nt][1] - nm0);
+                s1 += exp2f(acc[nt][2] - nm1) + exp2f(acc[nt][3] - nm1);
+              }
+              s0 += __shfl_xor_sync(0xffffffffu, s0, 1);
+              s0 += __shfl_xor_sync(0xffffffffu, s0, 2);
+              s1 += __shfl_xor_sync(0xffffffffu, s1, 1);
+              s1 += __shfl_xor_sync(0xffffffffu, s1, 2);
+              l0 = l0 * exp2f(m0 - nm0) + s0;
+              l1 = l1 * exp2f(m1 - nm1) + s1;
+              m0 = nm0;
+              m1 = nm1;
+            } else {
+              // Column sums of exp(logit - lse) over this warp's valid heads.
+              float cs[4][2];
+#pragma unroll
+              for (int nt = 0; nt < 4; ++nt) {
+#pragma unroll
+                for (int c = 0; c < 2; ++c) {
+                  const int col = nt * 8 + 2 * (lane & 3) + c;
+                  float v = 0.f;
+                  if (col < nv) {
+                    if (r0 < HA) v += exp2f(acc[nt][c] * t_scale2 - lse0);
+                    if (r1 < HA) v += exp2f(acc[nt][2 + c] * t_scale2 - lse1);
+                  }
+                  v += __shfl_xor_sync(0xffffffffu, v, 4);
+                  v += __shfl_xor_sync(0xffffffffu, v, 8);
+                  v += __shfl_xor_sync(0xffffffffu, v, 16);
+                  cs[nt][c] = v;
+                }
+              }
+              if (lane < 4) {
+#pragma unroll
+                for (int nt = 0; nt < 4; ++nt) {
+                  s_part[warp][nt * 8 + 2 * lane] = cs[nt][0];
+                  s_part[warp][nt * 8 + 2 * lane + 1] = cs[nt][1];
+                }
+              }
+            }
+          }
+          if (sweep == 1) {
+            __syncthreads();
+            if (tid < nv) {
+              float sum = 0.f;
+              for (int g = 0; g < RGA; ++g) sum += s_part[g][tid];
+              const float pj = sum / static_cast<float>(HA);
+              const float contrib = pj / static_cast<float>(p.num_served);
+              const int i = tile * kKT + tid;
+              if (j == 0) pbar[i] = contrib; else pbar[i] += contrib;
+              if (pj > 0.f) ent += static_cast<double>(pj) * log(static_cast<double>(pj)) / p.num_served;
+            }
+          }
+        }
+        CpAsyncWait<0>();
+      }
+    }
+
+    // --- student --------------------------------------------------------------------------------
+    __syncthreads();
+    LoadBlock(s_q, kp.strideD, p.q + t * p.HI * p.D, HI, D, kp.HIp, kp.Dp);
+    for (int h = tid; h < kMaxRows; h += kThreads) {
+      s_w[h] = h < HI ? p.w[t * p.HI + h] : 0.f;
+      s_gw[0][h] = 0.f;
+      s_gw[1][h] = 0.f;
+    }
+    for (int e = tid; e < kp.HIp * kp.Dp; e += kThreads) s_gq[e] = 0.f;
+    // Student items: (row group, 16-key half), at most 2 per warp (RGI <= 8).
+    const int n_items = RGI * 2;
+    float lse_i = 0.f;  // natural-log lse of I over the key set (all threads after sweep A)
+    float run_m = -INFINITY, run_l = 0.f;  // warp 0
+    for (int sweep = 0; sweep < (want_grads || p.loss ? 2 : 0); ++sweep) {
+      __syncthreads();  // the previous sweep's last tile is consumed
+      LoadTile(s_k, kp.strideD, p.k, D, kp.Dp, 0, n, keys);
+      CpAsyncCommit();
+      for (int tile = 0; tile < num_tiles; ++tile) {
+        __nv_bfloat16* buf = s_k + (tile & 1) * kKT * kp.strideD;
+        CpAsyncWait<0>();
+        __syncthreads();
+        if (tile + 1 < num_tiles) {
+          LoadTile(s_k + ((tile + 1) & 1) * kKT * kp.strideD, kp.strideD, p.k, D, kp.Dp, (tile + 1) * kKT, n, keys);
+        }
+        CpAsyncCommit();
+        const int nv = min(kKT, n - tile * kKT);
+        float acc[2][2][4] = {};
+#pragma unroll
+        for (int ii = 0; ii < 2; ++ii) {
+          const int it = warp + kWarps * ii;
+          if (it < n_items) {
+            const int rg = it >> 1, nh = it & 1;
+            WarpMma<2, false, false>(acc[ii], s_q, kp.strideD, rg * 16, buf, kp.strideD, nh * 16, kp.Dp);
+            float cs[2][2];
+#pragma unroll
+            for (int nt = 0; nt < 2; ++nt) {
+#pragma unroll
+              for (int c = 0; c < 2; ++c) {
+                const float a0 = fmaxf(acc[ii][nt][c] * p.index_scale, 0.f);
+                const float a1 = fmaxf(acc[ii][nt][2 + c] * p.index_scale, 0.f);
+                acc[ii][nt][c] = a0;
+                acc[ii][nt][2 + c] = a1;
+                float v = s_w[rg * 16 + (lane >> 2)] * a0 + s_w[rg * 16 + (lane >> 2) + 8] * a1;
+                v += __shfl_xor_sync(0xffffffffu, v, 4);
+                v += __shfl_xor_sync(0xffffffffu, v, 8);
+                v += __shfl_xor_sync(0xffffffffu, v, 16);
+                cs[nt][c] = v;
+              }
+            }
+            if (lane < 4) {
+#pragma unroll
+              for (int nt = 0; nt < 2; ++nt) {
+                s_part[rg][nh * 16 + nt * 8 + 2 * lane] = cs[nt][0];
+                s_part[rg][nh * 16 + nt * 8 + 2 * lane + 1] = cs[nt][1];
+              }
+            }
+          }
+        }
+        __syncthreads();
+        if (warp == 0) {
+          float I = 0.f;
+          for (int g = 0; g < RGI; ++g) I += s_part[g][lane];
+          const bool valid = lane < nv;
+          if (sweep == 0) {
+            float mx = valid ? I : -INFINITY;
+            for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+            const float nm = fmaxf(run_m, mx);
+            float s = valid ? __expf(I - nm) : 0.f;
+            for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+            run_l = run_l * __expf(run_m - nm) + s;
+            run_m = nm;
+          } else {
+            float di = 0.f;
+            if (valid) {
+              const float pb = pbar[tile * kKT + lane];
+              di = __expf(I - lse_i) - pb;
+              cross += static_cast<double>(pb) * static_cast<double>(I - lse_i);
+            }
+            s_di[lane] = di;
+          }
+        }
+        if (sweep == 0 || !want_grads) continue;
+        __syncthreads();
+        // coef (bf16, smem) and grad_w partials.
+#pragma unroll
+        for (int ii = 0; ii < 2; ++ii) {
+          const int it = warp + kWarps * ii;
+          if (it < n_items) {
+            const int rg = it >> 1, nh = it & 1;
+            const int row0 = rg * 16 + (lane >> 2), row1 = row0 + 8;
+            const float cw0 = s_w[row0] * p.index_scale, cw1 = s_w[row1] * p.index_scale;
+            float gw0 = 0.f, gw1 = 0.f;
+#pragma unroll
+            for (int nt = 0; nt < 2; ++nt) {
+              const int col = nh * 16 + nt * 8 + 2 * (lane & 3);
+              const float d0 = s_di[col], d1 = s_di[col + 1];
+              const float a00 = acc[ii][nt][0], a01 = acc[ii][nt][1], a10 = acc[ii][nt][2], a11 = acc[ii][nt][3];
+              gw0 += d0 * a00 + d1 * a01;
+              gw1 += d0 * a10 + d1 * a11;
+              *reinterpret_cast<__nv_bfloat162*>(s_coef + row0 * kCoefStride + col) =
+                  __floats2bfloat162_rn(a00 > 0.f ? d0 * cw0 : 0.f, a01 > 0.f ? d1 * cw0 : 0.f);
+              *reinterpret_cast<__nv_bfloat162*>(s_coef + row1 * kCoefStride + col) =
+                  __floats2bfloat162_rn(a10 > 0.f ? d0 * cw1 : 0.f, a11 > 0.f ? d1 * cw1 : 0.f);
+            }
+            gw0 += __shfl_xor_sync(0xffffffffu, gw0, 1);
+            gw0 += __shfl_xor_sync(0xffffffffu, gw0, 2);
+            gw1 += __shfl_xor_sync(0xffffffffu, gw1, 1);
+            gw1 += __shfl_xor_sync(0xffffffffu, gw1, 2);
+            if ((lane & 3) == 0) {
+              s_gw[nh][row0] += gw0;
+              s_gw[nh][row1] += gw1;
+            }
+          }
+        }
+        __syncthreads();
+        // grad_q[t] += coef (HIp x kKT) . k_tile (kKT x Dp): 16 x 16 items.
+        if (p.grad_q) {
+          const int dch = kp.Dp / 16;
+          for (int it = warp; it < RGI * dch; it += kWarps) {
+            const int rg = it / dch, dc = it - rg * dch;
+            float g[2][4] = {};
+            WarpMma<2, false, true>(g, s_coef, kCoefStride, rg * 16, buf, kp.strideD, dc * 16, kKT);
+#pragma unroll
+            for (int nt = 0; nt < 2; ++nt) {
+              const int col = dc * 16 + nt * 8 + 2 * (lane & 3);
+              float* g0 = s_gq + (rg * 16 + (lane >> 2)) * kp.Dp + col;
+              float* g1 = g0 + 8 * kp.Dp;
+              g0[0] += g[nt][0];
+              g0[1] += g[nt][1];
+              g1[0] += g[nt][2];
+              g1[1] += g[nt][3];
+            }
+          }
+        }
+        // grad_k[tile keys] += coef^T (kKT x HIp) . q (HIp x Dp).
+        if (p.grad_k) {
+          const int dch = kp.Dp / 16;
+          for (int it = warp; it < (kKT / 16) * dch; it += kWarps) {
+            const int kg = it / dch, dc = it - kg * dch;
+            float g[2][4] = {};
+            WarpMma<2, true, true>(g, s_coef, kCoefStride, kg * 16, s_q, kp.strideD, dc * 16, kp.HIp);
+            const int i0 = tile * kKT + kg * 16 + (lane >> 2);
+#pragma unroll
+            for (int h = 0; h < 2; ++h) {
+              const int i = i0 + 8 * h;
+              if (i < n) {
+                const int64_t key = keys ? keys[i] : i;
+#pragma unroll
+                for (int nt = 0; nt < 2; ++nt) {
+                  const int col = dc * 16 + nt * 8 + 2 * (lane & 3);
+                  if (col < D) {
+                    atomicAdd(reinterpret_cast<float2*>(p.grad_k + key * p.D + col),
+                              make_float2(g[nt][2 * h], g[nt][2 * h + 1]));
+                  }
+                }
+              }
+            }
+          }
+        }
+      }
+      CpAsyncWait<0>();
+      if (sweep == 0) {
+        if (warp == 0 && lane == 0) s_red[0][0] = run_m + logf(run_l);
+        __syncthreads();
+        lse_i = static_cast<float>(s_red[0][0]);
+        __syncthreads();
+      }
+    }
+    __syncthreads();
+    // --- write back -----------------------------------------------------------------------------
+    if (want_grads) {
+      if (p.grad_q) {
+        for (int e = tid; e < HI * D; e += kThreads) {
+          const int h = e / D, d = e - h * D;
+          p.grad_q[(t * p.HI + h) * p.D + d] += s_gq[h * kp.Dp + d];
+        }
+      }
+      if (p.grad_w) {
+        for (int h = tid; h < HI; h += kThreads) p.grad_w[t * p.HI + h] += s_gw[0][h] + s_gw[1][h];
+      }
+    }
+    if (p.loss) {
+      double v = ent - cross;
+      for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+      if (lane == 0) s_red[1][warp] = v;
+      __syncthreads();
+      if (tid == 0) {
+        double sum = 0.0;
+        for (int w2 = 0; w2 < kWarps; ++w2) sum += s_red[1][w2];
+        atomicAdd(p.loss, sum);
+      }
+    }
+  }
+}
+
+struct Layout {
+  int HAp, DAp, strideA, HIp, Dp, strideD, Kp2;
+  int64_t slot_floats;
+  size_t smem_bytes;
+  int grid;
+};
+
+Layout MakeLayout(const DistillLossCudaParams& p) {
+  if (p.Tq < 0 || p.L < 0) Fail("negative sizes");
+  if (p.HI < 1 || p.HI > kMaxRows || p.HA < 1 || p.HA > kMaxRows) Fail("need 1 <= HI, HA <= 128");
+  if (p.D < 8 || p.D % 8 != 0 || p.D > 256 || p.DA < 8 || p.DA % 8 != 0) {
+    Fail("need D, DA multiples of 8 and D <= 256");
+  }
+  if (p.num_served < 1 || p.num_served > kDistillMaxServed) Fail("need 1 <= num_served <= 8");
+  if (p.sparse && (p.K < 1 || p.K > (1 << 20))) Fail("sparse mode needs 1 <= K <= 2^20");
+  if (p.L >= (int64_t{1} << 31)) Fail("L must be < 2^31");
+  Layout l;
+  l.HAp = static_cast<int>(RoundUp(p.HA, 16));
+  l.DAp = static_cast<int>(RoundUp(p.DA, 16));
+  l.strideA = l.DAp + 8;
+  l.HIp = static_cast<int>(RoundUp(p.HI, 16));
+  l.Dp = static_cast<int>(RoundUp(p.D, 16));
+  l.strideD = l.Dp + 8;
+  l.Kp2 = 1;
+  if (p.sparse) {
+    while (l.Kp2 < p.K) l.Kp2 <<= 1;
+  }
+  l.slot_floats = RoundUp(std::max<int64_t>(p.sparse ? p.K : p.L, 1), 64);
+  const size_t teacher = (static_cast<size_t>(l.HAp) + 2 * kKT) * l.strideA * 2;
+  const size_t student = (static_cast<size_t>(l.HIp) + 2 * kKT) * l.strideD * 2 + l.HIp * kCoefStride * 2 +
+                         static_cast<size_t>(l.HIp) * l.Dp * 4;
+  const size_t sort = p.sparse ? static_cast<size_t>(l.Kp2) * 4 : 0;
+  l.smem_bytes = std::max({teacher, student, sort});
+  int dev = 0, sms = 0;
+  CUDA_CHECK(cudaGetDevice(&dev));
+  CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+  l.grid = std::max(sms, 1);
+  return l;
+}
+
+size_t WorkspaceBytes(const DistillLossCudaParams& p, const Layout& l) {
+  size_t bytes = 256;  // counter
+  bytes += static_cast<size_t>(l.grid) * l.slot_floats * 4;
+  if (p.sparse) bytes += static_cast<size_t>(l.grid) * RoundUp(p.K, 64) * 4;
+  return bytes;
+}
+
+}  // namespace
+
+size_t DistillLossCudaWorkspaceBytes(const DistillLossCudaParams& p) { return WorkspaceBytes(p, MakeLayout(p)); }
+
+void DistillLossCuda(const DistillLossCudaParams& p) {
+  const Layout l = MakeLayout(p);
+  if (p.workspace == nullptr || p.workspace_bytes < WorkspaceBytes(p, l)) Fail("workspace too small");
+  if (p.Tq == 0) return;
+  int dev = 0, max_smem = 0;
+  CUDA_CHECK(cudaGetDevice(&dev));
+  CUDA_CHECK(cudaDeviceGetAttribute(&max_smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+  cudaFuncAttributes attr;
+  CUDA_CHECK(cudaFuncGetAttributes(&attr, DistillLossKernel));
+  if (l.smem_bytes + attr.sharedSizeBytes > static_cast<size_t>(max_smem)) {
+    Fail("shapes need more shared memory than the device has (HA, DA or sparse K too large)");
+  }
+  CUDA_CHECK(cudaFuncSetAttribute(DistillLossKernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                  static_cast<int>(l.smem_bytes)));
+  KernelParams kp;
+  kp.p = p;
+  kp.HAp = l.HAp;
+  kp.DAp = l.DAp;
+  kp.strideA = l.strideA;
+  kp.HIp = l.HIp;
+  kp.Dp = l.Dp;
+  kp.strideD = l.strideD;
+  kp.Kp2 = l.Kp2;
+  kp.slot_floats = l.slot_floats;
+  unsigned char* ws = static_cast<unsigned char*>(p.workspace);
+  kp.counter = reinterpret_cast<unsigned int*>(ws);
+  kp.pbar_ws = reinterpret_cast<float*>(ws + 256);
+  kp.keys_ws = reinterpret_cast<int32_t*>(ws + 256 + static_cast<size_t>(l.grid) * l.slot_floats * 4);
+  CUDA_CHECK(cudaMemsetAsync(kp.counter, 0, sizeof(unsigned int), p.stream));
+  const int grid = static_cast<int>(std::min<int64_t>(p.Tq, l.grid));
+  DistillLossKernel<<<grid, kThreads, l.smem_bytes, p.stream>>>(kp);
+  CUDA_CHECK(cudaGetLastError());
+}
+
+}  // namespace indexcache

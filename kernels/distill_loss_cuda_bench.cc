@@ -1,0 +1,168 @@
+// DistillLossCuda (forward + backward, fused) at DeepSeek-V3.2 sizes: HI 64, D 128, HA 128,
+// DA 576; one Full layer serving 1 or 4 layers; dense (causal) and sparse (top-2048); 8K and 32K
+// tokens (Tq = L, query_offset 0).
+//
+//   distill_loss_cuda_bench [--json PATH] [--quick]
+//
+// Reports the median of kIters timed calls after one warm-up (fewer for multi-second cases),
+// queries per second and TFLOP/s with
+//   FLOPs = pairs * (served * 2 sweeps * 2*HA*DA  +  4 * 2*HI*D)
+// where pairs = sum over queries of the key-set size (dense: T(T+1)/2; sparse: T*K for T >= K
+// rows, fewer for early rows) and the 4 student products are I (sweep A), I again (sweep B),
+// grad_q and grad_k. Inputs are constant bytes (timing does not depend on values).
+// Prints "no CUDA device" and exits 0 without a GPU.
+#include <algorithm>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "core/cuda_check.h"
+#include "kernels/distill_loss_cuda.h"
+
+namespace indexcache {
+namespace {
+
+struct Result {
+  std::string mode;
+  int64_t T, served, K;
+  double ms, pairs, flops;
+  int iters;
+};
+
+Result Bench(int64_t T, int served, bool sparse, int64_t K) {
+  const int64_t HI = 64, D = 128, HA = 128, DA = 576;
+  std::vector<void*> allocs;
+  auto alloc = [&](size_t bytes, int byte) {
+    void* ptr = nullptr;
+    CUDA_CHECK(cudaMalloc(&ptr, bytes));
+    CUDA_CHECK(cudaMemset(ptr, byte, bytes));
+    allocs.push_back(ptr);
+    return ptr;
+  };
+  DistillLossCudaParams p;
+  // 0x3c3c ~ 0.0115 in bf16.
+  p.q = static_cast<const __nv_bfloat16*>(alloc(T * HI * D * 2, 0x3c));
+  p.k = static_cast<const __nv_bfloat16*>(alloc(T * D * 2, 0x3c));
+  p.w = static_cast<const float*>(alloc(T * HI * 4, 0x3c));
+  p.Tq = p.L = T;
+  p.HI = HI;
+  p.D = D;
+  p.index_scale = 0.088f;
+  p.num_served = served;
+  for (int j = 0; j < served; ++j) {
+    p.attn_q[j] = static_cast<const __nv_bfloat16*>(alloc(T * HA * DA * 2, 0x3c));
+    p.attn_kv[j] = static_cast<const __nv_bfloat16*>(alloc(T * DA * 2, 0x3c));
+  }
+  p.HA = HA;
+  p.DA = DA;
+  p.attn_scale = 0.0417f;
+  double pairs = 0;
+  if (sparse) {
+    // Row t: keys t, t-1, ..., t-K+1 (clipped at 0): min(t+1, K) distinct valid keys.
+    std::vector<int32_t> topk(T * K);
+    for (int64_t t = 0; t < T; ++t) {
+      for (int64_t j = 0; j < K; ++j) topk[t * K + j] = static_cast<int32_t>(t - j >= 0 ? t - j : -1);
+      pairs += static_cast<double>(std::min<int64_t>(t + 1, K));
+    }
+    int32_t* d = static_cast<int32_t*>(alloc(topk.size() * 4, 0));
+    CUDA_CHECK(cudaMemcpy(d, topk.data(), topk.size() * 4, cudaMemcpyHostToDevice));
+    p.sparse = true;
+    p.topk = d;
+    p.K = K;
+  } else {
+    pairs = 0.5 * static_cast<double>(T) * static_cast<double>(T + 1);
+  }
+  p.loss = static_cast<double*>(alloc(8, 0));
+  p.grad_q = static_cast<float*>(alloc(T * HI * D * 4, 0));
+  p.grad_k = static_cast<float*>(alloc(T * D * 4, 0));
+  p.grad_w = static_cast<float*>(alloc(T * HI * 4, 0));
+  p.workspace_bytes = DistillLossCudaWorkspaceBytes(p);
+  p.workspace = alloc(p.workspace_bytes, 0);
+
+  cudaEvent_t start, stop;
+  CUDA_CHECK(cudaEventCreate(&start));
+  CUDA_CHECK(cudaEventCreate(&stop));
+  auto time_one = [&]() {
+    CUDA_CHECK(cudaEventRecord(start));
+    DistillLossCuda(p);
+    CUDA_CHECK(cudaEventRecord(stop));
+    CUDA_CHECK(cudaEventSynchronize(stop));
+    float ms = 0.f;
+    CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
+    return static_cast<double>(ms);
+  };
+  const double warm = time_one();
+  const int iters = warm > 3000 ? 1 : (warm > 500 ? 3 : 7);
+  std::vector<double> ms(iters);
+  for (double& m : ms) m = time_one();
+  std::sort(ms.begin(), ms.end());
+  CUDA_CHECK(cudaEventDestroy(start));
+  CUDA_CHECK(cudaEventDestroy(stop));
+  for (void* ptr : allocs) CUDA_CHECK(cudaFree(ptr));
+  const double flops = pairs * (served * 2.0 * 2.0 * HA * DA + 4.0 * 2.0 * HI * D);
+  return {sparse ? "sparse" : "dense", T, served, sparse ? K : 0, ms[iters / 2], pairs, flops, iters};
+}
+
+int Main(int argc, char** argv) {
+  const char* json_path = nullptr;
+  bool quick = false;
+  for (int i = 1; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--json") == 0 && i + 1 < argc) {
+      json_path = argv[++i];
+    } else if (std::strcmp(argv[i], "--quick") == 0) {
+      quick = true;
+    } else {
+      std::fprintf(stderr, "usage: %s [--json PATH] [--quick]\n", argv[0]);
+      return 1;
+    }
+  }
+  if (!CudaDeviceAvailable()) {
+    std::printf("no CUDA device\n");
+    return 0;
+  }
+  cudaDeviceProp prop;
+  CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
+  std::vector<Result> results;
+  for (int64_t T : {int64_t{8192}, int64_t{32768}}) {
+    for (int served : {1, 4}) {
+      results.push_back(Bench(T, served, true, 2048));
+      if (!(quick && T > 8192)) results.push_back(Bench(T, served, false, 0));
+      const Result& r = results.back();
+      std::fprintf(stderr, "done %s T=%lld served=%lld: %.2f ms\n", r.mode.c_str(), (long long)r.T,
+                   (long long)r.served, r.ms);
+    }
+  }
+  std::printf("DistillLossCuda fwd+bwd on %s (HI 64, D 128, HA 128, DA 576)\n\n", prop.name);
+  std::printf("| mode | T | served | K | median ms | queries/s | TFLOP/s | runs |\n"
+              "|---|---:|---:|---:|---:|---:|---:|---:|\n");
+  for (const Result& r : results) {
+    std::printf("| %s | %lld | %lld | %lld | %.2f | %.3g | %.1f | %d |\n", r.mode.c_str(), (long long)r.T,
+                (long long)r.served, (long long)r.K, r.ms, r.T / (r.ms * 1e-3), r.flops / (r.ms * 1e9), r.iters);
+  }
+  if (json_path != nullptr) {
+    FILE* f = std::fopen(json_path, "w");
+    if (f == nullptr) {
+      std::fprintf(stderr, "cannot write %s\n", json_path);
+      return 1;
+    }
+    std::fprintf(f, "{\"device\": \"%s\", \"flops_formula\": \"pairs*(served*2*2*HA*DA + 4*2*HI*D)\", \"results\": [",
+                 prop.name);
+    for (size_t i = 0; i < results.size(); ++i) {
+      const Result& r = results[i];
+      std::fprintf(f, "%s\n  {\"mode\": \"%s\", \"T\": %lld, \"served\": %lld, \"K\": %lld, \"median_ms\": %.3f, "
+                   "\"queries_per_s\": %.1f, \"pairs\": %.0f, \"tflops\": %.2f, \"runs\": %d}", i ? "," : "",
+                   r.mode.c_str(), (long long)r.T, (long long)r.served, (long long)r.K, r.ms, r.T / (r.ms * 1e-3),
+                   r.pairs, r.flops / (r.ms * 1e9), r.iters);
+    }
+    std::fprintf(f, "\n]}\n");
+    std::fclose(f);
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace indexcache
+
+int main(int argc, char** argv) { return indexcache::Main(argc, argv); }
