@@ -14,11 +14,11 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
-#include <cstring>
 #include <string>
 #include <vector>
 
 #include "core/cuda_check.h"
+#include "kernels/bench_util.h"
 #include "kernels/distill_loss_cuda.h"
 
 namespace indexcache {
@@ -81,49 +81,22 @@ Result Bench(int64_t T, int served, bool sparse, int64_t K) {
   p.workspace_bytes = DistillLossCudaWorkspaceBytes(p);
   p.workspace = alloc(p.workspace_bytes, 0);
 
-  cudaEvent_t start, stop;
-  CUDA_CHECK(cudaEventCreate(&start));
-  CUDA_CHECK(cudaEventCreate(&stop));
-  auto time_one = [&]() {
-    CUDA_CHECK(cudaEventRecord(start));
-    DistillLossCuda(p);
-    CUDA_CHECK(cudaEventRecord(stop));
-    CUDA_CHECK(cudaEventSynchronize(stop));
-    float ms = 0.f;
-    CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
-    return static_cast<double>(ms);
-  };
-  const double warm = time_one();
+  // One timed warm-up run picks the number of timed runs (fewer for multi-second cases).
+  const auto run = [&] { DistillLossCuda(p); };
+  const double warm = MedianMs(run, 0, 1);
   const int iters = warm > 3000 ? 1 : (warm > 500 ? 3 : 7);
-  std::vector<double> ms(iters);
-  for (double& m : ms) m = time_one();
-  std::sort(ms.begin(), ms.end());
-  CUDA_CHECK(cudaEventDestroy(start));
-  CUDA_CHECK(cudaEventDestroy(stop));
+  const double median_ms = MedianMs(run, 0, iters);
   for (void* ptr : allocs) CUDA_CHECK(cudaFree(ptr));
   const double flops = pairs * (served * 2.0 * 2.0 * HA * DA + 4.0 * 2.0 * HI * D);
-  return {sparse ? "sparse" : "dense", T, served, sparse ? K : 0, ms[iters / 2], pairs, flops, iters};
+  return {sparse ? "sparse" : "dense", T, served, sparse ? K : 0, median_ms, pairs, flops, iters};
 }
 
 int Main(int argc, char** argv) {
   const char* json_path = nullptr;
   bool quick = false;
-  for (int i = 1; i < argc; ++i) {
-    if (std::strcmp(argv[i], "--json") == 0 && i + 1 < argc) {
-      json_path = argv[++i];
-    } else if (std::strcmp(argv[i], "--quick") == 0) {
-      quick = true;
-    } else {
-      std::fprintf(stderr, "usage: %s [--json PATH] [--quick]\n", argv[0]);
-      return 1;
-    }
-  }
-  if (!CudaDeviceAvailable()) {
-    std::printf("no CUDA device\n");
-    return 0;
-  }
+  if (!ParseJsonFlag(argc, argv, &json_path, "--quick", &quick)) return 1;
   cudaDeviceProp prop;
-  CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
+  if (!BenchDeviceProps(&prop)) return 0;
   std::vector<Result> results;
   for (int64_t T : {int64_t{8192}, int64_t{32768}}) {
     for (int served : {1, 4}) {
@@ -142,11 +115,8 @@ int Main(int argc, char** argv) {
                 (long long)r.served, (long long)r.K, r.ms, r.T / (r.ms * 1e-3), r.flops / (r.ms * 1e9), r.iters);
   }
   if (json_path != nullptr) {
-    FILE* f = std::fopen(json_path, "w");
-    if (f == nullptr) {
-      std::fprintf(stderr, "cannot write %s\n", json_path);
-      return 1;
-    }
+    FILE* f = OpenJsonFile(json_path);
+    if (f == nullptr) return 1;
     std::fprintf(f, "{\"device\": \"%s\", \"flops_formula\": \"pairs*(served*2*2*HA*DA + 4*2*HI*D)\", \"results\": [",
                  prop.name);
     for (size_t i = 0; i < results.size(); ++i) {

@@ -9,100 +9,19 @@
 //
 // Prints a markdown table; with --json also writes the numbers to PATH. Exits 0 with
 // "no CUDA device" where there is none, so CI can run it.
-#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
-#include <cstring>
 #include <vector>
 
-#include <cublas_v2.h>
-
 #include "core/cuda_check.h"
+#include "kernels/bench_util.h"
 #include "kernels/indexer_topk_cuda.h"
 
 namespace indexcache {
 namespace {
 
 constexpr double kFloorTflops = 780.0;  // bf16 dense GEMM on an H100 SXM (reference doc)
-
-// Median of `iters` timings (ms) of fn(), each bracketed by its own pair of events.
-template <typename Fn>
-double MedianMs(Fn fn, int warmup, int iters) {
-  for (int i = 0; i < warmup; ++i) fn();
-  CUDA_CHECK(cudaDeviceSynchronize());
-  cudaEvent_t start, stop;
-  CUDA_CHECK(cudaEventCreate(&start));
-  CUDA_CHECK(cudaEventCreate(&stop));
-  std::vector<double> ms(iters);
-  for (double& t : ms) {
-    CUDA_CHECK(cudaEventRecord(start));
-    fn();
-    CUDA_CHECK(cudaEventRecord(stop));
-    CUDA_CHECK(cudaEventSynchronize(stop));
-    float v = 0.f;
-    CUDA_CHECK(cudaEventElapsedTime(&v, start, stop));
-    t = v;
-  }
-  CUDA_CHECK(cudaEventDestroy(start));
-  CUDA_CHECK(cudaEventDestroy(stop));
-  std::nth_element(ms.begin(), ms.begin() + iters / 2, ms.end());
-  return ms[iters / 2];
-}
-
-// Deterministic pseudo-random bf16 bits, roughly N(0, 1) (sum of four uniforms, rescaled).
-std::vector<uint16_t> RandomBf16(size_t n, uint64_t seed) {
-  std::vector<uint16_t> out(n);
-  uint64_t s = seed * 0x9E3779B97F4A7C15ull + 1;
-  for (size_t i = 0; i < n; ++i) {
-    float sum = 0.f;
-    for (int r = 0; r < 4; ++r) {
-      s ^= s << 13;
-      s ^= s >> 7;
-      s ^= s << 17;
-      sum += static_cast<float>(s >> 40) / static_cast<float>(1 << 24);
-    }
-    const float v = (sum - 2.f) * 1.7320508f;
-    uint32_t bits;
-    std::memcpy(&bits, &v, 4);
-    out[i] = static_cast<uint16_t>((bits + 0x7fff + ((bits >> 16) & 1)) >> 16);
-  }
-  return out;
-}
-
-// Fills n bf16 on the device by repeating a 1M-element random block.
-void FillDevice(uint16_t* dst, size_t n, uint64_t seed) {
-  const std::vector<uint16_t> block = RandomBf16(size_t{1} << 20, seed);
-  for (size_t off = 0; off < n; off += block.size()) {
-    const size_t len = std::min(block.size(), n - off);
-    CUDA_CHECK(cudaMemcpy(dst + off, block.data(), len * 2, cudaMemcpyHostToDevice));
-  }
-}
-
-double CublasTflops() {
-  const int n = 8192;
-  const size_t elems = static_cast<size_t>(n) * n;
-  uint16_t *a, *b, *c;
-  CUDA_CHECK(cudaMalloc(&a, elems * 2));
-  CUDA_CHECK(cudaMalloc(&b, elems * 2));
-  CUDA_CHECK(cudaMalloc(&c, elems * 2));
-  FillDevice(a, elems, 11);
-  FillDevice(b, elems, 12);
-  cublasHandle_t h;
-  CUBLAS_CHECK(cublasCreate(&h));
-  const float alpha = 1.f, beta = 0.f;
-  const double ms = MedianMs(
-      [&] {
-        CUBLAS_CHECK(cublasGemmEx(h, CUBLAS_OP_N, CUBLAS_OP_N, n, n, n, &alpha, a, CUDA_R_16BF, n, b, CUDA_R_16BF, n,
-                                  &beta, c, CUDA_R_16BF, n, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
-      },
-      3, 20);
-  CUBLAS_CHECK(cublasDestroy(h));
-  CUDA_CHECK(cudaFree(a));
-  CUDA_CHECK(cudaFree(b));
-  CUDA_CHECK(cudaFree(c));
-  return 2.0 * n * static_cast<double>(n) * n / (ms * 1e9);
-}
 
 struct Result {
   int64_t L;
@@ -111,21 +30,10 @@ struct Result {
 
 int Main(int argc, char** argv) {
   const char* json_path = nullptr;
-  for (int i = 1; i < argc; ++i) {
-    if (std::strcmp(argv[i], "--json") == 0 && i + 1 < argc) {
-      json_path = argv[++i];
-    } else {
-      std::fprintf(stderr, "usage: %s [--json PATH]\n", argv[0]);
-      return 1;
-    }
-  }
-  if (!CudaDeviceAvailable()) {
-    std::printf("no CUDA device\n");
-    return 0;
-  }
+  if (!ParseJsonFlag(argc, argv, &json_path)) return 1;
   cudaDeviceProp prop;
-  CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
-  const double gemm = CublasTflops();
+  if (!BenchDeviceProps(&prop)) return 0;
+  const double gemm = MeasureBf16GemmTflops(8192);
 
   constexpr int64_t T = 2048, H = 64, D = 128, kTopk = 2048;
   const std::vector<int64_t> lengths = {8192, 32768, 131072};
@@ -139,13 +47,9 @@ int Main(int argc, char** argv) {
   CUDA_CHECK(cudaMalloc(&w, T * H * sizeof(float)));
   CUDA_CHECK(cudaMalloc(&out_idx, T * kTopk * sizeof(int32_t)));
   CUDA_CHECK(cudaMalloc(&out_sc, T * kTopk * sizeof(float)));
-  // A new seed per 1M-element block: no query or key repeats.
-  for (int64_t off = 0; off < T * H * D; off += int64_t{1} << 20) {
-    FillDevice(q + off, std::min<int64_t>(int64_t{1} << 20, T * H * D - off), 1 + off);
-  }
-  for (int64_t off = 0; off < max_l * D; off += int64_t{1} << 20) {
-    FillDevice(k + off, std::min<int64_t>(int64_t{1} << 20, max_l * D - off), 100 + off);
-  }
+  // One random stream per buffer: no query or key repeats.
+  FillRandomBf16(q, T * H * D, 1);
+  FillRandomBf16(k, max_l * D, 100);
   {
     std::vector<float> hw(T * H);
     uint64_t s = 77;
@@ -206,11 +110,8 @@ int Main(int argc, char** argv) {
   }
 
   if (json_path != nullptr) {
-    FILE* f = std::fopen(json_path, "w");
-    if (f == nullptr) {
-      std::fprintf(stderr, "cannot write %s\n", json_path);
-      return 1;
-    }
+    FILE* f = OpenJsonFile(json_path);
+    if (f == nullptr) return 1;
     std::fprintf(f, "{\"device\": \"%s\", \"cublas_bf16_tflops\": %.1f, \"floor_tflops\": %.1f, \"T\": %lld, "
                  "\"H\": %lld, \"D\": %lld, \"topk\": %lld, \"indexer_topk\": [", prop.name, gemm, kFloorTflops,
                  static_cast<long long>(T), static_cast<long long>(H), static_cast<long long>(D),

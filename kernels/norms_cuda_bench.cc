@@ -5,13 +5,13 @@
 //
 // Prints a markdown table; with --json also writes the numbers to PATH. Exits 0 with
 // "no CUDA device" where there is none, so CI can run it.
-#include <algorithm>
 #include <cstdint>
 #include <cstdio>
-#include <cstring>
+#include <functional>
 #include <vector>
 
 #include "core/cuda_check.h"
+#include "kernels/bench_util.h"
 #include "kernels/norms_cuda.h"
 
 namespace indexcache {
@@ -20,41 +20,8 @@ namespace {
 constexpr int kWarmup = 5;
 constexpr int kIters = 50;
 
-// Median of kIters timings (us) of fn(), each bracketed by its own pair of events.
-template <typename Fn>
-double MedianUs(Fn fn) {
-  for (int i = 0; i < kWarmup; ++i) fn();
-  cudaEvent_t start, stop;
-  CUDA_CHECK(cudaEventCreate(&start));
-  CUDA_CHECK(cudaEventCreate(&stop));
-  std::vector<double> us(kIters);
-  for (double& t : us) {
-    CUDA_CHECK(cudaEventRecord(start));
-    fn();
-    CUDA_CHECK(cudaEventRecord(stop));
-    CUDA_CHECK(cudaEventSynchronize(stop));
-    float ms = 0.f;
-    CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
-    t = ms * 1e3;
-  }
-  CUDA_CHECK(cudaEventDestroy(start));
-  CUDA_CHECK(cudaEventDestroy(stop));
-  std::nth_element(us.begin(), us.begin() + kIters / 2, us.end());
-  return us[kIters / 2];
-}
-
-// Device-to-device cudaMemcpyAsync of 1 GiB; counts read + write, as the kernel's bytes do.
-double CopyGBps() {
-  const size_t bytes = size_t{1} << 30;
-  void *src, *dst;
-  CUDA_CHECK(cudaMalloc(&src, bytes));
-  CUDA_CHECK(cudaMalloc(&dst, bytes));
-  CUDA_CHECK(cudaMemset(src, 0, bytes));
-  const double us = MedianUs([&] { CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice)); });
-  CUDA_CHECK(cudaFree(src));
-  CUDA_CHECK(cudaFree(dst));
-  return 2.0 * bytes / (us * 1e3);
-}
+// Median of kIters timings (us) of fn() after kWarmup untimed runs.
+double MedianUs(const std::function<void()>& fn) { return MedianMs(fn, kWarmup, kIters) * 1e3; }
 
 struct Result {
   int64_t rows, dim;
@@ -80,21 +47,10 @@ Result BenchRmsNorm(int64_t rows, int64_t dim) {
 
 int Main(int argc, char** argv) {
   const char* json_path = nullptr;
-  for (int i = 1; i < argc; ++i) {
-    if (std::strcmp(argv[i], "--json") == 0 && i + 1 < argc) {
-      json_path = argv[++i];
-    } else {
-      std::fprintf(stderr, "usage: %s [--json PATH]\n", argv[0]);
-      return 1;
-    }
-  }
-  if (!CudaDeviceAvailable()) {
-    std::printf("no CUDA device\n");
-    return 0;
-  }
+  if (!ParseJsonFlag(argc, argv, &json_path)) return 1;
   cudaDeviceProp prop;
-  CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
-  const double copy = CopyGBps();
+  if (!BenchDeviceProps(&prop)) return 0;
+  const double copy = MeasureCopyGbps(size_t{1} << 30);  // 1 GiB
   std::vector<Result> results;
   for (const auto& [rows, dim] : std::vector<std::pair<int64_t, int64_t>>{{4096, 7168}, {32768, 7168}, {16384, 1536}}) {
     results.push_back(BenchRmsNorm(rows, dim));
@@ -108,11 +64,8 @@ int Main(int argc, char** argv) {
   }
 
   if (json_path != nullptr) {
-    FILE* f = std::fopen(json_path, "w");
-    if (f == nullptr) {
-      std::fprintf(stderr, "cannot write %s\n", json_path);
-      return 1;
-    }
+    FILE* f = OpenJsonFile(json_path);
+    if (f == nullptr) return 1;
     std::fprintf(f, "{\"device\": \"%s\", \"copy_gbps\": %.1f, \"iters\": %d, \"rms_norm_bf16\": [", prop.name, copy,
                  kIters);
     for (size_t i = 0; i < results.size(); ++i) {

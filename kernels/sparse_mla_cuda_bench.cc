@@ -8,15 +8,12 @@
 // the logical gather, T * topk * d_qk * 2 bytes (each query's latents once); the kernel gathers
 // them once per 64-head group (twice at H = 128), mostly from L2. Prints a markdown table; with
 // --json also writes the numbers to PATH. Exits 0 with "no CUDA device" where there is none.
-#include <algorithm>
 #include <cstdint>
 #include <cstdio>
-#include <cstring>
 #include <vector>
 
-#include <cublas_v2.h>
-
 #include "core/cuda_check.h"
+#include "kernels/bench_util.h"
 #include "kernels/sparse_mla_cuda.h"
 
 namespace indexcache {
@@ -25,43 +22,6 @@ namespace {
 constexpr int kWarmup = 3;
 constexpr int kIters = 15;
 
-// Median of kIters timings (ms) of fn(), each bracketed by its own pair of events.
-template <typename Fn>
-double MedianMs(Fn fn, int iters = kIters) {
-  for (int i = 0; i < kWarmup; ++i) fn();
-  CUDA_CHECK(cudaDeviceSynchronize());
-  cudaEvent_t start, stop;
-  CUDA_CHECK(cudaEventCreate(&start));
-  CUDA_CHECK(cudaEventCreate(&stop));
-  std::vector<double> ms(iters);
-  for (double& t : ms) {
-    CUDA_CHECK(cudaEventRecord(start));
-    fn();
-    CUDA_CHECK(cudaEventRecord(stop));
-    CUDA_CHECK(cudaEventSynchronize(stop));
-    float v = 0.f;
-    CUDA_CHECK(cudaEventElapsedTime(&v, start, stop));
-    t = v;
-  }
-  CUDA_CHECK(cudaEventDestroy(start));
-  CUDA_CHECK(cudaEventDestroy(stop));
-  std::nth_element(ms.begin(), ms.begin() + iters / 2, ms.end());
-  return ms[iters / 2];
-}
-
-// Fills n bf16 values, uniform in about [-1, 1), from a xorshift stream (fast enough for 0.3 G).
-void FillRandomBf16(uint16_t* dst, size_t n, uint64_t seed) {
-  uint64_t x = seed * 0x9E3779B97F4A7C15ull + 1;
-  for (size_t i = 0; i < n; ++i) {
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    // sign, exponent 126 or 125 (0.25..1), 7 random mantissa bits
-    const uint32_t r = static_cast<uint32_t>(x >> 32);
-    dst[i] = static_cast<uint16_t>(((r & 1) << 15) | ((125 + ((r >> 1) & 1)) << 7) | ((r >> 2) & 0x7F));
-  }
-}
-
 struct Result {
   int64_t H, L;
   double ms, tflops, kv_gbps;
@@ -69,20 +29,9 @@ struct Result {
 
 int Main(int argc, char** argv) {
   const char* json_path = nullptr;
-  for (int i = 1; i < argc; ++i) {
-    if (std::strcmp(argv[i], "--json") == 0 && i + 1 < argc) {
-      json_path = argv[++i];
-    } else {
-      std::fprintf(stderr, "usage: %s [--json PATH]\n", argv[0]);
-      return 1;
-    }
-  }
-  if (!CudaDeviceAvailable()) {
-    std::printf("no CUDA device\n");
-    return 0;
-  }
+  if (!ParseJsonFlag(argc, argv, &json_path)) return 1;
   cudaDeviceProp prop;
-  CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
+  if (!BenchDeviceProps(&prop)) return 0;
 
   constexpr int64_t T = 4096, kHMax = 128, kDqk = 576, kDv = 512, kTopk = 2048, kLMax = 128 * 1024;
   const size_t nq = T * kHMax * kDqk, nkv = kLMax * kDqk, nout = T * kHMax * kDv;
@@ -94,30 +43,11 @@ int Main(int argc, char** argv) {
   CUDA_CHECK(cudaMalloc(&out, nout * 2));
   CUDA_CHECK(cudaMalloc(&lse, T * kHMax * sizeof(float)));
   CUDA_CHECK(cudaMalloc(&idx, T * kTopk * sizeof(int32_t)));
-  {
-    std::vector<uint16_t> host(std::max(nq, nkv));
-    FillRandomBf16(host.data(), nq, 1);
-    CUDA_CHECK(cudaMemcpy(q, host.data(), nq * 2, cudaMemcpyHostToDevice));
-    FillRandomBf16(host.data(), nkv, 2);
-    CUDA_CHECK(cudaMemcpy(kv, host.data(), nkv * 2, cudaMemcpyHostToDevice));
-  }
+  FillRandomBf16(q, nq, 1);
+  FillRandomBf16(kv, nkv, 2);
 
-  // cuBLAS bf16 GEMM ceiling: 8192^3 on slices of the (random) q / kv buffers, C in `out`.
-  double gemm_tflops = 0.0;
-  {
-    constexpr int n = 8192;
-    static_assert(size_t{n} * n <= T * kHMax * kDqk && size_t{n} * n <= kLMax * kDqk, "GEMM operands fit");
-    static_assert(size_t{n} * n <= T * kHMax * kDv, "GEMM output fits");
-    cublasHandle_t handle;
-    CUBLAS_CHECK(cublasCreate(&handle));
-    const float alpha = 1.f, beta = 0.f;
-    const double ms = MedianMs([&] {
-      CUBLAS_CHECK(cublasGemmEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, n, n, n, &alpha, q, CUDA_R_16BF, n, kv, CUDA_R_16BF,
-                                n, &beta, out, CUDA_R_16BF, n, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
-    }, 20);
-    gemm_tflops = 2.0 * n * n * double{n} / (ms * 1e9);
-    CUBLAS_CHECK(cublasDestroy(handle));
-  }
+  // cuBLAS bf16 GEMM ceiling: 8192^3.
+  const double gemm_tflops = MeasureBf16GemmTflops(8192);
 
   std::vector<Result> results;
   std::vector<int32_t> hidx(T * kTopk);
@@ -144,7 +74,7 @@ int Main(int argc, char** argv) {
     p.scale = 1.f / 13.856406f;  // 1/sqrt(192)
     p.out = out;
     p.lse = lse;
-    const double ms = MedianMs([&] { SparseMlaCuda(p, nullptr); });
+    const double ms = MedianMs([&] { SparseMlaCuda(p, nullptr); }, kWarmup, kIters);
     const double flops = 2.0 * H * (kDqk + kDv) * kTopk * T;
     const double kv_bytes = double{T} * kTopk * kDqk * 2;
     results.push_back({H, L, ms, flops / (ms * 1e9), kv_bytes / (ms * 1e6)});
@@ -161,11 +91,8 @@ int Main(int argc, char** argv) {
   }
 
   if (json_path != nullptr) {
-    FILE* f = std::fopen(json_path, "w");
-    if (f == nullptr) {
-      std::fprintf(stderr, "cannot write %s\n", json_path);
-      return 1;
-    }
+    FILE* f = OpenJsonFile(json_path);
+    if (f == nullptr) return 1;
     std::fprintf(f, "{\"device\": \"%s\", \"gemm_bf16_tflops\": %.1f, \"iters\": %d, \"T\": %lld, \"topk\": %lld, "
                  "\"sparse_mla_bf16\": [", prop.name, gemm_tflops, kIters, static_cast<long long>(T),
                  static_cast<long long>(kTopk));

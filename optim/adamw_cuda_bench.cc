@@ -6,14 +6,14 @@
 //
 // Prints a markdown table; with --json also writes the numbers to PATH. Exits 0 with
 // "no CUDA device" where there is none, so CI can run it.
-#include <algorithm>
 #include <cstdint>
 #include <cstdio>
-#include <cstring>
+#include <functional>
 #include <string>
 #include <vector>
 
 #include "core/cuda_check.h"
+#include "kernels/bench_util.h"
 #include "optim/adamw_cuda.h"
 #include "optim/adamw_update.h"
 #include "optim/clip_cuda.h"
@@ -27,40 +27,8 @@ constexpr int kIters = 50;
 constexpr int64_t kParams = 13'000'000;
 constexpr int64_t kOddParams = 13'000'001;
 
-// Median of kIters timings (us) of fn(), each bracketed by its own pair of events.
-template <typename Fn>
-double MedianUs(Fn fn) {
-  for (int i = 0; i < kWarmup; ++i) fn();
-  cudaEvent_t start, stop;
-  CUDA_CHECK(cudaEventCreate(&start));
-  CUDA_CHECK(cudaEventCreate(&stop));
-  std::vector<double> us(kIters);
-  for (double& t : us) {
-    CUDA_CHECK(cudaEventRecord(start));
-    fn();
-    CUDA_CHECK(cudaEventRecord(stop));
-    CUDA_CHECK(cudaEventSynchronize(stop));
-    float ms = 0.f;
-    CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
-    t = ms * 1e3;
-  }
-  CUDA_CHECK(cudaEventDestroy(start));
-  CUDA_CHECK(cudaEventDestroy(stop));
-  std::nth_element(us.begin(), us.begin() + kIters / 2, us.end());
-  return us[kIters / 2];
-}
-
-// Device-to-device cudaMemcpyAsync of `bytes`; counts read + write, as the kernels' bytes do.
-double CopyGBps(size_t bytes) {
-  void *src, *dst;
-  CUDA_CHECK(cudaMalloc(&src, bytes));
-  CUDA_CHECK(cudaMalloc(&dst, bytes));
-  CUDA_CHECK(cudaMemset(src, 0, bytes));
-  const double us = MedianUs([&] { CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice)); });
-  CUDA_CHECK(cudaFree(src));
-  CUDA_CHECK(cudaFree(dst));
-  return 2.0 * bytes / (us * 1e3);
-}
+// Median of kIters timings (us) of fn() after kWarmup untimed runs.
+double MedianUs(const std::function<void()>& fn) { return MedianMs(fn, kWarmup, kIters) * 1e3; }
 
 struct Result {
   std::string op;
@@ -105,23 +73,12 @@ std::vector<Result> BenchAll(int64_t n) {
 
 int Main(int argc, char** argv) {
   const char* json_path = nullptr;
-  for (int i = 1; i < argc; ++i) {
-    if (std::strcmp(argv[i], "--json") == 0 && i + 1 < argc) {
-      json_path = argv[++i];
-    } else {
-      std::fprintf(stderr, "usage: %s [--json PATH]\n", argv[0]);
-      return 1;
-    }
-  }
-  if (!CudaDeviceAvailable()) {
-    std::printf("no CUDA device\n");
-    return 0;
-  }
+  if (!ParseJsonFlag(argc, argv, &json_path)) return 1;
   cudaDeviceProp prop;
-  CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
+  if (!BenchDeviceProps(&prop)) return 0;
   // The copy moves as many bytes as the AdamW step: 28 bytes per parameter, half read, half written.
   const size_t copy_bytes = static_cast<size_t>(14 * kParams);
-  const double copy = CopyGBps(copy_bytes);
+  const double copy = MeasureCopyGbps(copy_bytes);
   std::vector<Result> results;
   for (int64_t n : {kParams, kOddParams}) {
     for (const Result& r : BenchAll(n)) results.push_back(r);
@@ -136,11 +93,8 @@ int Main(int argc, char** argv) {
   }
 
   if (json_path != nullptr) {
-    FILE* f = std::fopen(json_path, "w");
-    if (f == nullptr) {
-      std::fprintf(stderr, "cannot write %s\n", json_path);
-      return 1;
-    }
+    FILE* f = OpenJsonFile(json_path);
+    if (f == nullptr) return 1;
     std::fprintf(f, "{\"device\": \"%s\", \"copy_gbps\": %.1f, \"copy_bytes\": %zu, \"iters\": %d, \"results\": [",
                  prop.name, copy, copy_bytes, kIters);
     for (size_t i = 0; i < results.size(); ++i) {

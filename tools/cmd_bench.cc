@@ -4,7 +4,6 @@
 // Timing follows docs/benchmarks.md: warm-up runs, then CUDA events around each run, medians.
 // The ceilings are measured in the same process: a bf16 GEMM (8192^3, cuBLAS) and a 1 GiB
 // device-to-device copy (counted as read + write).
-#include <cublas_v2.h>
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -20,6 +19,7 @@
 
 #include "core/cuda_check.h"
 #include "core/file_util.h"
+#include "kernels/bench_util.h"
 #include "kernels/indexer_topk_cuda.h"
 #include "kernels/sparse_mla_cuda.h"
 #include "model/dsa_model.h"
@@ -33,81 +33,22 @@ namespace {
 using json = nlohmann::json;
 using bf16 = __nv_bfloat16;
 
-// Median milliseconds of `iters` timed runs of fn after `warmup` untimed ones.
-double MedianMs(const std::function<void()>& fn, int warmup, int iters) {
-  for (int i = 0; i < warmup; ++i) fn();
-  cudaEvent_t start, stop;
-  CUDA_CHECK(cudaEventCreate(&start));
-  CUDA_CHECK(cudaEventCreate(&stop));
-  std::vector<float> ms(iters);
-  for (int i = 0; i < iters; ++i) {
-    CUDA_CHECK(cudaEventRecord(start));
-    fn();
-    CUDA_CHECK(cudaEventRecord(stop));
-    CUDA_CHECK(cudaEventSynchronize(stop));
-    CUDA_CHECK(cudaEventElapsedTime(&ms[i], start, stop));
-  }
-  CUDA_CHECK(cudaEventDestroy(start));
-  CUDA_CHECK(cudaEventDestroy(stop));
-  std::sort(ms.begin(), ms.end());
-  return ms[iters / 2];
-}
-
-template <typename T>
-T* DeviceAlloc(size_t n) {
-  T* p = nullptr;
-  CUDA_CHECK(cudaMalloc(&p, n * sizeof(T)));
-  return p;
-}
-
-// Uniform bf16 values in [-1, 1) on the device, from a host generator.
-bf16* RandomBf16(size_t n, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
-  std::vector<bf16> host(n);
-  for (auto& v : host) v = __float2bfloat16(dist(rng));
-  bf16* d = DeviceAlloc<bf16>(n);
-  CUDA_CHECK(cudaMemcpy(d, host.data(), n * sizeof(bf16), cudaMemcpyHostToDevice));
-  return d;
-}
-
 struct Ceilings {
   double gemm_tflops = 0, copy_gbps = 0;
 };
 
 Ceilings MeasureCeilings() {
   Ceilings c;
-  const int n = 8192;
-  bf16* a = RandomBf16(size_t(n) * n, 1);
-  bf16* b = RandomBf16(size_t(n) * n, 2);
-  bf16* d = DeviceAlloc<bf16>(size_t(n) * n);
-  cublasHandle_t handle;
-  CUBLAS_CHECK(cublasCreate(&handle));
-  const float alpha = 1.0f, beta = 0.0f;
-  const double ms = MedianMs([&] {
-    CUBLAS_CHECK(cublasGemmEx(handle, CUBLAS_OP_N, CUBLAS_OP_N, n, n, n, &alpha, a, CUDA_R_16BF, n, b, CUDA_R_16BF, n,
-                              &beta, d, CUDA_R_16BF, n, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
-  }, 3, 10);
-  c.gemm_tflops = 2.0 * n * n * double(n) / (ms * 1e-3) / 1e12;
-  CUBLAS_CHECK(cublasDestroy(handle));
-  CUDA_CHECK(cudaFree(a));
-  CUDA_CHECK(cudaFree(b));
-  CUDA_CHECK(cudaFree(d));
-  const size_t bytes = size_t(1) << 30;
-  void* src = DeviceAlloc<char>(bytes);
-  void* dst = DeviceAlloc<char>(bytes);
-  const double copy_ms = MedianMs([&] { CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice)); }, 2, 10);
-  c.copy_gbps = 2.0 * bytes / (copy_ms * 1e-3) / 1e9;
-  CUDA_CHECK(cudaFree(src));
-  CUDA_CHECK(cudaFree(dst));
+  c.gemm_tflops = MeasureBf16GemmTflops(8192);
+  c.copy_gbps = MeasureCopyGbps(size_t{1} << 30);  // 1 GiB
   return c;
 }
 
 // Indexer scores + top-k for the last 2048 queries of a context of L keys (V3.2: 64 heads x 128).
 json BenchIndexer(int64_t L, const Ceilings& ceil) {
   const int64_t T = std::min<int64_t>(2048, L), H = 64, D = 128, K = 2048;
-  bf16* q = RandomBf16(size_t(T * H * D), 3);
-  bf16* k = RandomBf16(size_t(L * D), 4);
+  bf16* q = NewRandomBf16(size_t(T * H * D), 3);
+  bf16* k = NewRandomBf16(size_t(L * D), 4);
   std::vector<float> w_host(T * H);
   std::mt19937 rng(5);
   std::uniform_real_distribution<float> dist(-0.125f, 0.125f);
@@ -147,8 +88,8 @@ json BenchIndexer(int64_t L, const Ceilings& ceil) {
 // Sparse MLA prefill: 4096 queries, 128 heads, d_qk 576, d_v 512, top-k 2048 random keys of L.
 json BenchSparseMla(int64_t L, const Ceilings& ceil) {
   const int64_t T = 4096, H = 128, DQK = 576, DV = 512, K = 2048;
-  bf16* q = RandomBf16(size_t(T * H * DQK), 6);
-  bf16* kv = RandomBf16(size_t(L * DQK), 7);
+  bf16* q = NewRandomBf16(size_t(T * H * DQK), 6);
+  bf16* kv = NewRandomBf16(size_t(L * DQK), 7);
   std::vector<int32_t> idx(T * K);
   std::mt19937 rng(8);
   std::uniform_int_distribution<int32_t> pick(0, static_cast<int32_t>(L - 1));
@@ -194,21 +135,6 @@ StatusOr<std::vector<int64_t>> ParseInts(const std::string& text, const std::str
   }
   if (out.empty()) return InvalidArgument("--" + flag + " is empty");
   return out;
-}
-
-// Random latents and indexer keys for positions [0, L) of every layer, as if prefilled.
-void FillCache(Backend& be, KvCache* cache, int64_t L) {
-  std::mt19937 rng(9);
-  std::normal_distribution<float> dist(0.0f, 1.0f);
-  for (size_t l = 0; l < cache->latent.size(); ++l) {
-    for (Tensor* t : {&cache->latent[l], &cache->index_keys[l]}) {
-      if (t->empty()) continue;
-      Tensor host = Tensor::Zeros(DType::kF32, {L, t->size(1)});
-      for (int64_t i = 0; i < host.numel(); ++i) host.data<float>()[i] = dist(rng);
-      be.CopyRows(be.Convert(be.ToDevice(host), t->dtype()), 0, t);
-    }
-  }
-  cache->length = L;
 }
 
 double Seconds(const std::function<void()>& fn) {
