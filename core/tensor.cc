@@ -76,6 +76,15 @@ StatusOr<Tensor> Tensor::Reshape(Shape shape) const {
   return t;
 }
 
+Tensor Tensor::Sub(int64_t offset, Shape shape) const {
+  IC_CHECK(is_contiguous() && offset >= 0 && offset + NumElements(shape) <= numel());
+  Tensor t = *this;
+  t.shape_ = std::move(shape);
+  t.strides_ = ContiguousStrides(t.shape_);
+  t.data_ = static_cast<char*>(data_) + offset * DTypeSize(dtype_);
+  return t;
+}
+
 Tensor Tensor::Slice0(int64_t begin, int64_t end) const {
   IC_CHECK(dim() >= 1 && begin >= 0 && begin <= end && end <= shape_[0]);
   Tensor t = *this;

@@ -52,6 +52,8 @@ class Tensor {
   Tensor ToFloat32() const;
   // The same storage with a new shape of equal element count (contiguous tensors only).
   StatusOr<Tensor> Reshape(Shape shape) const;
+  // `shape`-shaped view of the contiguous elements starting at `offset`, sharing storage.
+  Tensor Sub(int64_t offset, Shape shape) const;
   // Rows [begin, end) of the first axis, sharing storage.
   Tensor Slice0(int64_t begin, int64_t end) const;
 

@@ -53,17 +53,18 @@ __global__ void F32ToBf16Kernel(const float* x, int64_t n, bf16* y) {
 }
 
 // One thread per (t, h, i) rotation pair.
+template <typename T_>
 __global__ void RopeKernel(const float* cos, const float* sin, int64_t T, int64_t half, bool interleaved,
-                           int64_t heads, int64_t row_stride, int64_t head_stride, int64_t offset, bf16* x) {
+                           int64_t heads, int64_t row_stride, int64_t head_stride, int64_t offset, T_* x) {
   const int64_t n = T * heads * half;
   for (int64_t idx = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; idx < n; idx += int64_t(gridDim.x) * blockDim.x) {
     const int64_t i = idx % half, h = (idx / half) % heads, t = idx / (half * heads);
-    bf16* v = x + t * row_stride + h * head_stride + offset;
+    T_* v = x + t * row_stride + h * head_stride + offset;
     const int64_t ia = interleaved ? 2 * i : i, ib = interleaved ? 2 * i + 1 : i + half;
-    const float a = __bfloat162float(v[ia]), b = __bfloat162float(v[ib]);
+    const float a = static_cast<float>(v[ia]), b = static_cast<float>(v[ib]);
     const float c = cos[t * half + i], s = sin[t * half + i];
-    v[ia] = __float2bfloat16(a * c - b * s);
-    v[ib] = __float2bfloat16(b * c + a * s);
+    v[ia] = static_cast<T_>(a * c - b * s);
+    v[ib] = static_cast<T_>(b * c + a * s);
   }
 }
 
@@ -116,6 +117,43 @@ __global__ void LayerNormKernel(const bf16* x, const bf16* w, const bf16* b, int
   const float inv = rsqrtf(BlockSum(var) / static_cast<float>(dim) + eps);
   for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) {
     out[i] = __float2bfloat16((__bfloat162float(in[i]) - mean) * inv * __bfloat162float(w[i]) + __bfloat162float(b[i]));
+  }
+}
+
+__global__ void LayerNormTrainKernel(const float* x, const float* w, const float* b, int64_t dim, float eps, float* y,
+                                     float* xhat, float* inv) {
+  const float* in = x + blockIdx.x * dim;
+  float sum = 0.0f;
+  for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) sum += in[i];
+  const float mean = BlockSum(sum) / static_cast<float>(dim);
+  float var = 0.0f;
+  for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) var += (in[i] - mean) * (in[i] - mean);
+  const float iv = rsqrtf(BlockSum(var) / static_cast<float>(dim) + eps);
+  if (threadIdx.x == 0) inv[blockIdx.x] = iv;
+  for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) {
+    const float h = (in[i] - mean) * iv;
+    xhat[blockIdx.x * dim + i] = h;
+    y[blockIdx.x * dim + i] = h * w[i] + b[i];
+  }
+}
+
+__global__ void LayerNormBackwardKernel(const float* dy, const float* xhat, const float* inv, const float* w,
+                                        int64_t dim, float* dx, float* dw, float* db) {
+  const int64_t r = blockIdx.x;
+  const float* g = dy + r * dim;
+  const float* h = xhat + r * dim;
+  float sg = 0.0f, sgh = 0.0f;
+  for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) {
+    const float gx = g[i] * w[i];
+    sg += gx;
+    sgh += gx * h[i];
+    atomicAdd(dw + i, g[i] * h[i]);
+    atomicAdd(db + i, g[i]);
+  }
+  const float mean_g = BlockSum(sg) / static_cast<float>(dim);
+  const float mean_gh = BlockSum(sgh) / static_cast<float>(dim);
+  for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) {
+    dx[r * dim + i] = inv[r] * (g[i] * w[i] - mean_g - h[i] * mean_gh);
   }
 }
 
@@ -173,8 +211,29 @@ void F32ToBf16Cuda(const float* x, int64_t n, bf16* y, cudaStream_t stream) {
 
 void RopeCuda(const float* cos, const float* sin, int64_t T, int64_t half, bool interleaved, int64_t heads,
               int64_t row_stride, int64_t head_stride, int64_t offset, bf16* x, cudaStream_t stream) {
-  RopeKernel<<<Blocks(T * heads * half), kThreads, 0, stream>>>(cos, sin, T, half, interleaved, heads, row_stride,
-                                                                 head_stride, offset, x);
+  RopeKernel<bf16><<<Blocks(T * heads * half), kThreads, 0, stream>>>(cos, sin, T, half, interleaved, heads,
+                                                                       row_stride, head_stride, offset, x);
+  CUDA_CHECK(cudaGetLastError());
+}
+
+void RopeCuda(const float* cos, const float* sin, int64_t T, int64_t half, bool interleaved, int64_t heads,
+              int64_t row_stride, int64_t head_stride, int64_t offset, float* x, cudaStream_t stream) {
+  RopeKernel<float><<<Blocks(T * heads * half), kThreads, 0, stream>>>(cos, sin, T, half, interleaved, heads,
+                                                                        row_stride, head_stride, offset, x);
+  CUDA_CHECK(cudaGetLastError());
+}
+
+void LayerNormTrainCuda(const float* x, const float* w, const float* b, int64_t rows, int64_t dim, float eps, float* y,
+                        float* xhat, float* inv, cudaStream_t stream) {
+  if (rows == 0) return;
+  LayerNormTrainKernel<<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(x, w, b, dim, eps, y, xhat, inv);
+  CUDA_CHECK(cudaGetLastError());
+}
+
+void LayerNormBackwardCuda(const float* dy, const float* xhat, const float* inv, const float* w, int64_t rows,
+                           int64_t dim, float* dx, float* dw, float* db, cudaStream_t stream) {
+  if (rows == 0) return;
+  LayerNormBackwardKernel<<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(dy, xhat, inv, w, dim, dx, dw, db);
   CUDA_CHECK(cudaGetLastError());
 }
 

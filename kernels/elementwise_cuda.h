@@ -32,6 +32,16 @@ void F32ToBf16Cuda(const float* x, int64_t n, bf16* y, cudaStream_t stream);
 // (i, i + half). Row t uses cos/sin[t, :] ([T, half], fp32).
 void RopeCuda(const float* cos, const float* sin, int64_t T, int64_t half, bool interleaved, int64_t heads,
               int64_t row_stride, int64_t head_stride, int64_t offset, bf16* x, cudaStream_t stream);
+void RopeCuda(const float* cos, const float* sin, int64_t T, int64_t half, bool interleaved, int64_t heads,
+              int64_t row_stride, int64_t head_stride, int64_t offset, float* x, cudaStream_t stream);
+
+// Training LayerNorm (fp32): y = xhat * w + b with xhat [rows, dim] and inv [rows] kept.
+void LayerNormTrainCuda(const float* x, const float* w, const float* b, int64_t rows, int64_t dim, float eps, float* y,
+                        float* xhat, float* inv, cudaStream_t stream);
+// dx = inv * (g - mean(g) - xhat * mean(g * xhat)) with g = dy * w; dw += sum dy * xhat; db += sum dy
+// (dw, db through float atomics: order-dependent at rounding level).
+void LayerNormBackwardCuda(const float* dy, const float* xhat, const float* inv, const float* w, int64_t rows,
+                           int64_t dim, float* dx, float* dw, float* db, cudaStream_t stream);
 
 // latent[t] = [RmsNorm(ckv[t, :kv_lora]) * w, rope_interleaved(ckv[t, kv_lora:])]
 // ckv, latent: [T, kv_lora + 2 * half]; w: [kv_lora]; cos/sin: [T, half].

@@ -23,6 +23,20 @@ struct MlaDims {
   int64_t latent() const { return kv_lora + rope; }
 };
 
+// The distillation loss's operands as backend tensors (kernels/distill_loss.h has the math).
+struct DistillLossArgs {
+  Tensor q, k, w;                    // student [T, HI, D], [L, D], [T, HI] (f32; rope applied)
+  std::vector<Tensor> attn_q;        // per served layer [T, HA, DA]
+  std::vector<Tensor> attn_kv;       // per served layer [L, DA]
+  float index_scale = 1.0f, attn_scale = 1.0f;
+  int64_t query_offset = 0;
+  bool sparse = false;
+  Tensor topk;                       // [T, K] int32 (sparse mode)
+  Tensor* grad_q = nullptr;          // f32, ACCUMULATED into
+  Tensor* grad_k = nullptr;
+  Tensor* grad_w = nullptr;
+};
+
 // Result of MoE routing for T tokens, on the host (the dispatch loop runs on the host).
 struct MoeRouting {
   std::vector<int32_t> experts;  // [T, k]
@@ -100,6 +114,19 @@ class Backend {
   // --- MoE ------------------------------------------------------------------------------------
   // Routes from router logits [T, E] (f32) and the correction bias [E] (f32); result on the host.
   virtual MoeRouting MoeRoute(const Tensor& logits, const Tensor& bias, const MoeRouteSpec& spec) = 0;
+  // --- training ---------------------------------------------------------------------------------
+  // c = alpha * op(a) op(b) + beta * c for 2-D row-major a, b, c (op transposes when the flag is set).
+  virtual void Gemm(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, float alpha, float beta,
+                    Tensor* c) = 0;
+  // LayerNorm keeping what its backward needs (f32): xhat [rows, dim], inv = 1/sqrt(var + eps) [rows].
+  virtual void LayerNormTrain(const Tensor& x, const Tensor& w, const Tensor& b, float eps, Tensor* y, Tensor* xhat,
+                              Tensor* inv) = 0;
+  // dx = LayerNorm'(dy) (overwritten); dw += sum_rows dy * xhat; db += sum_rows dy. f32.
+  virtual void LayerNormBackward(const Tensor& dy, const Tensor& xhat, const Tensor& inv, const Tensor& w, Tensor* dx,
+                                 Tensor* dw, Tensor* db) = 0;
+  // Adds the gradients into args.grad_*; returns the loss (sum over queries of the multi-layer KL).
+  virtual double DistillLoss(const DistillLossArgs& args) = 0;
+
   // y[i] = x[rows[i]]
   virtual void GatherRows(const Tensor& x, const std::vector<int32_t>& rows, Tensor* y) = 0;
   // y[rows[i]] += scale[i] * x[i]

@@ -4,6 +4,7 @@
 
 #include <Eigen/Core>
 
+#include "kernels/distill_loss.h"
 #include "kernels/indexer_topk.h"
 #include "kernels/moe_routing.h"
 #include "kernels/norms.h"
@@ -177,6 +178,88 @@ class CpuBackend final : public Backend {
 
   MoeRouting MoeRoute(const Tensor& logits, const Tensor& bias, const MoeRouteSpec& spec) override {
     return MoeRouteOnHost(logits.data<float>(), bias.data<float>(), logits.size(0), logits.size(1), spec);
+  }
+
+  void Gemm(const Tensor& a, bool ta, const Tensor& b, bool tb, float alpha, float beta, Tensor* c) override {
+    const ConstMap A(a.data<float>(), a.size(0), a.numel() / a.size(0));
+    const ConstMap B(b.data<float>(), b.size(0), b.numel() / b.size(0));
+    Map C(c->data<float>(), c->size(0), c->numel() / c->size(0));
+    if (beta == 0.0f) C.setZero(); else if (beta != 1.0f) C *= beta;
+    if (!ta && !tb) C.noalias() += alpha * A * B;
+    if (!ta && tb) C.noalias() += alpha * A * B.transpose();
+    if (ta && !tb) C.noalias() += alpha * A.transpose() * B;
+    if (ta && tb) C.noalias() += alpha * A.transpose() * B.transpose();
+  }
+
+  void LayerNormTrain(const Tensor& x, const Tensor& w, const Tensor& b, float eps, Tensor* y, Tensor* xhat,
+                      Tensor* inv) override {
+    const int64_t D = w.numel(), rows = x.numel() / D;
+    for (int64_t r = 0; r < rows; ++r) {
+      const float* xr = x.data<float>() + r * D;
+      double mean = 0, var = 0;
+      for (int64_t i = 0; i < D; ++i) mean += xr[i];
+      mean /= D;
+      for (int64_t i = 0; i < D; ++i) var += (xr[i] - mean) * (xr[i] - mean);
+      var /= D;
+      const double iv = 1.0 / std::sqrt(var + eps);
+      inv->data<float>()[r] = static_cast<float>(iv);
+      for (int64_t i = 0; i < D; ++i) {
+        const float h = static_cast<float>((xr[i] - mean) * iv);
+        xhat->data<float>()[r * D + i] = h;
+        y->data<float>()[r * D + i] = h * w.data<float>()[i] + b.data<float>()[i];
+      }
+    }
+  }
+
+  void LayerNormBackward(const Tensor& dy, const Tensor& xhat, const Tensor& inv, const Tensor& w, Tensor* dx,
+                         Tensor* dw, Tensor* db) override {
+    const int64_t D = w.numel(), rows = dy.numel() / D;
+    for (int64_t r = 0; r < rows; ++r) {
+      const float* g = dy.data<float>() + r * D;
+      const float* h = xhat.data<float>() + r * D;
+      double mean_g = 0, mean_gh = 0;
+      for (int64_t i = 0; i < D; ++i) {
+        dw->data<float>()[i] += g[i] * h[i];
+        db->data<float>()[i] += g[i];
+        const double gx = double(g[i]) * w.data<float>()[i];
+        mean_g += gx / D;
+        mean_gh += gx * h[i] / D;
+      }
+      for (int64_t i = 0; i < D; ++i) {
+        const double gx = double(g[i]) * w.data<float>()[i];
+        dx->data<float>()[r * D + i] = static_cast<float>(inv.data<float>()[r] * (gx - mean_g - h[i] * mean_gh));
+      }
+    }
+  }
+
+  double DistillLoss(const DistillLossArgs& a) override {
+    DistillLossParams p;
+    p.q = a.q.data<float>();
+    p.k = a.k.data<float>();
+    p.w = a.w.data<float>();
+    p.Tq = a.q.size(0);
+    p.L = a.k.size(0);
+    p.HI = a.w.size(1);
+    p.D = a.k.size(1);
+    p.index_scale = a.index_scale;
+    p.query_offset = a.query_offset;
+    for (size_t j = 0; j < a.attn_q.size(); ++j) {
+      p.attn_q.push_back(a.attn_q[j].data<float>());
+      p.attn_kv.push_back(a.attn_kv[j].data<float>());
+    }
+    p.HA = a.attn_q[0].size(1);
+    p.DA = a.attn_q[0].size(2);
+    p.attn_scale = a.attn_scale;
+    p.sparse = a.sparse;
+    p.topk = a.topk.empty() ? nullptr : a.topk.data<int32_t>();
+    p.K = a.topk.empty() ? 0 : a.topk.size(1);
+    double loss = 0.0;
+    p.loss = &loss;
+    p.grad_q = a.grad_q->data<float>();
+    p.grad_k = a.grad_k->data<float>();
+    p.grad_w = a.grad_w->data<float>();
+    DistillLossCpu(p);
+    return loss;
   }
 
   void GatherRows(const Tensor& x, const std::vector<int32_t>& rows, Tensor* y) override {

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "core/cuda_check.h"
+#include "kernels/distill_loss_cuda.h"
 #include "kernels/elementwise_cuda.h"
 #include "kernels/indexer_topk_cuda.h"
 #include "kernels/norms_cuda.h"
@@ -185,8 +186,13 @@ class CudaBackend final : public Backend {
             Tensor* x) override {
     const int64_t T = x->size(0);
     const auto [cos, sin] = UploadTable(table);
-    RopeCuda(cos.data<float>(), sin.data<float>(), T, table.rope_dim / 2, interleaved, heads, x->numel() / T,
-             head_stride, offset, B(*x), nullptr);
+    if (x->dtype() == DType::kF32) {
+      RopeCuda(cos.data<float>(), sin.data<float>(), T, table.rope_dim / 2, interleaved, heads, x->numel() / T,
+               head_stride, offset, x->data<float>(), nullptr);
+    } else {
+      RopeCuda(cos.data<float>(), sin.data<float>(), T, table.rope_dim / 2, interleaved, heads, x->numel() / T,
+               head_stride, offset, B(*x), nullptr);
+    }
   }
 
   void MlaLatent(const Tensor& ckv, const Tensor& kv_norm, float eps, const RopeTable& table, const MlaDims& d,
@@ -271,6 +277,73 @@ class CudaBackend final : public Backend {
   MoeRouting MoeRoute(const Tensor& logits, const Tensor& bias, const MoeRouteSpec& spec) override {
     const Tensor l = ToHost(logits), b = ToHost(bias);
     return MoeRouteOnHost(l.data<float>(), b.data<float>(), l.size(0), l.size(1), spec);
+  }
+
+  // Row-major c = op(a) op(b) is column-major c^T = op(b)^T op(a)^T: b comes first.
+  void Gemm(const Tensor& a, bool ta, const Tensor& b, bool tb, float alpha, float beta, Tensor* c) override {
+    const int64_t a_cols = a.numel() / a.size(0), b_cols = b.numel() / b.size(0);
+    const int64_t M = ta ? a_cols : a.size(0), K = ta ? a.size(0) : a_cols, N = tb ? b.size(0) : b_cols;
+    CUBLAS_CHECK(cublasGemmEx(cublas_, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N,
+                              static_cast<int>(N), static_cast<int>(M), static_cast<int>(K), &alpha, b.raw(),
+                              CublasType(b.dtype()), static_cast<int>(b_cols), a.raw(), CublasType(a.dtype()),
+                              static_cast<int>(a_cols), &beta, c->raw(), CublasType(c->dtype()), static_cast<int>(N),
+                              CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+  }
+
+  void LayerNormTrain(const Tensor& x, const Tensor& w, const Tensor& b, float eps, Tensor* y, Tensor* xhat,
+                      Tensor* inv) override {
+    const int64_t D = w.numel();
+    LayerNormTrainCuda(x.data<float>(), w.data<float>(), b.data<float>(), x.numel() / D, D, eps, y->data<float>(),
+                       xhat->data<float>(), inv->data<float>(), nullptr);
+  }
+
+  void LayerNormBackward(const Tensor& dy, const Tensor& xhat, const Tensor& inv, const Tensor& w, Tensor* dx,
+                         Tensor* dw, Tensor* db) override {
+    const int64_t D = w.numel();
+    LayerNormBackwardCuda(dy.data<float>(), xhat.data<float>(), inv.data<float>(), w.data<float>(), dy.numel() / D, D,
+                          dx->data<float>(), dw->data<float>(), db->data<float>(), nullptr);
+  }
+
+  // The fused kernel reads bf16 student q, k (converted here) and bf16 teacher activations.
+  double DistillLoss(const DistillLossArgs& a) override {
+    const Tensor q = Convert(a.q, DType::kBF16), k = Convert(a.k, DType::kBF16);
+    DistillLossCudaParams p;
+    p.q = B(q);
+    p.k = B(k);
+    p.w = a.w.data<float>();
+    p.Tq = a.q.size(0);
+    p.L = a.k.size(0);
+    p.HI = a.w.size(1);
+    p.D = a.k.size(1);
+    p.index_scale = a.index_scale;
+    p.query_offset = a.query_offset;
+    IC_CHECK(a.attn_q.size() >= 1 && a.attn_q.size() <= static_cast<size_t>(kDistillMaxServed));
+    p.num_served = static_cast<int>(a.attn_q.size());
+    std::vector<Tensor> keep;  // bf16 copies live until the kernel is queued
+    for (size_t j = 0; j < a.attn_q.size(); ++j) {
+      keep.push_back(Convert(a.attn_q[j], DType::kBF16));
+      keep.push_back(Convert(a.attn_kv[j], DType::kBF16));
+      p.attn_q[j] = B(keep[keep.size() - 2]);
+      p.attn_kv[j] = B(keep.back());
+    }
+    p.HA = a.attn_q[0].size(1);
+    p.DA = a.attn_q[0].size(2);
+    p.attn_scale = a.attn_scale;
+    p.sparse = a.sparse;
+    p.topk = a.topk.empty() ? nullptr : a.topk.data<int32_t>();
+    p.K = a.topk.empty() ? 0 : a.topk.size(1);
+    Tensor loss = Alloc(DType::kF64, {1});
+    p.loss = loss.data<double>();
+    p.grad_q = a.grad_q->data<float>();
+    p.grad_k = a.grad_k->data<float>();
+    p.grad_w = a.grad_w->data<float>();
+    Tensor workspace = Alloc(DType::kU8, {static_cast<int64_t>(DistillLossCudaWorkspaceBytes(p))});
+    p.workspace = workspace.raw();
+    p.workspace_bytes = static_cast<size_t>(workspace.nbytes());
+    DistillLossCuda(p);
+    double result = 0.0;
+    CUDA_CHECK(cudaMemcpy(&result, loss.raw(), sizeof(double), cudaMemcpyDeviceToHost));
+    return result;
   }
 
   void GatherRows(const Tensor& x, const std::vector<int32_t>& rows, Tensor* y) override {

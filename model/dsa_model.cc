@@ -241,7 +241,8 @@ StatusOr<ForwardResult> DsaModel::Forward(const std::vector<int32_t>& tokens, co
     const BackendLayer& W = placed_.layers[l];
     const bool traced = opt.trace.any() && (opt.trace_layers.empty() || opt.trace_layers[l]);
     LayerTrace* trace = traced ? &result.layers[l] : nullptr;
-    if (trace && opt.trace.hidden_in) trace->hidden_in = be.ToHost(h);
+    auto keep = [&](const Tensor& t) { return opt.trace_on_device ? t : be.ToHost(t); };
+    if (trace && opt.trace.hidden_in) trace->hidden_in = be.ToHost(h);  // h changes in place: always a copy
 
     // --- MLA projections -------------------------------------------------------------------
     Tensor x = be.Alloc(adt, {T, Hd});
@@ -264,8 +265,8 @@ StatusOr<ForwardResult> DsaModel::Forward(const std::vector<int32_t>& tokens, co
     Tensor q_abs = be.Alloc(adt, {T, NH, dqk});
     be.AbsorbQuery(q, W.kv_b, dims, &q_abs);
     if (trace && opt.trace.indexer_inputs) {
-      trace->indexer_x = be.ToHost(x);
-      trace->q_latent = be.ToHost(q_lat);
+      trace->indexer_x = keep(x);
+      trace->q_latent = keep(q_lat);
     }
 
     // --- Top-k: injected, own indexer (Full) or the nearest Full layer's (Shared) -------------
@@ -302,16 +303,16 @@ StatusOr<ForwardResult> DsaModel::Forward(const std::vector<int32_t>& tokens, co
     } else {
       topk = topk_buffer;
     }
-    if (trace && opt.trace.topk) trace->topk = be.ToHost(topk);
+    if (trace && opt.trace.topk) trace->topk = keep(topk);
 
     // --- Sparse MLA over the selected latents, then values and o_proj ----------------------------
     Tensor out_lat = be.Alloc(adt, {T, NH, c.kv_lora_rank});
     Tensor lse = be.Alloc(DType::kF32, {T, NH});
     be.SparseMla(q_abs, latent, topk, dims, attn_scale, &out_lat, &lse);
     if (trace && opt.trace.attention) {
-      trace->attn_q = be.ToHost(q_abs);
-      trace->attn_kv = be.ToHost(latent);
-      trace->attn_lse = be.ToHost(lse);
+      trace->attn_q = keep(q_abs);
+      trace->attn_kv = keep(latent);
+      trace->attn_lse = keep(lse);
       trace->attn_scale = attn_scale;
     }
     Tensor attn = be.Alloc(adt, {T, NH * c.v_head_dim});

@@ -68,6 +68,8 @@ struct ForwardOptions {
   std::vector<Tensor> inject_topk;        // per layer; a non-empty [T, k] int32 replaces that layer's top-k
   TraceRequest trace;
   std::vector<bool> trace_layers;         // which layers to trace; empty: all that run
+  bool trace_on_device = false;           // keep traces as backend tensors (activation dtype) instead
+                                          // of f32 host copies: the trainer's GPU path
   // Decode / chunked prefill: the tokens continue the cached sequence at position cache->length,
   // attend to everything cached, and are appended. Runs all layers; the cache fixes the pattern.
   KvCache* cache = nullptr;

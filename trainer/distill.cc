@@ -1,80 +1,62 @@
 #include "trainer/distill.h"
 
-#include <cstring>
+#include <cmath>
 
-#include "kernels/distill_loss.h"
 #include "kernels/rope.h"
 
 namespace indexcache {
 
-namespace {
-
-Matrix ToMatrix(const Tensor& t, int64_t cols) {
-  return Eigen::Map<const Matrix>(t.data<float>(), t.numel() / cols, cols);
-}
-
-}  // namespace
-
-Status DistillSequence(const DsaModel& model, const IndexPattern& pattern, DistillMode mode,
-                       const IndexerSet& indexers, const std::vector<int32_t>& tokens, double scale,
-                       IndexerGradSet* grads, DistillStats* stats) {
+Status DistillSequence(const DsaModel& model, const IndexPattern& pattern, DistillMode mode, const StudentSet& students,
+                       const std::vector<int32_t>& tokens, double scale, StudentSet* grads, DistillStats* stats) {
   const ModelConfig& c = model.config();
+  Backend& be = model.backend();
   ForwardOptions opts;
   opts.pattern = &pattern;
   opts.compute_logits = false;
   opts.trace.attention = true;
   opts.trace.indexer_inputs = true;
   opts.trace.topk = true;
+  opts.trace_on_device = true;
   ASSIGN_OR_RETURN(ForwardResult r, model.Forward(tokens, opts));
-  const int64_t T = static_cast<int64_t>(tokens.size());
+  const int64_t T = static_cast<int64_t>(tokens.size()), HI = c.index_n_heads, D = c.index_head_dim;
   const RopeTable rope = BuildRopeTable(c.rope, c.qk_rope_head_dim, 0, T);
   for (int f = 0; f < pattern.num_layers(); ++f) {
     if (!pattern.is_full(f)) continue;
-    auto it = indexers.find(f);
-    if (it == indexers.end()) return Internal("no trainable indexer for Full layer " + std::to_string(f));
-    const IndexerWeights& W = it->second;
+    auto it = students.find(f);
+    if (it == students.end()) return Internal("no trainable indexer for Full layer " + std::to_string(f));
+    const StudentParams& W = it->second;
     const LayerTrace& tf = r.layers[f];
-    const Matrix x = ToMatrix(tf.indexer_x, c.hidden_size);
-    const Matrix q_lat = ToMatrix(tf.q_latent, c.q_lora_rank);
-    const IndexerActivations act = IndexerForward(c, W, x, q_lat, rope);
+    const Tensor x = be.Convert(tf.indexer_x, DType::kF32);
+    const Tensor q_lat = be.Convert(tf.q_latent, DType::kF32);
+    const StudentActivations act = StudentForward(be, c, W, x, q_lat, rope);
 
-    DistillLossParams p;
-    p.q = act.q.data();
-    p.k = act.k.data();
-    p.w = act.w.data();
-    p.Tq = T;
-    p.L = T;
-    p.HI = c.index_n_heads;
-    p.D = c.index_head_dim;
-    p.index_scale = static_cast<float>(1.0 / std::sqrt(double(c.index_head_dim)));
+    Tensor dq = be.Alloc(DType::kF32, {T, HI * D});
+    Tensor dk = be.Alloc(DType::kF32, {T, D});
+    Tensor dw = be.Alloc(DType::kF32, {T, HI});
+    DistillLossArgs args;
+    args.q = act.q;
+    args.k = act.k;
+    args.w = act.w;
     for (int j : pattern.served_by(f)) {
-      p.attn_q.push_back(r.layers[j].attn_q.data<float>());
-      p.attn_kv.push_back(r.layers[j].attn_kv.data<float>());
+      args.attn_q.push_back(r.layers[j].attn_q);
+      args.attn_kv.push_back(r.layers[j].attn_kv);
     }
-    p.HA = c.num_heads;
-    p.DA = c.latent_dim();
-    p.attn_scale = tf.attn_scale;
-    p.sparse = mode == DistillMode::kSparse;
-    p.topk = tf.topk.data<int32_t>();
-    p.K = tf.topk.size(1);
-    Matrix dq = Matrix::Zero(T, c.index_n_heads * c.index_head_dim);
-    Matrix dk = Matrix::Zero(T, c.index_head_dim);
-    Matrix dw = Matrix::Zero(T, c.index_n_heads);
-    double loss = 0.0;
-    p.loss = &loss;
-    p.grad_q = dq.data();
-    p.grad_k = dk.data();
-    p.grad_w = dw.data();
-    DistillLossCpu(p);
-    stats->loss_sum += loss;
+    args.index_scale = static_cast<float>(1.0 / std::sqrt(double(D)));
+    args.attn_scale = tf.attn_scale;
+    args.sparse = mode == DistillMode::kSparse;
+    args.topk = tf.topk;
+    args.grad_q = &dq;
+    args.grad_k = &dk;
+    args.grad_w = &dw;
+    stats->loss_sum += be.DistillLoss(args);
     stats->queries += T;
-    const float s = static_cast<float>(scale);
-    dq *= s;
-    dk *= s;
-    dw *= s;
+    if (!grads) continue;
+    be.Scale(&dq, static_cast<float>(scale));
+    be.Scale(&dk, static_cast<float>(scale));
+    be.Scale(&dw, static_cast<float>(scale));
     auto g = grads->find(f);
-    if (g == grads->end()) g = grads->emplace(f, IndexerGrads::ZerosLike(W)).first;
-    IndexerBackward(c, W, x, q_lat, rope, act, dq, dk, dw, &g->second);
+    if (g == grads->end()) return Internal("no gradient buffers for Full layer " + std::to_string(f));
+    StudentBackward(be, c, W, x, q_lat, rope, act, &dq, &dk, dw, &g->second);
   }
   return Status::Ok();
 }

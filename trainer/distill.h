@@ -1,7 +1,8 @@
-// One distillation pass over a sequence: the frozen model runs once under the IndexCache pattern
-// (capturing each layer's attention inputs and each Full layer's indexer inputs and top-k), then
-// every Full layer's indexer is scored against the layers it serves (kernels/distill_loss.h) and
-// its weight gradients accumulate (model/indexer_grad.h).
+// One distillation pass over a sequence, on the model's backend: the frozen model runs once under
+// the IndexCache pattern (keeping each layer's attention inputs and each Full layer's indexer
+// inputs and top-k on the device), then every Full layer's indexer (the student,
+// model/indexer_student.h) is scored against the layers it serves (Backend::DistillLoss: the
+// CPU reference or the fused CUDA kernel) and its weight gradients accumulate.
 #pragma once
 
 #include <map>
@@ -9,15 +10,17 @@
 
 #include "core/status.h"
 #include "model/dsa_model.h"
-#include "model/indexer_grad.h"
+#include "model/indexer_student.h"
 
 namespace indexcache {
 
 enum class DistillMode { kDense, kSparse };
 
-// The trainable state: fp32 master copies of the Full layers' indexers.
-using IndexerSet = std::map<int, IndexerWeights>;     // layer -> weights
-using IndexerGradSet = std::map<int, IndexerGrads>;   // layer -> gradients
+// Host fp32 master copies of the Full layers' indexers (what the optimizer updates and
+// checkpoints hold), by layer.
+using IndexerSet = std::map<int, IndexerWeights>;
+// Backend tensors of the same (parameters or gradients), by layer.
+using StudentSet = std::map<int, StudentParams>;
 
 struct DistillStats {
   double loss_sum = 0.0;  // sum over Full layers and queries of the multi-layer KL
@@ -26,10 +29,10 @@ struct DistillStats {
   double mean() const { return queries ? loss_sum / queries : 0.0; }
 };
 
-// Gradients are of sum over queries of L_f(t) / tokens, i.e. each layer's mean per-token loss:
-// `scale` (1 / tokens of the global batch) is applied as they accumulate.
-Status DistillSequence(const DsaModel& model, const IndexPattern& pattern, DistillMode mode,
-                       const IndexerSet& indexers, const std::vector<int32_t>& tokens, double scale,
-                       IndexerGradSet* grads, DistillStats* stats);
+// Gradients are of `scale` * sum over queries of L_f(t) (the trainer passes 1 / tokens of the
+// global batch, making each layer's objective its mean per-token loss); they are added into
+// `grads` (null: loss only).
+Status DistillSequence(const DsaModel& model, const IndexPattern& pattern, DistillMode mode, const StudentSet& students,
+                       const std::vector<int32_t>& tokens, double scale, StudentSet* grads, DistillStats* stats);
 
 }  // namespace indexcache

@@ -21,6 +21,7 @@
 #include "trainer/distill.h"
 #include "trainer/export.h"
 #include "trainer/metrics_log.h"
+#include "trainer/nccl_comm.h"
 
 namespace indexcache {
 
@@ -29,32 +30,62 @@ namespace {
 using json = nlohmann::json;
 using Clock = std::chrono::steady_clock;
 
-// One trainable tensor: its checkpoint name, the fp32 master and its gradient buffer.
+// One trainable tensor: its checkpoint name, the host fp32 master, and where its gradient sits in
+// the flat gradient buffer.
 struct Slot {
   std::string name;
   float* param;
-  float* grad;
+  int64_t offset;  // in the flat gradient buffer
   int64_t size;
   Shape shape;
 };
 
 // The Full layers' indexer tensors in a fixed order (layer, then wq_b, wk, k_norm.weight,
 // k_norm.bias, weights_proj), named as in released checkpoints.
-std::vector<Slot> Slots(IndexerSet& masters, IndexerGradSet& grads) {
+std::vector<Slot> Slots(IndexerSet& masters) {
   std::vector<Slot> slots;
+  int64_t offset = 0;
+  auto add = [&](const std::string& name, float* data, Shape shape) {
+    const int64_t size = NumElements(shape);
+    slots.push_back({name, data, offset, size, std::move(shape)});
+    offset += size;
+  };
   for (auto& [layer, w] : masters) {
-    IndexerGrads& g = grads.at(layer);
     const std::string p = IndexerTensorPrefix(layer);
-    slots.push_back({p + "wq_b.weight", w.wq_b.data(), g.wq_b.data(), w.wq_b.size(), {w.wq_b.rows(), w.wq_b.cols()}});
-    slots.push_back({p + "wk.weight", w.wk.data(), g.wk.data(), w.wk.size(), {w.wk.rows(), w.wk.cols()}});
-    slots.push_back({p + "k_norm.weight", w.k_norm_weight.data(), g.k_norm_weight.data(), w.k_norm_weight.size(),
-                     {w.k_norm_weight.size()}});
-    slots.push_back({p + "k_norm.bias", w.k_norm_bias.data(), g.k_norm_bias.data(), w.k_norm_bias.size(),
-                     {w.k_norm_bias.size()}});
-    slots.push_back({p + "weights_proj.weight", w.weights_proj.data(), g.weights_proj.data(), w.weights_proj.size(),
-                     {w.weights_proj.rows(), w.weights_proj.cols()}});
+    add(p + "wq_b.weight", w.wq_b.data(), {w.wq_b.rows(), w.wq_b.cols()});
+    add(p + "wk.weight", w.wk.data(), {w.wk.rows(), w.wk.cols()});
+    add(p + "k_norm.weight", w.k_norm_weight.data(), {w.k_norm_weight.size()});
+    add(p + "k_norm.bias", w.k_norm_bias.data(), {w.k_norm_bias.size()});
+    add(p + "weights_proj.weight", w.weights_proj.data(), {w.weights_proj.rows(), w.weights_proj.cols()});
   }
   return slots;
+}
+
+// The masters on the backend (the CPU backend borrows them; CUDA copies them up).
+StudentSet PlaceStudents(Backend& be, IndexerSet& masters) {
+  StudentSet out;
+  for (auto& [layer, w] : masters) {
+    out[layer] = {be.WeightF32(w.wq_b.data(), {w.wq_b.rows(), w.wq_b.cols()}),
+                  be.WeightF32(w.wk.data(), {w.wk.rows(), w.wk.cols()}),
+                  be.WeightF32(w.k_norm_weight.data(), {w.k_norm_weight.size()}),
+                  be.WeightF32(w.k_norm_bias.data(), {w.k_norm_bias.size()}),
+                  be.WeightF32(w.weights_proj.data(), {w.weights_proj.rows(), w.weights_proj.cols()})};
+  }
+  return out;
+}
+
+// Gradient tensors of every student as views into one flat (zeroed) backend buffer, in slot
+// order, so one all-reduce covers them all.
+StudentSet GradientViews(const Tensor& flat, const std::vector<Slot>& slots) {
+  StudentSet out;
+  for (size_t i = 0; i < slots.size(); i += 5) {
+    int layer = -1;
+    std::sscanf(slots[i].name.c_str(), "model.layers.%d.", &layer);
+    StudentParams& g = out[layer];
+    Tensor* fields[5] = {&g.wq_b, &g.wk, &g.k_norm_weight, &g.k_norm_bias, &g.weights_proj};
+    for (int j = 0; j < 5; ++j) *fields[j] = flat.Sub(slots[i + j].offset, slots[i + j].shape);
+  }
+  return out;
 }
 
 Status SyncModel(DsaModel* model, const IndexerSet& masters) {
@@ -63,11 +94,11 @@ Status SyncModel(DsaModel* model, const IndexerSet& masters) {
 }
 
 // Runs `sequences` through DistillSequence with gradients scaled by `scale`.
-Status Accumulate(const DsaModel& model, const IndexPattern& pattern, DistillMode mode, const IndexerSet& masters,
-                  const std::vector<std::vector<int32_t>>& sequences, double scale, IndexerGradSet* grads,
+Status Accumulate(const DsaModel& model, const IndexPattern& pattern, DistillMode mode, const StudentSet& students,
+                  const std::vector<std::vector<int32_t>>& sequences, double scale, StudentSet* grads,
                   DistillStats* stats) {
   for (const auto& seq : sequences) {
-    RETURN_IF_ERROR(DistillSequence(model, pattern, mode, masters, seq, scale, grads, stats));
+    RETURN_IF_ERROR(DistillSequence(model, pattern, mode, students, seq, scale, grads, stats));
   }
   return Status::Ok();
 }
@@ -89,13 +120,14 @@ Status RunTraining(const TrainConfig& cfg, const TrainRunOptions& run, Communica
   const IndexPattern pattern = model.pattern();
   const DistillMode mode = cfg.loss_mode() == TrainConfig::SPARSE ? DistillMode::kSparse : DistillMode::kDense;
   IndexerSet masters;
-  IndexerGradSet grads;
   for (int l = 0; l < pattern.num_layers(); ++l) {
-    if (!pattern.is_full(l)) continue;
-    masters.emplace(l, model.weights().layers[l].indexer);
-    grads.emplace(l, IndexerGrads::ZerosLike(masters.at(l)));
+    if (pattern.is_full(l)) masters.emplace(l, model.weights().layers[l].indexer);
   }
-  std::vector<Slot> slots = Slots(masters, grads);
+  const std::vector<Slot> slots = Slots(masters);
+  Backend& be = model.backend();
+  // GPU ranks sum gradients with NCCL on the device; CPU ranks with MPI on the host.
+  std::unique_ptr<NcclCommunicator> nccl;
+  if (be.device() == Device::kCuda && comm.world() > 1) nccl = NcclCommunicator::Create(comm);
   NamedTensors params;
   int64_t num_params = 0;
   for (const Slot& s : slots) {
@@ -136,9 +168,8 @@ Status RunTraining(const TrainConfig& cfg, const TrainRunOptions& run, Communica
   auto evaluate = [&]() -> StatusOr<double> {
     RETURN_IF_ERROR(eval_sampler->Restore(eval_start));
     ASSIGN_OR_RETURN(SequenceSampler::Batch batch, eval_sampler->NextBatch(comm.rank(), comm.world()));
-    IndexerGradSet scratch;
     DistillStats stats;
-    RETURN_IF_ERROR(Accumulate(model, pattern, mode, masters, batch, 0.0, &scratch, &stats));
+    RETURN_IF_ERROR(Accumulate(model, pattern, mode, PlaceStudents(be, masters), batch, 0.0, nullptr, &stats));
     double totals[2] = {stats.loss_sum, static_cast<double>(stats.queries)};
     comm.AllReduceSum(totals, 2);
     return totals[1] > 0 ? totals[0] / totals[1] : 0.0;
@@ -223,31 +254,24 @@ Status RunTraining(const TrainConfig& cfg, const TrainRunOptions& run, Communica
     const auto t0 = Clock::now();
     if (fail_rank && std::atoi(fail_rank) == comm.rank()) return Internal("injected failure (INDEXCACHE_TEST_FAIL_RANK)");
     ASSIGN_OR_RETURN(SequenceSampler::Batch batch, sampler->NextBatch(comm.rank(), comm.world()));
-    for (auto& [layer, g] : grads) g = IndexerGrads::ZerosLike(masters.at(layer));
-    slots = Slots(masters, grads);  // gradient buffers were re-created
+    const StudentSet students = PlaceStudents(be, masters);
+    Tensor flat = be.Alloc(DType::kF32, {num_params});  // zeroed gradients, all layers
+    StudentSet grads = GradientViews(flat, slots);
     DistillStats stats;
     for (size_t i = 0; i < batch.size(); i += micro) {
       const std::vector<std::vector<int32_t>> part(batch.begin() + i, batch.begin() + std::min(batch.size(), i + micro));
-      RETURN_IF_ERROR(Accumulate(model, pattern, mode, masters, part, scale, &grads, &stats));
+      RETURN_IF_ERROR(Accumulate(model, pattern, mode, students, part, scale, &grads, &stats));
     }
-    // Sum gradients and statistics over ranks: one flat buffer, bucketed collectives.
-    int64_t off = 0;
-    for (const Slot& s : slots) {
-      std::memcpy(flat.data() + off, s.grad, s.size * sizeof(float));
-      off += s.size;
-    }
-    comm.AllReduceSum(flat.data(), num_params);
-    off = 0;
-    for (const Slot& s : slots) {
-      std::memcpy(s.grad, flat.data() + off, s.size * sizeof(float));
-      off += s.size;
-    }
+    // Sum gradients over ranks (one flat buffer, bucketed), then the optimizer works on the host.
+    if (nccl) nccl->AllReduceSum(flat.data<float>(), num_params, nullptr);
+    Tensor host_grads = be.ToHost(flat);
+    if (!nccl) comm.AllReduceSum(host_grads.data<float>(), num_params);
     double totals[2] = {stats.loss_sum, static_cast<double>(stats.queries)};
     comm.AllReduceSum(totals, 2);
     const double loss = totals[1] > 0 ? totals[0] / totals[1] : 0.0;
 
     std::vector<FloatSpan> grad_spans;
-    for (const Slot& s : slots) grad_spans.push_back({s.grad, s.size});
+    for (const Slot& s : slots) grad_spans.push_back({host_grads.data<float>() + s.offset, s.size});
     const double lr = schedule.LearningRate(step);
     const bool finite = std::isfinite(loss) && !AnyNonFinite(grad_spans);
     double grad_norm = std::numeric_limits<double>::quiet_NaN();
