@@ -217,5 +217,82 @@ TEST_F(BackendParityTest, MoeRoutingAndRowDispatch) {
   EXPECT_LE(RelL2(gpu_->ToHost(y_gpu), y_cpu), kRelL2TolBf16);
 }
 
+// --- training operations -------------------------------------------------------------------------
+
+TEST_F(BackendParityTest, GemmAllTransposesF32) {
+  for (bool ta : {false, true}) {
+    for (bool tb : {false, true}) {
+      const int64_t M = 17, K = 127, N = 33;
+      const Tensor a = Random(ta ? Shape{K, M} : Shape{M, K}), b = Random(tb ? Shape{N, K} : Shape{K, N});
+      Tensor want = Random({M, N});
+      Tensor got = gpu_->ToDevice(want);
+      cpu_->Gemm(a, ta, b, tb, 0.5f, 1.0f, &want);
+      gpu_->Gemm(gpu_->ToDevice(a), ta, gpu_->ToDevice(b), tb, 0.5f, 1.0f, &got);
+      EXPECT_LE(RelL2(gpu_->ToHost(got), want), kRelL2TolF32) << "ta " << ta << " tb " << tb;
+    }
+  }
+}
+
+TEST_F(BackendParityTest, LayerNormTrainAndBackward) {
+  const int64_t rows = 19, D = 128;
+  const Tensor x = Random({rows, D}), w = Random({D}), b = Random({D}), dy = Random({rows, D});
+  Tensor y = Tensor::Zeros(DType::kF32, {rows, D}), xh = Tensor::Zeros(DType::kF32, {rows, D}),
+         inv = Tensor::Zeros(DType::kF32, {rows});
+  Tensor gy = gpu_->Alloc(DType::kF32, {rows, D}), gxh = gpu_->Alloc(DType::kF32, {rows, D}),
+         ginv = gpu_->Alloc(DType::kF32, {rows});
+  cpu_->LayerNormTrain(x, w, b, 1e-6f, &y, &xh, &inv);
+  gpu_->LayerNormTrain(gpu_->ToDevice(x), gpu_->ToDevice(w), gpu_->ToDevice(b), 1e-6f, &gy, &gxh, &ginv);
+  EXPECT_LE(RelL2(gpu_->ToHost(gy), y), kRelL2TolF32);
+  EXPECT_LE(RelL2(gpu_->ToHost(ginv), inv), kRelL2TolF32);
+  Tensor dx = Tensor::Zeros(DType::kF32, {rows, D}), dw = Tensor::Zeros(DType::kF32, {D}), db = Tensor::Zeros(DType::kF32, {D});
+  Tensor gdx = gpu_->Alloc(DType::kF32, {rows, D}), gdw = gpu_->Alloc(DType::kF32, {D}), gdb = gpu_->Alloc(DType::kF32, {D});
+  cpu_->LayerNormBackward(dy, xh, inv, w, &dx, &dw, &db);
+  gpu_->LayerNormBackward(gpu_->ToDevice(dy), gxh, ginv, gpu_->ToDevice(w), &gdx, &gdw, &gdb);
+  EXPECT_LE(RelL2(gpu_->ToHost(gdx), dx), 1e-4);
+  EXPECT_LE(RelL2(gpu_->ToHost(gdw), dw), 1e-4);
+  EXPECT_LE(RelL2(gpu_->ToHost(gdb), db), 1e-4);
+}
+
+TEST_F(BackendParityTest, DistillLossDenseAndSparse) {
+  const int64_t T = 37, HI = 4, D = 32, HA = 5, DA = 72, K = 12;
+  for (bool sparse : {false, true}) {
+    DistillLossArgs c, g;
+    const Tensor q = Random({T, HI * D}, 0.5f), k = Random({T, D}, 0.5f), w = Random({T, HI}, 0.5f);
+    c.q = q; c.k = k; c.w = w;
+    g.q = gpu_->ToDevice(q); g.k = gpu_->ToDevice(k); g.w = gpu_->ToDevice(w);
+    for (int j = 0; j < 2; ++j) {
+      const Tensor aq = Random({T, HA, DA}, 0.3f), akv = Random({T, DA}, 0.3f);
+      c.attn_q.push_back(aq);
+      c.attn_kv.push_back(akv);
+      g.attn_q.push_back(OnGpu(aq));
+      g.attn_kv.push_back(OnGpu(akv));
+    }
+    Tensor topk = Tensor::Zeros(DType::kI32, {T, K});
+    for (int64_t t = 0; t < T; ++t) {
+      for (int64_t j = 0; j < K; ++j) topk.data<int32_t>()[t * K + j] = j <= t ? static_cast<int32_t>((t * 5 + j * 7) % (t + 1)) : -1;
+    }
+    c.index_scale = g.index_scale = 0.17f;
+    c.attn_scale = g.attn_scale = 0.12f;
+    c.sparse = g.sparse = sparse;
+    c.topk = topk;
+    g.topk = gpu_->ToDevice(topk);
+    Tensor cq = Tensor::Zeros(DType::kF32, {T, HI * D}), ck = Tensor::Zeros(DType::kF32, {T, D}), cw = Tensor::Zeros(DType::kF32, {T, HI});
+    Tensor gq = gpu_->Alloc(DType::kF32, {T, HI * D}), gk = gpu_->Alloc(DType::kF32, {T, D}), gw = gpu_->Alloc(DType::kF32, {T, HI});
+    c.grad_q = &cq; c.grad_k = &ck; c.grad_w = &cw;
+    g.grad_q = &gq; g.grad_k = &gk; g.grad_w = &gw;
+    // The CPU sees the bf16-rounded student the GPU kernel reads.
+    for (Tensor* t : {&c.q, &c.k}) {
+      Tensor r = Tensor::Zeros(DType::kF32, t->shape());
+      for (int64_t i = 0; i < t->numel(); ++i) r.data<float>()[i] = Bf16ToFloat(FloatToBf16(t->data<float>()[i]));
+      *t = r;
+    }
+    const double want = cpu_->DistillLoss(c), got = gpu_->DistillLoss(g);
+    EXPECT_NEAR(got, want, 1e-3 * std::fabs(want)) << "sparse " << sparse;
+    EXPECT_LE(RelL2(gpu_->ToHost(gq), cq), 2 * kRelL2TolBf16) << "grad_q sparse " << sparse;
+    EXPECT_LE(RelL2(gpu_->ToHost(gk), ck), 2 * kRelL2TolBf16) << "grad_k sparse " << sparse;
+    EXPECT_LE(RelL2(gpu_->ToHost(gw), cw), 2 * kRelL2TolBf16) << "grad_w sparse " << sparse;
+  }
+}
+
 }  // namespace
 }  // namespace indexcache

@@ -16,6 +16,7 @@
 #include "data/token_array.h"
 #include "kernels/tolerances.h"
 #include "model/dsa_model.h"
+#include "trainer/distill.h"
 
 namespace indexcache {
 namespace {
@@ -110,6 +111,59 @@ TEST(GpuDecodeTest, PrefillThenDecodeMatchesOnePrefill) {
     // Shared layers keep no indexer keys in the cache.
     for (int l = 0; l < gpu->config().num_layers; ++l) EXPECT_EQ(cache->index_keys[l].empty(), !gpu->pattern().is_full(l));
     EXPECT_LE(a.rel_l2, std::string(name) == "dsv32_gentle_bf16" ? kParityRelL2Bf16 : 0.35);
+  }
+}
+
+}  // namespace
+}  // namespace indexcache
+
+namespace indexcache {
+namespace {
+
+// One distillation pass on the GPU (bf16 model, fused loss kernel, f32 student) against the CPU
+// reference, on the well-conditioned fixture: the loss and every weight gradient.
+TEST(GpuDistillTest, DistillSequenceMatchesCpu) {
+  if (!CudaDeviceAvailable()) GTEST_SKIP() << "no CUDA device";
+  const std::string dir = "tests/data/dsv32_gentle_bf16";
+  auto cpu = DsaModel::Load(dir, std::string("FSFS"), "cpu");
+  auto gpu = DsaModel::Load(dir, std::string("FSFS"), "cuda");
+  ASSERT_TRUE(cpu.ok() && gpu.ok());
+  auto tokens = ReadTokenArray(dir + "/tokens.npy", cpu->config().vocab_size);
+  for (DistillMode mode : {DistillMode::kDense, DistillMode::kSparse}) {
+    DistillStats stats[2];
+    std::vector<Tensor> grads[2];
+    int i = 0;
+    for (DsaModel* m : {&*cpu, &*gpu}) {
+      Backend& be = m->backend();
+      StudentSet students, g;
+      for (int l : {0, 2}) {
+        const IndexerWeights& w = m->weights().layers[l].indexer;
+        students[l] = {be.WeightF32(w.wq_b.data(), {w.wq_b.rows(), w.wq_b.cols()}),
+                       be.WeightF32(w.wk.data(), {w.wk.rows(), w.wk.cols()}),
+                       be.WeightF32(w.k_norm_weight.data(), {w.k_norm_weight.size()}),
+                       be.WeightF32(w.k_norm_bias.data(), {w.k_norm_bias.size()}),
+                       be.WeightF32(w.weights_proj.data(), {w.weights_proj.rows(), w.weights_proj.cols()})};
+        g[l] = {be.Alloc(DType::kF32, students[l].wq_b.shape()), be.Alloc(DType::kF32, students[l].wk.shape()),
+                be.Alloc(DType::kF32, students[l].k_norm_weight.shape()), be.Alloc(DType::kF32, students[l].k_norm_bias.shape()),
+                be.Alloc(DType::kF32, students[l].weights_proj.shape())};
+      }
+      ASSERT_TRUE(DistillSequence(*m, m->pattern(), mode, students, tokens->Row(0), 1.0 / 96, &g, &stats[i]).ok());
+      for (int l : {0, 2}) {
+        for (const Tensor* t : {&g[l].wq_b, &g[l].wk, &g[l].k_norm_weight, &g[l].k_norm_bias, &g[l].weights_proj}) {
+          grads[i].push_back(be.ToHost(*t));
+        }
+      }
+      ++i;
+    }
+    const double rel_loss = std::fabs(stats[1].mean() - stats[0].mean()) / stats[0].mean();
+    std::printf("distill %s: loss cpu %.6f gpu %.6f (rel %.2e)\n", mode == DistillMode::kDense ? "dense" : "sparse",
+                stats[0].mean(), stats[1].mean(), rel_loss);
+    EXPECT_LE(rel_loss, 2e-2);
+    for (size_t k = 0; k < grads[0].size(); ++k) {
+      const Agreement a = Compare(grads[1][k].data<float>(), grads[0][k].data<float>(), 1, grads[0][k].numel());
+      std::printf("  gradient %zu: relative L2 %.3e\n", k, a.rel_l2);
+      EXPECT_LE(a.rel_l2, 0.1) << "gradient " << k;
+    }
   }
 }
 

@@ -59,6 +59,10 @@ const std::vector<Command>& AllCommands() {
         {"chunk", "prefill chunk (tokens per forward)", false, false, "8192"},
         {"decode-steps", "decode steps timed per context", false, false, "16"},
         {"skip-kernels", "skip the per-kernel section", true},
+        {"distill", "also time distillation training steps (forward + fused loss + backward [+ NCCL all-reduce "
+                    "under mpirun]) per GPU", true},
+        {"distill-seq", "comma-separated sequence lengths for --distill", false, false, "8192,32768"},
+        {"distill-layers", "layers of the --distill stack (layer 0 Full, serving all)", false, false, "4"},
         {"skip-stack", "skip the layer-stack section", true},
         {"json", "write results to this .json file"}},
        RunBench},
