@@ -31,7 +31,7 @@ std::string TempDir() {
   return tmpl;
 }
 
-TrainConfig Config(const std::string& dir, const std::string& extra = "") {
+TrainConfig Config(const std::string& dir, const std::string& extra = "", const std::vector<std::string>& sets = {}) {
   const std::string text = std::string("model_dir: \"") + kModel + "\"\n" +
                            "pattern: \"FSF\"\n"
                            "data { path: \"" + kModel + "/tokens.npy\" }\n"
@@ -41,7 +41,7 @@ TrainConfig Config(const std::string& dir, const std::string& extra = "") {
                            "checkpoint { dir: \"" + dir + "/ckpt\" interval: 3 keep_last: 5 }\n"
                            "log { jsonl: \"" + dir + "/metrics.jsonl\" }\n"
                            "seed: 7\n" + extra;
-  auto c = ParseTrainConfig(text, "test config", {});
+  auto c = ParseTrainConfig(text, "test config", sets);
   EXPECT_TRUE(c.ok()) << c.status().ToString();
   return *c;
 }
@@ -69,6 +69,24 @@ TEST(TrainerTest, DenseAndSparseDistillationLowerTheLoss) {
     ASSERT_EQ(losses.size(), 6u);
     EXPECT_LT(losses.back(), losses.front() * 0.9) << mode;
   }
+}
+
+TEST(TrainerTest, EvaluationRunsAtItsInterval) {
+  auto comm = Communicator::Create(nullptr, nullptr);
+  const std::string dir = TempDir();
+  const TrainConfig c = Config(dir, "eval_interval: 2\n", {std::string("data.eval_path=") + kModel + "/tokens.npy"});
+  ASSERT_TRUE(RunTraining(c, TrainRunOptions(), *comm).ok());
+  std::ifstream in(dir + "/metrics.jsonl");
+  std::string line;
+  std::vector<int64_t> eval_steps;
+  while (std::getline(in, line)) {
+    const auto j = nlohmann::json::parse(line);
+    if (j.contains("eval_loss")) {
+      EXPECT_GT(j["eval_loss"].get<double>(), 0.0);
+      eval_steps.push_back(j["step"].get<int64_t>());
+    }
+  }
+  EXPECT_EQ(eval_steps, (std::vector<int64_t>{2, 4, 6}));
 }
 
 TEST(TrainerTest, ResumedRunEndsBitwiseEqualToUninterruptedRun) {
