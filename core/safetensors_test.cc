@@ -14,34 +14,10 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "core/test_util.h"
 
 namespace indexcache {
 namespace {
-
-std::string MakeTempDir() {
-  std::string tmpl = JoinPath(::testing::TempDir(), "safetensors_test_XXXXXX");
-  std::vector<char> buf(tmpl.begin(), tmpl.end());
-  buf.push_back('\0');
-  const char* dir = ::mkdtemp(buf.data());
-  if (dir == nullptr) {
-    ADD_FAILURE() << "mkdtemp failed for " << tmpl;
-    return ::testing::TempDir();
-  }
-  return dir;
-}
-
-void WriteBytes(const std::string& path, const std::string& bytes) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-  ASSERT_TRUE(out.good()) << path;
-}
-
-std::string ReadBytes(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
 
 std::vector<std::string> ListDir(const std::string& dir) {
   std::vector<std::string> names;

@@ -17,34 +17,10 @@
 #include "data/megatron_dataset.h"
 #include "data/open_token_source.h"
 #include "gtest/gtest.h"
+#include "core/test_util.h"
 
 namespace indexcache {
 namespace {
-
-std::string MakeTempDir() {
-  std::string tmpl = JoinPath(::testing::TempDir(), "token_shard_test_XXXXXX");
-  std::vector<char> buf(tmpl.begin(), tmpl.end());
-  buf.push_back('\0');
-  const char* dir = ::mkdtemp(buf.data());
-  if (dir == nullptr) {
-    ADD_FAILURE() << "mkdtemp failed for " << tmpl;
-    return ::testing::TempDir();
-  }
-  return dir;
-}
-
-void WriteBytes(const std::string& path, const std::string& bytes) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-  ASSERT_TRUE(out.good()) << path;
-}
-
-std::string ReadBytes(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
 
 template <typename T>
 std::string Raw(const std::vector<T>& v) {

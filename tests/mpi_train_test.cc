@@ -12,6 +12,7 @@
 
 #include "core/file_util.h"
 #include "trainer/checkpoint.h"
+#include "core/test_util.h"
 
 namespace indexcache {
 namespace {
@@ -34,14 +35,8 @@ std::string Mpirun(int ranks) {
   return "mpirun --allow-run-as-root --oversubscribe -np " + std::to_string(ranks) + " ";
 }
 
-std::string TempDir() {
-  char tmpl[] = "/tmp/indexcache_mpi_XXXXXX";
-  IC_CHECK(mkdtemp(tmpl) != nullptr);
-  return tmpl;
-}
-
 TEST(MpiTrainTest, TwoRanksTrainWhatOneRankTrains) {
-  const std::string dir = TempDir();
+  const std::string dir = MakeTempDir();
   std::string out1, out2;
   ASSERT_EQ(RunShell(std::string(kTrain) + "--set checkpoint.dir=" + dir + "/one", &out1), 0) << out1;
   ASSERT_EQ(RunShell(Mpirun(2) + kTrain + "--set checkpoint.dir=" + dir + "/two", &out2), 0) << out2;
@@ -66,7 +61,7 @@ TEST(MpiTrainTest, TwoRanksTrainWhatOneRankTrains) {
 }
 
 TEST(MpiTrainTest, AFailingRankEndsTheJob) {
-  const std::string dir = TempDir();
+  const std::string dir = MakeTempDir();
   std::string out;
   const int rc = RunShell("env INDEXCACHE_TEST_FAIL_RANK=1 " + Mpirun(2) + kTrain + "--set checkpoint.dir=" + dir, &out);
   EXPECT_NE(rc, 0) << out;

@@ -114,8 +114,6 @@ FIXTURES = {
         released_config=True,
         experts="per_expert",
     ),
-    # glm_moe_dsa with an IndexCache pattern: shared layers carry no indexer weights; bf16
-    # weights; fused expert tensors as transformers stores them; 1-D tokens.
     # A well-conditioned model (smaller weights) for the bf16 backend's absolute tolerance:
     # deepseek_v32, bf16 weights, 4 layers, longer sequences and top-k.
     "dsv32_gentle_bf16": dict(
@@ -138,6 +136,8 @@ FIXTURES = {
         experts="per_expert",
         gain=0.5,
     ),
+    # glm_moe_dsa with an IndexCache pattern: shared layers carry no indexer weights; bf16
+    # weights; fused expert tensors as transformers stores them; 1-D tokens.
     "glm_shared_bf16": dict(
         kind="glm_moe_dsa",
         config=dict(

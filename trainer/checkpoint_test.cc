@@ -11,17 +11,10 @@
 
 #include "core/file_util.h"
 #include "trainer/fs_util.h"
+#include "core/test_util.h"
 
 namespace indexcache {
 namespace {
-
-std::string MakeTempDir() {
-  std::string tmpl = JoinPath(::testing::TempDir(), "checkpoint_test_XXXXXX");
-  std::vector<char> buf(tmpl.begin(), tmpl.end());
-  buf.push_back('\0');
-  if (::mkdtemp(buf.data()) == nullptr) ADD_FAILURE() << "mkdtemp failed for " << tmpl;
-  return buf.data();
-}
 
 Tensor FloatTensor(Shape shape, float start) {
   Tensor t = Tensor::Zeros(DType::kF32, std::move(shape));

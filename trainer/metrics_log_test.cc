@@ -13,17 +13,10 @@
 
 #include "core/file_util.h"
 #include "trainer/fs_util.h"
+#include "core/test_util.h"
 
 namespace indexcache {
 namespace {
-
-std::string MakeTempDir() {
-  std::string tmpl = JoinPath(::testing::TempDir(), "metrics_log_test_XXXXXX");
-  std::vector<char> buf(tmpl.begin(), tmpl.end());
-  buf.push_back('\0');
-  if (::mkdtemp(buf.data()) == nullptr) ADD_FAILURE() << "mkdtemp failed for " << tmpl;
-  return buf.data();
-}
 
 // ---- A minimal reader, independent of the writer's helpers where it matters ----
 

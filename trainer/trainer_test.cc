@@ -19,17 +19,12 @@
 #include "trainer/export.h"
 #include "trainer/train_config.h"
 #include "trainer/trainer.h"
+#include "core/test_util.h"
 
 namespace indexcache {
 namespace {
 
 const char kModel[] = "tests/data/dsv32_moe_groups";  // 3 layers, fp32 weights
-
-std::string TempDir() {
-  char tmpl[] = "/tmp/indexcache_trainer_XXXXXX";
-  IC_CHECK(mkdtemp(tmpl) != nullptr);
-  return tmpl;
-}
 
 TrainConfig Config(const std::string& dir, const std::string& extra = "", const std::vector<std::string>& sets = {}) {
   const std::string text = std::string("model_dir: \"") + kModel + "\"\n" +
@@ -57,12 +52,10 @@ std::vector<double> Losses(const std::string& jsonl) {
   return out;
 }
 
-std::string ReadAll(const std::string& path) { return *ReadFileToString(path); }
-
 TEST(TrainerTest, DenseAndSparseDistillationLowerTheLoss) {
   auto comm = Communicator::Create(nullptr, nullptr);
   for (const char* mode : {"DENSE", "SPARSE"}) {
-    const std::string dir = TempDir();
+    const std::string dir = MakeTempDir();
     TrainRunOptions run;
     ASSERT_TRUE(RunTraining(Config(dir, std::string("loss_mode: ") + mode + "\n"), run, *comm).ok());
     const std::vector<double> losses = Losses(dir + "/metrics.jsonl");
@@ -73,7 +66,7 @@ TEST(TrainerTest, DenseAndSparseDistillationLowerTheLoss) {
 
 TEST(TrainerTest, EvaluationRunsAtItsInterval) {
   auto comm = Communicator::Create(nullptr, nullptr);
-  const std::string dir = TempDir();
+  const std::string dir = MakeTempDir();
   const TrainConfig c = Config(dir, "eval_interval: 2\n", {std::string("data.eval_path=") + kModel + "/tokens.npy"});
   ASSERT_TRUE(RunTraining(c, TrainRunOptions(), *comm).ok());
   std::ifstream in(dir + "/metrics.jsonl");
@@ -91,7 +84,7 @@ TEST(TrainerTest, EvaluationRunsAtItsInterval) {
 
 TEST(TrainerTest, ResumedRunEndsBitwiseEqualToUninterruptedRun) {
   auto comm = Communicator::Create(nullptr, nullptr);
-  const std::string a = TempDir(), b = TempDir();
+  const std::string a = MakeTempDir(), b = MakeTempDir();
   TrainRunOptions straight;
   ASSERT_TRUE(RunTraining(Config(a), straight, *comm).ok());
   TrainRunOptions first_half;
@@ -102,7 +95,7 @@ TEST(TrainerTest, ResumedRunEndsBitwiseEqualToUninterruptedRun) {
   const Status resumed = RunTraining(Config(b), resume, *comm);
   ASSERT_TRUE(resumed.ok()) << resumed.ToString();
   for (const char* file : {kCheckpointWeightsFile, kCheckpointOptimizerFile}) {
-    EXPECT_EQ(ReadAll(a + "/ckpt/step_00000006/" + file), ReadAll(b + "/ckpt/step_00000006/" + file)) << file;
+    EXPECT_EQ(ReadBytes(a + "/ckpt/step_00000006/" + file), ReadBytes(b + "/ckpt/step_00000006/" + file)) << file;
   }
   // And the model actually changed.
   auto trained = ReadCheckpointTensors(a + "/ckpt/step_00000006", kCheckpointWeightsFile);
@@ -114,7 +107,7 @@ TEST(TrainerTest, ResumedRunEndsBitwiseEqualToUninterruptedRun) {
 
 TEST(TrainerTest, NonFiniteStepsAreSkippedThenStopTheRun) {
   auto comm = Communicator::Create(nullptr, nullptr);
-  const std::string dir = TempDir();
+  const std::string dir = MakeTempDir();
   // An absurd learning rate drives the indexer scores to overflow within a few steps.
   TrainConfig c = Config(dir, "max_nonfinite_steps: 2\nclip_grad_norm: 0\n");
   c.mutable_optimizer()->set_lr(1e30);
@@ -126,7 +119,7 @@ TEST(TrainerTest, NonFiniteStepsAreSkippedThenStopTheRun) {
 
 TEST(TrainerTest, ExportReproducesTheCheckpointsLogits) {
   auto comm = Communicator::Create(nullptr, nullptr);
-  const std::string dir = TempDir();
+  const std::string dir = MakeTempDir();
   ASSERT_TRUE(RunTraining(Config(dir), TrainRunOptions(), *comm).ok());
   const std::string ckpt = dir + "/ckpt/step_00000006";
 
@@ -163,7 +156,7 @@ TEST(TrainerTest, ExportReproducesTheCheckpointsLogits) {
     auto got = exported->Forward(tokens->Row(0));
     ASSERT_TRUE(want.ok() && got.ok());
     EXPECT_EQ(std::memcmp(want->logits.raw(), got->logits.raw(), want->logits.nbytes()), 0) << "drop " << drop;
-    const auto cfg = nlohmann::json::parse(ReadAll(out + "/config.json"));
+    const auto cfg = nlohmann::json::parse(ReadBytes(out + "/config.json"));
     EXPECT_EQ(cfg["index_topk_pattern"], "FSF");
     EXPECT_EQ(cfg["indexer_types"], nlohmann::json({"full", "shared", "full"}));
     EXPECT_EQ(cfg["index_topk_freq"], 2);

@@ -1,0 +1,41 @@
+#include "core/test_util.h"
+
+#include <stdlib.h>
+
+#include <fstream>
+#include <sstream>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "core/file_util.h"
+
+namespace indexcache {
+
+std::string MakeTempDir(const std::string& prefix) {
+  const std::string tmpl = JoinPath(::testing::TempDir(), prefix + "_XXXXXX");
+  std::vector<char> buf(tmpl.begin(), tmpl.end());
+  buf.push_back('\0');
+  const char* dir = ::mkdtemp(buf.data());
+  if (dir == nullptr) {
+    ADD_FAILURE() << "mkdtemp failed for " << tmpl;
+    return ::testing::TempDir();
+  }
+  return dir;
+}
+
+void WriteBytes(const std::string& path, const std::string& bytes) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  if (!out.good()) ADD_FAILURE() << "cannot write " << path;
+}
+
+std::string ReadBytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in.good()) ADD_FAILURE() << "cannot read " << path;
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+}  // namespace indexcache
