@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 
 PACKAGES=(
   bazel-bootstrap bazel-rules-java          # Bazel 4.2.3 (WORKSPACE mode) and its Java rules
-  g++ zlib1g-dev
+  g++ zlib1g-dev python3                    # python3: tools/test.sh counts test cases
   libeigen3-dev                             # CPU backend
   libprotobuf-dev protobuf-compiler         # trainer configs (text format)
   libgtest-dev libgmock-dev                 # tests
