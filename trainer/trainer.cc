@@ -193,10 +193,16 @@ Status RunTraining(const TrainConfig& cfg, const TrainRunOptions& run, Communica
     }
     RETURN_IF_ERROR(LoadAdamWState(JoinPath(latest->path, kCheckpointOptimizerFile), &adam));
     ASSIGN_OR_RETURN(json state, ReadCheckpointJson(latest->path, kCheckpointStateFile));
-    ASSIGN_OR_RETURN(SamplerCursor cursor, CursorFromJson(state.at("cursor")));
-    RETURN_IF_ERROR(sampler->Restore(cursor));
-    step = state.at("step").get<int64_t>();
-    nonfinite_in_row = state.value("nonfinite_in_row", int64_t{0});
+    const std::string state_path = JoinPath(latest->path, kCheckpointStateFile);
+    if (!state.is_object() || !state.contains("cursor") || !state.contains("step") || !state["step"].is_number_integer()) {
+      return DataLoss(state_path + ": needs an integer 'step' and a 'cursor'");
+    }
+    ASSIGN_OR_RETURN(SamplerCursor cursor, CursorFromJson(state["cursor"]));
+    RETURN_IF_ERROR(sampler->Restore(cursor).WithContext(state_path));
+    step = state["step"].get<int64_t>();
+    if (state.contains("nonfinite_in_row") && state["nonfinite_in_row"].is_number_integer()) {
+      nonfinite_in_row = state["nonfinite_in_row"].get<int64_t>();
+    }
     RETURN_IF_ERROR(SyncModel(&model, masters));
     if (lead) std::printf("== resumed from %s at step %lld\n", latest->path.c_str(), static_cast<long long>(step));
   } else if (lead && !ckpt_dir.empty()) {
