@@ -26,6 +26,14 @@ constexpr int kTileKeys = INDEXER_TOPK_TILE_KEYS;  // keys per pipeline stage
 constexpr int kStages = INDEXER_TOPK_STAGES;       // cp.async pipeline depth
 constexpr int kMaxTopk = 2048;
 constexpr int kMaxHeads = 64;
+// Split-keys path (decode).
+constexpr int64_t kSplitMaxT = 64;         // auto: split keys only for T <= this
+constexpr int64_t kSplitTargetCtas = 128;  // about one wave of the split kernel on an H100/H200 (132 SMs)
+constexpr int64_t kSplitMinChunkTiles = 2; // at least 256 keys per chunk
+constexpr int kMaxChunks = static_cast<int>(kSplitTargetCtas);
+constexpr int kFineBins = 65536;           // histogram of OrderedKey >> 16
+constexpr int kCoarseBins = 256;           // histogram of OrderedKey >> 24
+constexpr int kMergeSmemEntries = 16384;   // survivors the merge kernel gathers into shared memory
 
 int64_t CapacityFor(int64_t topk) {
   return std::max<int64_t>(INDEXER_TOPK_CAP_FACTOR * topk, 1024) + kTileKeys;
@@ -128,7 +136,7 @@ __device__ SelectResult BlockRadixSelect(int n, int rank, KeyFn key, PredFn pred
 
   int hi = (mn == mx) ? -1 : 31 - __clz(mn ^ mx);
   auto mask_above = [](int b) -> uint32_t { return b >= 31 ? 0u : ~((2u << b) - 1u); };
-  uint32_t prefix = mx & mask_above(hi);
+  uint32_t prefix = hi < 0 ? mx : (mx & mask_above(hi));  // all equal: the value is mx (no shift by -1)
   int rem = rank;
   int num_eq = static_cast<int>(cnt);
   while (hi >= 0) {
@@ -422,6 +430,39 @@ struct FinalArgs {
   float* out_scores;
 };
 
+// s_sort[0, len) (len a power of two, filled and synchronised): r packed entries
+// (OrderedKey(score) << 32) | ~index, then zeros. Sorts them descending (score desc, index asc) and
+// writes row `out_i` / `out_s` (may be null) of topk entries, padding past r. All threads call it.
+__device__ void SortPackedAndWrite(unsigned long long* s_sort, int len, int r, int topk, int32_t* out_i,
+                                   float* out_s) {
+  const int tid = threadIdx.x;
+  for (int size = 2; size <= len; size <<= 1) {
+    for (int stride = size >> 1; stride > 0; stride >>= 1) {
+      for (int i = tid; i < len / 2; i += kThreads) {
+        const int lo = 2 * i - (i & (stride - 1));
+        const int hi = lo + stride;
+        const bool desc = (lo & size) == 0;
+        const unsigned long long x = s_sort[lo], y = s_sort[hi];
+        if ((x < y) == desc) {
+          s_sort[lo] = y;
+          s_sort[hi] = x;
+        }
+      }
+      __syncthreads();
+    }
+  }
+  for (int j = tid; j < topk; j += kThreads) {
+    if (j < r) {
+      const unsigned long long e = s_sort[j];
+      out_i[j] = static_cast<int32_t>(~static_cast<uint32_t>(e & 0xffffffffull));
+      if (out_s) out_s[j] = KeyToFloat(static_cast<uint32_t>(e >> 32));
+    } else {
+      out_i[j] = -1;
+      if (out_s) out_s[j] = -INFINITY;
+    }
+  }
+}
+
 __global__ void __launch_bounds__(kThreads) IndexerTopkFinalizeKernel(const FinalArgs a) {
   extern __shared__ __align__(16) uint8_t smem[];
   unsigned long long* s_sort = reinterpret_cast<unsigned long long*>(smem);
@@ -445,33 +486,369 @@ __global__ void __launch_bounds__(kThreads) IndexerTopkFinalizeKernel(const Fina
                       : 0ull;
   }
   __syncthreads();
-  for (int size = 2; size <= len; size <<= 1) {
-    for (int stride = size >> 1; stride > 0; stride >>= 1) {
-      for (int i = tid; i < len / 2; i += kThreads) {
-        const int lo = 2 * i - (i & (stride - 1));
-        const int hi = lo + stride;
-        const bool desc = (lo & size) == 0;
-        const unsigned long long x = s_sort[lo], y = s_sort[hi];
-        if ((x < y) == desc) {
-          s_sort[lo] = y;
-          s_sort[hi] = x;
+  SortPackedAndWrite(s_sort, len, r, a.topk, a.out_indices + t * a.topk,
+                     a.out_scores ? a.out_scores + t * a.topk : nullptr);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Split-keys path (few queries): split kernel, filter kernel, merge kernel.
+
+struct SplitArgs {
+  const __nv_bfloat16* q;
+  const __nv_bfloat16* k;
+  const float* weights;
+  const int32_t* key_end;
+  int64_t T, L, H;
+  int64_t query_offset;
+  int topk;
+  int nchunks;      // chunks per query
+  int chunk_tiles;  // tiles of kTileKeys keys per chunk
+  int seg_cap;      // buffer entries per (query, chunk)
+  float abs_scale;
+  bool negate_q;
+  float* cand_scores;    // [T, nchunks, seg_cap]
+  int32_t* cand_idx;     // [T, nchunks, seg_cap]
+  int32_t* cand_count;   // [T, nchunks]
+  uint32_t* hist;        // [T, kCoarseBins + kFineBins], zeroed before the split kernel
+  int32_t* out_indices;  // merge kernel
+  float* out_scores;
+};
+
+// Block-wide (256 threads) inclusive scan of h in thread order; *total gets the sum over the block.
+__device__ __forceinline__ uint32_t BlockInclusiveScan(uint32_t h, uint32_t* warp_tot, uint32_t* total) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  uint32_t incl = h;
+#pragma unroll
+  for (int o = 1; o < 32; o <<= 1) {
+    const uint32_t v = __shfl_up_sync(0xffffffffu, incl, o);
+    if (lane >= o) incl += v;
+  }
+  if (lane == 31) warp_tot[warp] = incl;
+  __syncthreads();
+  uint32_t before = 0, tot = 0;
+#pragma unroll
+  for (int w = 0; w < kWarps; ++w) {
+    if (w < warp) before += warp_tot[w];
+    tot += warp_tot[w];
+  }
+  __syncthreads();  // warp_tot is reused
+  *total = tot;
+  return incl + before;
+}
+
+// The number of buffered entries of query row `hist` (coarse bins first, then fine bins).
+__device__ uint32_t HistTotal(const uint32_t* hist, SelectSmem& sm) {
+  uint32_t tot;
+  BlockInclusiveScan(hist[threadIdx.x], sm.warp_tot, &tot);
+  return tot;
+}
+
+// The fine bin (OrderedKey >> 16) holding the r-th largest buffered key, 1 <= r <= total.
+__device__ uint32_t ThresholdBin(const uint32_t* hist, uint32_t r, SelectSmem& sm) {
+  const int tid = threadIdx.x;
+  const int d = 255 - tid;  // thread tid owns digit 255 - tid: the inclusive scan counts digits >= d
+  uint32_t tot;
+  uint32_t h = hist[d];
+  uint32_t incl = BlockInclusiveScan(h, sm.warp_tot, &tot);
+  if (h > 0 && incl - h < r && r <= incl) {
+    sm.bcast[0] = static_cast<uint32_t>(d);
+    sm.bcast[1] = incl - h;
+  }
+  __syncthreads();
+  const uint32_t cb = sm.bcast[0];
+  const uint32_t rem = r - sm.bcast[1];
+  __syncthreads();
+  h = hist[kCoarseBins + ((cb << 8) | static_cast<uint32_t>(d))];
+  incl = BlockInclusiveScan(h, sm.warp_tot, &tot);
+  if (h > 0 && incl - h < rem && rem <= incl) sm.bcast[0] = (cb << 8) | static_cast<uint32_t>(d);
+  __syncthreads();
+  const uint32_t bin = sm.bcast[0];
+  __syncthreads();
+  return bin;
+}
+
+// One CTA per (query blockIdx.x, chunk blockIdx.y).
+template <int D, int NT>
+__global__ void __launch_bounds__(kThreads, 1) IndexerTopkSplitKernel(const SplitArgs a) {
+  extern __shared__ __align__(16) uint8_t smem[];
+  uint8_t* stages = smem;
+  uint32_t* s_key = reinterpret_cast<uint32_t*>(smem + MainStageBytes<D>());
+  int32_t* s_idx = reinterpret_cast<int32_t*>(s_key + a.seg_cap);
+  __shared__ SelectSmem sel;
+  __shared__ int s_count;
+  __shared__ uint32_t s_coarse[kCoarseBins];
+
+  constexpr int KS = D / 16;
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int g = lane >> 2, t4 = lane & 3;
+  const int64_t t = blockIdx.x;
+  const int chunk = blockIdx.y;
+  const int64_t slot = t * a.nchunks + chunk;
+  const int end = KeyEndOf(a.key_end, a.query_offset, a.L, t);
+  const int tile_begin = chunk * a.chunk_tiles;
+  const int tile_end = min(tile_begin + a.chunk_tiles, (end + kTileKeys - 1) / kTileKeys);
+  if (tile_begin >= tile_end) {
+    if (tid == 0) a.cand_count[slot] = 0;
+    return;
+  }
+  const int num_tiles = tile_end - tile_begin;
+  float* my_scores = a.cand_scores + slot * a.seg_cap;
+  int32_t* my_idx = a.cand_idx + slot * a.seg_cap;
+
+  auto load_tile = [&](int i) {  // i: tile number within the chunk
+    uint8_t* dst = stages + (i % kStages) * (kTileKeys * RowBytes<D>());
+    constexpr int kChunksPerRow = D / 8;
+    const int64_t key0 = static_cast<int64_t>(tile_begin + i) * kTileKeys;
+#pragma unroll
+    for (int c = tid; c < kTileKeys * kChunksPerRow; c += kThreads) {
+      const int row = c / kChunksPerRow, col = c % kChunksPerRow;
+      int64_t key = key0 + row;
+      if (key >= a.L) key = a.L - 1;  // rows past L are never valid: any finite data will do
+      CpAsync16(dst + row * RowBytes<D>() + col * 16, a.k + key * D + col * 8);
+    }
+  };
+#pragma unroll
+  for (int s = 0; s < kStages - 1; ++s) {
+    if (s < num_tiles) load_tile(s);
+    CpAsyncCommit();
+  }
+
+  // q[t] as B fragments (as in the main kernel; every warp holds the same query).
+  uint32_t bq[NT][KS][2];
+  float wsc[NT][2];
+#pragma unroll
+  for (int j = 0; j < NT; ++j) {
+    const int head = 8 * j + g;
+    const bool hv = head < a.H;
+    const uint32_t* qrow = reinterpret_cast<const uint32_t*>(a.q + (t * a.H + head) * D);
+#pragma unroll
+    for (int kk = 0; kk < KS; ++kk) {
+      uint32_t b0 = hv ? __ldg(qrow + (16 * kk + 2 * t4) / 2) : 0u;
+      uint32_t b1 = hv ? __ldg(qrow + (16 * kk + 8 + 2 * t4) / 2) : 0u;
+      if (a.negate_q) {
+        b0 ^= 0x80008000u;
+        b1 ^= 0x80008000u;
+      }
+      bq[j][kk][0] = b0;
+      bq[j][kk][1] = b1;
+    }
+#pragma unroll
+    for (int c = 0; c < 2; ++c) {
+      const int h = 8 * j + 2 * t4 + c;
+      wsc[j][c] = h < a.H ? a.weights[t * a.H + h] * a.abs_scale : 0.f;
+    }
+  }
+  if (tid == 0) s_count = 0;
+  s_coarse[tid] = 0;  // kThreads == kCoarseBins
+
+  const uint32_t stage_base = static_cast<uint32_t>(__cvta_generic_to_shared(stages));
+  const uint32_t lane_off = (lane & 15) * RowBytes<D>() + (lane >> 4) * 16;
+  float thr = -INFINITY;  // block-uniform
+
+  for (int i = 0; i < num_tiles; ++i) {
+    CpAsyncWait<kStages - 2>();
+    __syncthreads();
+    if (i + kStages - 1 < num_tiles) load_tile(i + kStages - 1);
+    CpAsyncCommit();
+
+    const int key0 = (tile_begin + i) * kTileKeys;
+    const uint32_t tile_addr = stage_base + (i % kStages) * (kTileKeys * RowBytes<D>()) + lane_off;
+#pragma unroll 1
+    for (int mt = warp; mt < kTileKeys / 16; mt += kWarps) {
+      if (key0 + mt * 16 >= end) break;
+      float acc[NT][4];
+#pragma unroll
+      for (int j = 0; j < NT; ++j) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.f;
+#pragma unroll
+      for (int kk = 0; kk < KS; ++kk) {
+        uint32_t a0, a1, a2, a3;
+        LdMatrixX4(tile_addr + mt * 16 * RowBytes<D>() + kk * 32, a0, a1, a2, a3);
+#pragma unroll
+        for (int j = 0; j < NT; ++j) MmaBf16(acc[j], a0, a1, a2, a3, bq[j][kk][0], bq[j][kk][1]);
+      }
+      float s_lo = 0.f, s_hi = 0.f;
+#pragma unroll
+      for (int j = 0; j < NT; ++j) {
+        s_lo = fmaf(wsc[j][0], fmaxf(acc[j][0], 0.f), s_lo);
+        s_lo = fmaf(wsc[j][1], fmaxf(acc[j][1], 0.f), s_lo);
+        s_hi = fmaf(wsc[j][0], fmaxf(acc[j][2], 0.f), s_hi);
+        s_hi = fmaf(wsc[j][1], fmaxf(acc[j][3], 0.f), s_hi);
+      }
+      s_lo += __shfl_xor_sync(0xffffffffu, s_lo, 1);
+      s_hi += __shfl_xor_sync(0xffffffffu, s_hi, 1);
+      s_lo += __shfl_xor_sync(0xffffffffu, s_lo, 2);
+      s_hi += __shfl_xor_sync(0xffffffffu, s_hi, 2);
+      const int key = key0 + mt * 16 + g + (t4 == 1 ? 8 : 0);
+      const float sc = t4 == 0 ? s_lo : s_hi;
+      const bool pass = t4 < 2 && key < end && sc > thr;
+      const uint32_t ballot = __ballot_sync(0xffffffffu, pass);
+      if (ballot) {
+        int base = 0;
+        if (lane == 0) base = atomicAdd(&s_count, __popc(ballot));
+        base = __shfl_sync(0xffffffffu, base, 0);
+        if (pass) {
+          const int pos = base + __popc(ballot & ((1u << lane) - 1u));
+          my_scores[pos] = sc;
+          my_idx[pos] = key;
+        }
+      }
+    }
+    __syncthreads();
+    const int n = s_count;
+    // Another tile could overflow the buffer: compact it to its exact topk best. (When seg_cap is
+    // the chunk's whole key count it never overflows, and n > topk keeps CompactCandidates' r < n.)
+    if (i + 1 < num_tiles && n + kTileKeys > a.seg_cap && n > a.topk) {
+      thr = CompactCandidates(my_scores, my_idx, n, a.topk, s_key, s_idx, sel);
+      if (tid == 0) s_count = a.topk;
+    }
+  }
+  CpAsyncWait<0>();
+  __syncthreads();
+  const int n = s_count;
+  // Histograms of the buffered entries (the CTA's own global writes are visible after the barrier).
+  uint32_t* hist = a.hist + t * (kCoarseBins + kFineBins);
+  for (int j = tid; j < n; j += kThreads) {
+    const uint32_t bin = OrderedKey(my_scores[j]) >> 16;
+    atomicAdd(&hist[kCoarseBins + bin], 1u);
+    atomicAdd(&s_coarse[bin >> 8], 1u);
+  }
+  __syncthreads();
+  if (s_coarse[tid]) atomicAdd(&hist[tid], s_coarse[tid]);
+  if (tid == 0) a.cand_count[slot] = n;
+}
+
+// One CTA per (query blockIdx.x, chunk blockIdx.y): drops the entries below the threshold bin.
+__global__ void __launch_bounds__(kThreads) IndexerTopkSplitFilterKernel(const SplitArgs a) {
+  extern __shared__ __align__(16) uint8_t smem[];
+  uint32_t* s_key = reinterpret_cast<uint32_t*>(smem);
+  int32_t* s_idx = reinterpret_cast<int32_t*>(s_key + a.seg_cap);
+  __shared__ SelectSmem sel;
+  const int tid = threadIdx.x, lane = tid & 31;
+  const int64_t t = blockIdx.x;
+  const int64_t slot = t * a.nchunks + blockIdx.y;
+  const int n = a.cand_count[slot];
+  if (n == 0) return;
+  const uint32_t* hist = a.hist + t * (kCoarseBins + kFineBins);
+  const uint32_t total = HistTotal(hist, sel);
+  const uint32_t r = min(static_cast<uint32_t>(a.topk), total);  // >= 1: this chunk has entries
+  const uint32_t bin = ThresholdBin(hist, r, sel);
+  float* gs = a.cand_scores + slot * a.seg_cap;
+  int32_t* gi = a.cand_idx + slot * a.seg_cap;
+  for (int j = tid; j < n; j += kThreads) {
+    s_key[j] = OrderedKey(gs[j]);
+    s_idx[j] = gi[j];
+  }
+  if (tid == 0) sel.counter = 0;
+  __syncthreads();
+  for (int base = 0; base < n; base += kThreads) {
+    const int j = base + tid;
+    const bool keep = j < n && (s_key[j] >> 16) >= bin;
+    const uint32_t ballot = __ballot_sync(0xffffffffu, keep);
+    int pos = 0;
+    if (lane == 0 && ballot) pos = atomicAdd(&sel.counter, __popc(ballot));
+    pos = __shfl_sync(0xffffffffu, pos, 0) + __popc(ballot & ((1u << lane) - 1u));
+    if (keep) {
+      gs[pos] = KeyToFloat(s_key[j]);
+      gi[pos] = s_idx[j];
+    }
+  }
+  __syncthreads();
+  if (tid == 0) a.cand_count[slot] = sel.counter;
+}
+
+// Among i in [0, n) with pred(i), the r best by (key desc, index asc) (indices distinct, r <= that
+// count), packed into s_sort[0, r) in arbitrary order. All threads call it.
+template <class KeyFn, class IdxFn, class PredFn>
+__device__ void SelectIntoSort(int n, int r, KeyFn key, IdxFn idx, PredFn pred, unsigned long long* s_sort,
+                               SelectSmem& sm) {
+  const int lane = threadIdx.x & 31;
+  const SelectResult s = BlockRadixSelect(n, r, key, pred, sm);
+  const uint32_t v = s.value;
+  int idx_cut = 0x7fffffff;
+  if (s.keep_eq < s.num_eq) {
+    const SelectResult ties = BlockRadixSelect(
+        n, s.keep_eq, [&](int i) { return ~static_cast<uint32_t>(idx(i)); },
+        [&](int i) { return pred(i) && key(i) == v; }, sm);
+    idx_cut = static_cast<int>(~ties.value);
+  }
+  if (threadIdx.x == 0) sm.counter = 0;
+  __syncthreads();
+  for (int base = 0; base < n; base += kThreads) {
+    const int i = base + threadIdx.x;
+    bool keep = false;
+    uint32_t k = 0;
+    int32_t ix = 0;
+    if (i < n && pred(i)) {
+      k = key(i);
+      ix = idx(i);
+      keep = k > v || (k == v && ix <= idx_cut);
+    }
+    const uint32_t ballot = __ballot_sync(0xffffffffu, keep);
+    int pos = 0;
+    if (lane == 0 && ballot) pos = atomicAdd(&sm.counter, __popc(ballot));
+    pos = __shfl_sync(0xffffffffu, pos, 0) + __popc(ballot & ((1u << lane) - 1u));
+    if (keep) s_sort[pos] = (static_cast<unsigned long long>(k) << 32) | (~static_cast<uint32_t>(ix));
+  }
+  __syncthreads();
+}
+
+// One CTA per query: exact top-r of the surviving entries of all chunks, sorted, written.
+__global__ void __launch_bounds__(kThreads) IndexerTopkSplitMergeKernel(const SplitArgs a, int sort_len) {
+  extern __shared__ __align__(16) uint8_t smem[];
+  unsigned long long* s_sort = reinterpret_cast<unsigned long long*>(smem);
+  uint32_t* s_key = reinterpret_cast<uint32_t*>(s_sort + sort_len);
+  int32_t* s_idx = reinterpret_cast<int32_t*>(s_key + kMergeSmemEntries);
+  __shared__ SelectSmem sel;
+  __shared__ int s_cnt[kMaxChunks];
+  __shared__ int s_fill;
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int64_t t = blockIdx.x;
+  const uint32_t* hist = a.hist + t * (kCoarseBins + kFineBins);
+  const int r = static_cast<int>(min(static_cast<uint32_t>(a.topk), HistTotal(hist, sel)));
+  const float* gs = a.cand_scores + t * a.nchunks * a.seg_cap;
+  const int32_t* gi = a.cand_idx + t * a.nchunks * a.seg_cap;
+  int32_t* out_i = a.out_indices + t * a.topk;
+  float* out_s = a.out_scores ? a.out_scores + t * a.topk : nullptr;
+  int len = 1;
+  while (len < r) len <<= 1;
+  if (r > 0) {
+    int mine = 0;
+    for (int c = tid; c < a.nchunks; c += kThreads) {
+      s_cnt[c] = a.cand_count[t * a.nchunks + c];
+      mine += s_cnt[c];
+    }
+    if (tid == 0) s_fill = 0;
+    uint32_t survivors;
+    BlockInclusiveScan(static_cast<uint32_t>(mine), sel.warp_tot, &survivors);  // syncs s_cnt, s_fill
+    if (survivors <= static_cast<uint32_t>(kMergeSmemEntries)) {
+      for (int c = warp; c < a.nchunks; c += kWarps) {
+        const int n = s_cnt[c];
+        if (n == 0) continue;
+        int base = 0;
+        if (lane == 0) base = atomicAdd(&s_fill, n);
+        base = __shfl_sync(0xffffffffu, base, 0);
+        const float* cs = gs + static_cast<int64_t>(c) * a.seg_cap;
+        const int32_t* ci = gi + static_cast<int64_t>(c) * a.seg_cap;
+        for (int j = lane; j < n; j += 32) {
+          s_key[base + j] = OrderedKey(cs[j]);
+          s_idx[base + j] = ci[j];
         }
       }
       __syncthreads();
-    }
-  }
-  int32_t* out_i = a.out_indices + t * a.topk;
-  float* out_s = a.out_scores ? a.out_scores + t * a.topk : nullptr;
-  for (int j = tid; j < a.topk; j += kThreads) {
-    if (j < r) {
-      const unsigned long long e = s_sort[j];
-      out_i[j] = static_cast<int32_t>(~static_cast<uint32_t>(e & 0xffffffffull));
-      if (out_s) out_s[j] = KeyToFloat(static_cast<uint32_t>(e >> 32));
+      SelectIntoSort(
+          static_cast<int>(survivors), r, [&](int i) { return s_key[i]; }, [&](int i) { return s_idx[i]; },
+          [](int) { return true; }, s_sort, sel);
     } else {
-      out_i[j] = -1;
-      if (out_s) out_s[j] = -INFINITY;
+      // Too many survivors (heavy exact ties): select straight from the workspace.
+      const int seg_cap = a.seg_cap;
+      SelectIntoSort(
+          a.nchunks * seg_cap, r, [&](int i) { return OrderedKey(gs[i]); }, [&](int i) { return gi[i]; },
+          [&](int i) { return (i % seg_cap) < s_cnt[i / seg_cap]; }, s_sort, sel);
     }
   }
+  for (int i = r + tid; i < len; i += kThreads) s_sort[i] = 0ull;
+  __syncthreads();
+  SortPackedAndWrite(s_sort, len, r, a.topk, out_i, out_s);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -487,19 +864,56 @@ struct Workspace {
   float* scores;
   int32_t* idx;
   int32_t* count;
+  uint32_t* hist;  // split path only
   size_t bytes;
 };
 
 size_t AlignUp(size_t x) { return (x + 255) / 256 * 256; }
 
+// Chunking of the split-keys path: nchunks chunks of chunk_tiles tiles each (the last may be short).
+struct SplitPlan {
+  int64_t nchunks, chunk_tiles, seg_cap;
+};
+
+SplitPlan PlanSplit(const IndexerTopkCudaParams& p) {
+  const int64_t tiles = std::max<int64_t>(1, (p.L + kTileKeys - 1) / kTileKeys);
+  const int64_t by_size = (tiles + kSplitMinChunkTiles - 1) / kSplitMinChunkTiles;
+  const int64_t by_ctas = std::max<int64_t>(1, kSplitTargetCtas / std::max<int64_t>(p.T, 1));
+  const int64_t want = std::max<int64_t>(1, std::min(by_size, by_ctas));
+  SplitPlan s;
+  s.chunk_tiles = (tiles + want - 1) / want;
+  s.nchunks = (tiles + s.chunk_tiles - 1) / s.chunk_tiles;
+  s.seg_cap = std::min<int64_t>(CapacityFor(p.topk), s.chunk_tiles * kTileKeys);
+  return s;
+}
+
+bool UseSplit(const IndexerTopkCudaParams& p) {
+  switch (p.path) {
+    case IndexerTopkCudaPath::kQueryBlocks:
+      return false;
+    case IndexerTopkCudaPath::kSplitKeys:
+      return true;
+    default:
+      return p.T <= kSplitMaxT && PlanSplit(p).nchunks >= 2;
+  }
+}
+
 Workspace Carve(const IndexerTopkCudaParams& p) {
-  const size_t entries = static_cast<size_t>(p.T) * static_cast<size_t>(CapacityFor(p.topk));
+  const bool split = UseSplit(p);
+  const SplitPlan plan = PlanSplit(p);
+  const size_t T = static_cast<size_t>(p.T);
+  const size_t entries = split ? T * static_cast<size_t>(plan.nchunks * plan.seg_cap)
+                               : T * static_cast<size_t>(CapacityFor(p.topk));
+  const size_t counts = split ? T * static_cast<size_t>(plan.nchunks) : T;
   const size_t s_bytes = AlignUp(entries * sizeof(float));
   const size_t i_bytes = AlignUp(entries * sizeof(int32_t));
-  const size_t c_bytes = AlignUp(static_cast<size_t>(p.T) * sizeof(int32_t));
+  const size_t c_bytes = AlignUp(counts * sizeof(int32_t));
+  const size_t h_bytes = split ? AlignUp(T * (kCoarseBins + kFineBins) * sizeof(uint32_t)) : 0;
   uint8_t* base = static_cast<uint8_t*>(p.workspace);
   return {reinterpret_cast<float*>(base), reinterpret_cast<int32_t*>(base + s_bytes),
-          reinterpret_cast<int32_t*>(base + s_bytes + i_bytes), s_bytes + i_bytes + c_bytes};
+          reinterpret_cast<int32_t*>(base + s_bytes + i_bytes),
+          split ? reinterpret_cast<uint32_t*>(base + s_bytes + i_bytes + c_bytes) : nullptr,
+          s_bytes + i_bytes + c_bytes + h_bytes};
 }
 
 template <int D, int NT>
@@ -525,6 +939,81 @@ void DispatchHeads(const MainArgs& a, int64_t T, cudaStream_t stream) {
   }
 }
 
+template <int D, int NT>
+void LaunchSplit(const SplitArgs& a, cudaStream_t stream) {
+  const size_t smem = MainStageBytes<D>() + static_cast<size_t>(a.seg_cap) * 8;
+  auto kernel = IndexerTopkSplitKernel<D, NT>;
+  CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+  const dim3 grid(static_cast<unsigned>(a.T), static_cast<unsigned>(a.nchunks));
+  kernel<<<grid, kThreads, smem, stream>>>(a);
+  CUDA_CHECK(cudaGetLastError());
+}
+
+template <int D>
+void DispatchSplitHeads(const SplitArgs& a, cudaStream_t stream) {
+  if (a.H <= 8) {
+    LaunchSplit<D, 1>(a, stream);
+  } else if (a.H <= 16) {
+    LaunchSplit<D, 2>(a, stream);
+  } else if (a.H <= 32) {
+    LaunchSplit<D, 4>(a, stream);
+  } else {
+    LaunchSplit<D, 8>(a, stream);
+  }
+}
+
+void RunSplit(const IndexerTopkCudaParams& p, const Workspace& ws) {
+  const SplitPlan plan = PlanSplit(p);
+  if (plan.nchunks > kMaxChunks) Fail("internal: too many chunks");
+  SplitArgs a;
+  a.q = p.q;
+  a.k = p.k;
+  a.weights = p.weights;
+  a.key_end = p.key_end;
+  a.T = p.T;
+  a.L = p.L;
+  a.H = p.H;
+  a.query_offset = p.query_offset;
+  a.topk = static_cast<int>(p.topk);
+  a.nchunks = static_cast<int>(plan.nchunks);
+  a.chunk_tiles = static_cast<int>(plan.chunk_tiles);
+  a.seg_cap = static_cast<int>(plan.seg_cap);
+  a.abs_scale = std::fabs(p.scale);
+  a.negate_q = p.scale < 0.f;
+  a.cand_scores = ws.scores;
+  a.cand_idx = ws.idx;
+  a.cand_count = ws.count;
+  a.hist = ws.hist;
+  a.out_indices = p.out_indices;
+  a.out_scores = p.out_scores;
+  CUDA_CHECK(cudaMemsetAsync(ws.hist, 0, static_cast<size_t>(p.T) * (kCoarseBins + kFineBins) * sizeof(uint32_t),
+                             p.stream));
+  if (p.L == 0) {
+    CUDA_CHECK(cudaMemsetAsync(ws.count, 0, static_cast<size_t>(p.T * plan.nchunks) * sizeof(int32_t), p.stream));
+  } else {
+    if (p.D == 32) {
+      DispatchSplitHeads<32>(a, p.stream);
+    } else if (p.D == 64) {
+      DispatchSplitHeads<64>(a, p.stream);
+    } else {
+      DispatchSplitHeads<128>(a, p.stream);
+    }
+    const size_t fsmem = static_cast<size_t>(a.seg_cap) * 8;
+    CUDA_CHECK(cudaFuncSetAttribute(IndexerTopkSplitFilterKernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                    static_cast<int>(fsmem)));
+    IndexerTopkSplitFilterKernel<<<dim3(static_cast<unsigned>(p.T), static_cast<unsigned>(plan.nchunks)), kThreads,
+                                   fsmem, p.stream>>>(a);
+    CUDA_CHECK(cudaGetLastError());
+  }
+  int sort_len = 1;
+  while (sort_len < a.topk) sort_len <<= 1;
+  const size_t msmem = static_cast<size_t>(sort_len) * 8 + static_cast<size_t>(kMergeSmemEntries) * 8;
+  CUDA_CHECK(cudaFuncSetAttribute(IndexerTopkSplitMergeKernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                  static_cast<int>(msmem)));
+  IndexerTopkSplitMergeKernel<<<static_cast<unsigned>(p.T), kThreads, msmem, p.stream>>>(a, sort_len);
+  CUDA_CHECK(cudaGetLastError());
+}
+
 bool Aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
 }  // namespace
@@ -548,6 +1037,12 @@ void IndexerTopkCuda(const IndexerTopkCudaParams& p) {
   if (!Aligned16(p.q) || !Aligned16(p.k)) Fail("q and k must be 16-byte aligned");
   const Workspace ws = Carve(p);
   if (p.workspace == nullptr || p.workspace_bytes < ws.bytes) Fail("workspace missing or too small");
+  constexpr int64_t kMaxGrid = 0x7fffffff;
+  if (p.T > kMaxGrid) Fail("T too large");
+  if (UseSplit(p)) {
+    RunSplit(p, ws);
+    return;
+  }
 
   MainArgs a;
   a.q = p.q;
@@ -588,8 +1083,6 @@ void IndexerTopkCuda(const IndexerTopkCudaParams& p) {
   const size_t smem = static_cast<size_t>(f.sort_len) * 8 + static_cast<size_t>(f.cap) * 8;
   CUDA_CHECK(cudaFuncSetAttribute(IndexerTopkFinalizeKernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                   static_cast<int>(smem)));
-  constexpr int64_t kMaxGrid = 0x7fffffff;
-  if (p.T > kMaxGrid) Fail("T too large");
   IndexerTopkFinalizeKernel<<<static_cast<unsigned>(p.T), kThreads, smem, p.stream>>>(f);
   CUDA_CHECK(cudaGetLastError());
 }

@@ -6,7 +6,10 @@
 // Output per query: the topk best keys under (score descending, key index ascending), best first;
 // rows with fewer valid keys than topk pad with index -1 and score -inf.
 //
-// Algorithm (no [T, L] score matrix is ever written to global memory):
+// Algorithm (no [T, L] score matrix is ever written to global memory). Two paths, chosen inside
+// IndexerTopkCuda (IndexerTopkCudaParams::path can force one, for tests and benchmarks):
+//
+// A. Query blocks (many queries: prefill):
 //  1. Main kernel: one CTA of 8 warps owns 8 consecutive queries, one query per warp. Each warp
 //     keeps its query's q[t] (all heads x D, bf16) in registers as mma.sync B fragments for the whole
 //     kernel. The CTA streams the keys in tiles of 128 through a 3-stage cp.async shared-memory
@@ -27,6 +30,28 @@
 // Typical cost of the selection: about k * (1 + ln(L / k)) candidates per query (random order) and a
 // handful of compactions of ~2k entries each; the q.k products dominate.
 //
+// B. Split keys (few queries: decode, T <= 64): path A would give a one-token step a single SM
+// (ceil(T / 8) CTAs). Instead the keys are cut into C chunks of whole 128-key tiles
+// (C ~ 128 / T CTAs' worth, at least 256 keys per chunk) and
+//  1. Split kernel, one CTA per (query, chunk): the CTA's 8 warps all hold the same q[t] and each
+//     scores its own 16-key slice of every tile of the chunk (same mma/ReLU/weights code as A).
+//     Candidates above the chunk's running threshold go to the (query, chunk) buffer (cap =
+//     min(max(2 * topk, 1024) + 128, chunk keys)); it is compacted exactly as in A, so the buffer
+//     always holds a superset of the chunk's exact top-k, and hence all of the buffers together
+//     hold the query's exact top-k. At the end the CTA adds its buffer's entries to a per-query
+//     histogram of the top 16 bits of the order-preserving score key (plus a 256-bin histogram of
+//     the top 8 bits).
+//  2. Filter kernel, one CTA per (query, chunk): from the histograms, the 16-bit bin B that holds
+//     the query's r-th best buffered score (r = min(topk, entries buffered)); every entry in a bin
+//     below B is certainly not selected and is dropped in place. Survivors: the < r entries above
+//     B plus those in B (bins are 1/128 of a binade wide, so usually a few hundred extra).
+//  3. Merge kernel, one CTA per query: gathers the survivors into shared memory (up to 16384; more,
+//     e.g. with massive exact ties, are selected straight from the workspace instead, slower but
+//     exact), selects the exact r best with the same radix select + index tie-break as A, sorts
+//     them (score desc, index asc) and writes indices and scores, padding the rest.
+// Split-path workspace: T * C * cap entries + T * (65536 + 256) histogram words, independent of L
+// once C * cap saturates (C <= 128 / T).
+//
 // NaN scores (only from non-finite inputs) are never selected. Supported: D in {32, 64, 128},
 // 1 <= H <= 64, 1 <= topk <= 2048, L < 2^31; q, k 16-byte aligned.
 #pragma once
@@ -38,6 +63,10 @@
 #include <cuda_runtime_api.h>
 
 namespace indexcache {
+
+// Which algorithm IndexerTopkCuda runs (see above). kAuto picks split keys for T <= 64 when the
+// keys span at least two chunks; the others force a path (tests and benchmarks).
+enum class IndexerTopkCudaPath { kAuto, kQueryBlocks, kSplitKeys };
 
 struct IndexerTopkCudaParams {
   const __nv_bfloat16* q = nullptr;   // [T, H, D] device, indexer queries (rope applied)
@@ -53,10 +82,13 @@ struct IndexerTopkCudaParams {
   void* workspace = nullptr;          // device scratch of IndexerTopkCudaWorkspaceBytes(*this) bytes
   size_t workspace_bytes = 0;         // size of `workspace` (checked)
   cudaStream_t stream = nullptr;
+  IndexerTopkCudaPath path = IndexerTopkCudaPath::kAuto;
 };
 
-// Scratch the call needs: per query a candidate buffer of max(2 * topk, 1024) + 128 (score, index)
-// pairs plus a count, i.e. O(T * 2 * topk) entries, independent of L.
+// Scratch the call needs for the path these params select: query blocks, per query a candidate
+// buffer of max(2 * topk, 1024) + 128 (score, index) pairs plus a count, i.e. O(T * 2 * topk)
+// entries, independent of L; split keys, per (query, chunk) a buffer of at most that many pairs plus
+// per query the 65792-word histogram, i.e. O(T * C * topk + T * 65792) with C * T <= 128.
 size_t IndexerTopkCudaWorkspaceBytes(const IndexerTopkCudaParams& p);
 
 // Asynchronous on p.stream. Unsupported shapes or a short workspace abort with a message.

@@ -5,6 +5,13 @@
 // bf16 cuBLAS GEMM (8192^3) measured in the same run, and the time over the bf16 floor
 // (FLOPs / 780 TFLOP/s, the H100 SXM figure of docs/reference).
 //
+// Decode rows: one query (T = 1, query_offset = L - 1) over L = 8K, 32K, 128K keys, the shape of a
+// one-token decode step. Reported: the median time, the keys' bytes (L * D * 2) over that time in
+// GB/s and as a fraction of a device-to-device copy (MeasureCopyGbps of 1 GiB, counting read +
+// write) measured in the same run. The keys rotate through copies spread over 256 MiB, so every
+// timed call reads them from HBM, not from the 50 MB L2 (a real decode step touches the other
+// layers' caches in between).
+//
 //   indexer_topk_cuda_bench [--json PATH]
 //
 // Prints a markdown table; with --json also writes the numbers to PATH. Exits 0 with
@@ -28,12 +35,18 @@ struct Result {
   double ms, flops, tflops;
 };
 
+struct DecodeResult {
+  int64_t L;
+  double ms, gbps;
+};
+
 int Main(int argc, char** argv) {
   const char* json_path = nullptr;
   if (!ParseJsonFlag(argc, argv, &json_path)) return 1;
   cudaDeviceProp prop;
   if (!BenchDeviceProps(&prop)) return 0;
   const double gemm = MeasureBf16GemmTflops(8192);
+  const double copy_gbps = MeasureCopyGbps(size_t{1} << 30);
 
   constexpr int64_t T = 2048, H = 64, D = 128, kTopk = 2048;
   const std::vector<int64_t> lengths = {8192, 32768, 131072};
@@ -98,6 +111,46 @@ int Main(int argc, char** argv) {
     }
   }
 
+  // Decode: T = 1 over a rotating set of key copies (cold L2).
+  std::vector<DecodeResult> decode;
+  {
+    constexpr size_t kPoolElems = (size_t{256} << 20) / 2;  // 256 MiB of bf16 keys
+    uint16_t* pool;
+    CUDA_CHECK(cudaMalloc(&pool, kPoolElems * 2));
+    FillRandomBf16(pool, kPoolElems, 200);
+    IndexerTopkCudaParams d = p;
+    d.T = 1;
+    d.workspace = nullptr;
+    for (int64_t L : lengths) {
+      d.L = L;
+      d.query_offset = L - 1;
+      d.workspace_bytes = IndexerTopkCudaWorkspaceBytes(d);
+      CUDA_CHECK(cudaMalloc(&d.workspace, d.workspace_bytes));
+      const size_t copies = kPoolElems / static_cast<size_t>(L * D);
+      size_t next = 0;
+      const double ms = MedianMs(
+          [&] {
+            d.k = reinterpret_cast<const __nv_bfloat16*>(pool + (next++ % copies) * static_cast<size_t>(L * D));
+            IndexerTopkCuda(d);
+          },
+          3, 51);
+      decode.push_back({L, ms, static_cast<double>(L) * D * 2 / (ms * 1e6)});
+      // Sanity: a full row (L >= topk valid keys), ordered.
+      std::vector<int32_t> idx(kTopk);
+      std::vector<float> sc(kTopk);
+      CUDA_CHECK(cudaMemcpy(idx.data(), out_idx, kTopk * 4, cudaMemcpyDeviceToHost));
+      CUDA_CHECK(cudaMemcpy(sc.data(), out_sc, kTopk * 4, cudaMemcpyDeviceToHost));
+      for (int j = 0; j < kTopk; ++j) {
+        if (idx[j] < 0 || idx[j] >= L || (j > 0 && sc[j] > sc[j - 1])) {
+          std::fprintf(stderr, "decode sanity check failed at L=%lld j=%d\n", static_cast<long long>(L), j);
+          return 1;
+        }
+      }
+      CUDA_CHECK(cudaFree(d.workspace));
+    }
+    CUDA_CHECK(cudaFree(pool));
+  }
+
   std::printf("IndexerTopkCuda on %s: T=%lld H=%lld D=%lld topk=%lld, causal, query_offset = L - T\n",
               prop.name, static_cast<long long>(T), static_cast<long long>(H), static_cast<long long>(D),
               static_cast<long long>(kTopk));
@@ -107,6 +160,13 @@ int Main(int argc, char** argv) {
     const double floor_ms = r.flops / (kFloorTflops * 1e9);
     std::printf("| %lld | %.3f | %.0f | %.0f%% | %.2f | %.2f |\n", static_cast<long long>(r.L), r.ms, r.tflops,
                 100.0 * r.tflops / gemm, floor_ms, r.ms / floor_ms);
+  }
+  std::printf("\nDecode (T = 1, query_offset = L - 1, keys cold in L2); copy ceiling %.0f GB/s (read + write)\n\n",
+              copy_gbps);
+  std::printf("| L | median us | keys MB | GB/s of keys | of copy |\n|---:|---:|---:|---:|---:|\n");
+  for (const DecodeResult& r : decode) {
+    std::printf("| %lld | %.1f | %.1f | %.0f | %.0f%% |\n", static_cast<long long>(r.L), r.ms * 1e3,
+                static_cast<double>(r.L) * D * 2 / 1e6, r.gbps, 100.0 * r.gbps / copy_gbps);
   }
 
   if (json_path != nullptr) {
@@ -122,6 +182,13 @@ int Main(int argc, char** argv) {
       std::fprintf(f, "%s\n  {\"L\": %lld, \"median_ms\": %.4f, \"flops\": %.4g, \"tflops\": %.1f, "
                    "\"fraction_of_cublas\": %.3f, \"floor_ms\": %.3f, \"ratio_to_floor\": %.3f}", i ? "," : "",
                    static_cast<long long>(r.L), r.ms, r.flops, r.tflops, r.tflops / gemm, floor_ms, r.ms / floor_ms);
+    }
+    std::fprintf(f, "\n], \"copy_gbps\": %.1f, \"decode\": [", copy_gbps);
+    for (size_t i = 0; i < decode.size(); ++i) {
+      const DecodeResult& r = decode[i];
+      std::fprintf(f, "%s\n  {\"T\": 1, \"L\": %lld, \"median_ms\": %.5f, \"key_gbps\": %.1f, "
+                   "\"fraction_of_copy\": %.3f}", i ? "," : "", static_cast<long long>(r.L), r.ms, r.gbps,
+                   r.gbps / copy_gbps);
     }
     std::fprintf(f, "\n]}\n");
     std::fclose(f);

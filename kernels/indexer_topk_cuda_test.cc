@@ -12,10 +12,15 @@
 //  - where the reference's k-th and (k+1)-th scores differ by more than 2 tol, equal sets;
 //  - output ordered by (returned score desc, index asc).
 // The tie test also requires the exact reference index sequence.
+//
+// Every case runs through each path (IndexerTopkCudaParams::path): automatic, forced query blocks
+// and forced split keys, against the same reference; the decode cases (T = 1..8, L up to 131072)
+// are the ones the automatic choice sends to the split-keys path.
 #include "kernels/indexer_topk_cuda.h"
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <cstdint>
 #include <limits>
 #include <numeric>
@@ -49,6 +54,7 @@ struct Case {
   bool signed_weights = false;  // weights ~ U(-1, 1) instead of U(0, 1)
   float scale_sign = 1.f;       // scale = scale_sign / sqrt(D)
   int distinct_keys = 0;        // > 0: k[s] = k[s % distinct_keys] (exact score ties)
+  bool require_strict = true;   // require a row with a clear k-th gap (not with topk 2048 of few rows)
   uint32_t seed = 1;
 };
 
@@ -109,6 +115,11 @@ TEST_P(IndexerTopkCudaTest, MatchesCpu) {
   ref.out_scores = ref_sc.data();
   IndexerTopkCpu(ref);
 
+  // Reference score rows, computed once for all paths.
+  std::vector<float> rows(static_cast<size_t>(c.T * c.L));
+#pragma omp parallel for
+  for (int64_t t = 0; t < c.T; ++t) IndexerScoresRowCpu(ref, t, &rows[static_cast<size_t>(t * c.L)]);
+
   DeviceBuffer<uint16_t> dq(qb.size()), dk(kb.size());
   DeviceBuffer<float> dw(w.size()), dsc(c.T * c.topk);
   DeviceBuffer<int32_t> dend(c.T), didx(c.T * c.topk);
@@ -116,106 +127,128 @@ TEST_P(IndexerTopkCudaTest, MatchesCpu) {
   dk.CopyFrom(kb.data());
   dw.CopyFrom(w.data());
   if (c.use_key_end) dend.CopyFrom(key_end.data());
-  // Poison the outputs: every element must be written.
-  CUDA_CHECK(cudaMemset(didx.ptr, 0x7f, didx.bytes));
-  CUDA_CHECK(cudaMemset(dsc.ptr, 0x7f, dsc.bytes));
 
-  IndexerTopkCudaParams p;
-  p.q = reinterpret_cast<const __nv_bfloat16*>(dq.ptr);
-  p.k = reinterpret_cast<const __nv_bfloat16*>(dk.ptr);
-  p.weights = dw.ptr;
-  p.key_end = c.use_key_end ? dend.ptr : nullptr;
-  p.T = c.T;
-  p.L = c.L;
-  p.H = c.H;
-  p.D = c.D;
-  p.topk = c.topk;
-  p.query_offset = c.query_offset;
-  p.scale = ref.scale;
-  p.out_indices = didx.ptr;
-  p.out_scores = dsc.ptr;
-  p.workspace_bytes = IndexerTopkCudaWorkspaceBytes(p);
-  DeviceBuffer<uint8_t> dws(p.workspace_bytes);
-  CUDA_CHECK(cudaMemset(dws.ptr, 0xff, dws.bytes));
-  p.workspace = dws.ptr;
-  IndexerTopkCuda(p);
-  CUDA_CHECK(cudaDeviceSynchronize());
-  std::vector<int32_t> got_idx(c.T * c.topk);
-  std::vector<float> got_sc(c.T * c.topk);
-  didx.CopyTo(got_idx.data());
-  dsc.CopyTo(got_sc.data());
+  // Both paths compute every score with the same mma / ReLU / weight sequence, so their outputs must
+  // be identical, bit for bit (query blocks run first and are the baseline).
+  std::vector<int32_t> base_idx;
+  std::vector<float> base_sc;
+  for (const IndexerTopkCudaPath path :
+       {IndexerTopkCudaPath::kQueryBlocks, IndexerTopkCudaPath::kSplitKeys, IndexerTopkCudaPath::kAuto}) {
+    const char* path_name = path == IndexerTopkCudaPath::kAuto          ? "auto"
+                            : path == IndexerTopkCudaPath::kQueryBlocks ? "query-blocks"
+                                                                        : "split-keys";
+    SCOPED_TRACE(path_name);
+    // Poison the outputs: every element must be written.
+    CUDA_CHECK(cudaMemset(didx.ptr, 0x7f, didx.bytes));
+    CUDA_CHECK(cudaMemset(dsc.ptr, 0x7f, dsc.bytes));
 
-  // Run twice: a second call on a dirty workspace must give the same answer.
-  IndexerTopkCuda(p);
-  CUDA_CHECK(cudaDeviceSynchronize());
-  std::vector<int32_t> again(c.T * c.topk);
-  didx.CopyTo(again.data());
-  EXPECT_EQ(again, got_idx) << "not deterministic";
+    IndexerTopkCudaParams p;
+    p.q = reinterpret_cast<const __nv_bfloat16*>(dq.ptr);
+    p.k = reinterpret_cast<const __nv_bfloat16*>(dk.ptr);
+    p.weights = dw.ptr;
+    p.key_end = c.use_key_end ? dend.ptr : nullptr;
+    p.T = c.T;
+    p.L = c.L;
+    p.H = c.H;
+    p.D = c.D;
+    p.topk = c.topk;
+    p.query_offset = c.query_offset;
+    p.scale = ref.scale;
+    p.out_indices = didx.ptr;
+    p.out_scores = dsc.ptr;
+    p.path = path;
+    p.workspace_bytes = IndexerTopkCudaWorkspaceBytes(p);
+    DeviceBuffer<uint8_t> dws(p.workspace_bytes);
+    CUDA_CHECK(cudaMemset(dws.ptr, 0xff, dws.bytes));
+    p.workspace = dws.ptr;
+    IndexerTopkCuda(p);
+    CUDA_CHECK(cudaDeviceSynchronize());
+    std::vector<int32_t> got_idx(c.T * c.topk);
+    std::vector<float> got_sc(c.T * c.topk);
+    didx.CopyTo(got_idx.data());
+    dsc.CopyTo(got_sc.data());
 
-  std::vector<float> row(c.L);
-  int failures = 0;
-  int64_t strict_rows = 0, choice_rows = 0;
-  for (int64_t t = 0; t < c.T && failures < 5; ++t) {
-    IndexerScoresRowCpu(ref, t, row.data());
-    std::vector<float> valid_scores;
-    float row_max = 0.f;
-    for (float v : row) {
-      if (std::isfinite(v)) {
-        valid_scores.push_back(v);
-        row_max = std::max(row_max, std::fabs(v));
-      }
+    // Run twice: a second call on a dirty workspace must give the same answer.
+    IndexerTopkCuda(p);
+    CUDA_CHECK(cudaDeviceSynchronize());
+    std::vector<int32_t> again(c.T * c.topk);
+    didx.CopyTo(again.data());
+    EXPECT_EQ(again, got_idx) << c.name << " " << path_name << ": not deterministic";
+    if (path == IndexerTopkCudaPath::kQueryBlocks) {
+      base_idx = got_idx;
+      base_sc = got_sc;
+    } else {
+      EXPECT_TRUE(got_idx == base_idx) << c.name << " " << path_name << ": indices differ from query blocks";
+      EXPECT_EQ(0, std::memcmp(got_sc.data(), base_sc.data(), got_sc.size() * sizeof(float)))
+          << c.name << " " << path_name << ": scores differ from query blocks";
     }
-    const int64_t nvalid = static_cast<int64_t>(valid_scores.size());
-    const int64_t kk = std::min(c.topk, nvalid);
-    std::sort(valid_scores.begin(), valid_scores.end(), std::greater<float>());
-    auto tol_of = [&](float v) { return 1e-4f * std::max(std::fabs(v), 1e-2f * row_max); };
-    const int32_t* gi = &got_idx[t * c.topk];
-    const float* gs = &got_sc[t * c.topk];
-    const int32_t* ri = &ref_idx[t * c.topk];
-    std::set<int32_t> seen;
-    bool row_ok = true;
-    auto fail = [&](const std::string& what, int64_t j) {
-      ADD_FAILURE() << c.name << " t=" << t << " j=" << j << ": " << what << " (got idx " << gi[j] << " score "
-                    << gs[j] << ", ref idx " << ri[j] << " score " << ref_sc[t * c.topk + j] << ")";
-      row_ok = false;
-    };
-    for (int64_t j = 0; j < c.topk && row_ok; ++j) {
-      if (j >= kk) {
-        if (gi[j] != -1 || !(std::isinf(gs[j]) && gs[j] < 0)) fail("expected padding", j);
-        continue;
+
+    int failures = 0;
+    int64_t strict_rows = 0, choice_rows = 0;
+    for (int64_t t = 0; t < c.T && failures < 5; ++t) {
+      const float* row = &rows[static_cast<size_t>(t * c.L)];
+      std::vector<float> valid_scores;
+      float row_max = 0.f;
+      for (int64_t s = 0; s < c.L; ++s) {
+        const float v = row[s];
+        if (std::isfinite(v)) {
+          valid_scores.push_back(v);
+          row_max = std::max(row_max, std::fabs(v));
+        }
       }
-      if (gi[j] < 0 || gi[j] >= c.L || !std::isfinite(row[gi[j]])) {
-        fail("invalid key", j);
-        continue;
-      }
-      if (!seen.insert(gi[j]).second) fail("duplicate key", j);
-      const float r = row[gi[j]];
-      if (std::fabs(gs[j] - r) > tol_of(r)) fail("score mismatch", j);
-      const float kth = valid_scores[kk - 1];
-      if (r < kth - tol_of(kth)) fail("key below the k-th reference score", j);
-      if (j > 0 && !(gs[j - 1] > gs[j] || (gs[j - 1] == gs[j] && gi[j - 1] < gi[j]))) fail("order", j);
-    }
-    if (kk > 0 && kk < nvalid) ++choice_rows;
-    if (row_ok && kk > 0 && kk < nvalid) {
-      const float kth = valid_scores[kk - 1], next = valid_scores[kk];
-      if (kth - next > 2 * tol_of(kth)) {
-        ++strict_rows;
-        std::set<int32_t> want(ri, ri + kk);
-        if (want != seen) fail("set differs from the reference although the k-th gap is clear", 0);
-      }
-    }
-    if (row_ok && c.distinct_keys > 0) {
+      const int64_t nvalid = static_cast<int64_t>(valid_scores.size());
+      const int64_t kk = std::min(c.topk, nvalid);
+      std::sort(valid_scores.begin(), valid_scores.end(), std::greater<float>());
+      auto tol_of = [&](float v) { return 1e-4f * std::max(std::fabs(v), 1e-2f * row_max); };
+      const int32_t* gi = &got_idx[t * c.topk];
+      const float* gs = &got_sc[t * c.topk];
+      const int32_t* ri = &ref_idx[t * c.topk];
+      std::set<int32_t> seen;
+      bool row_ok = true;
+      auto fail = [&](const std::string& what, int64_t j) {
+        ADD_FAILURE() << c.name << " [" << path_name << "] t=" << t << " j=" << j << ": " << what << " (got idx "
+                      << gi[j] << " score " << gs[j] << ", ref idx " << ri[j] << " score "
+                      << ref_sc[t * c.topk + j] << ")";
+        row_ok = false;
+      };
       for (int64_t j = 0; j < c.topk && row_ok; ++j) {
-        if (gi[j] != ri[j]) fail("tie-break: index sequence differs from the reference", j);
+        if (j >= kk) {
+          if (gi[j] != -1 || !(std::isinf(gs[j]) && gs[j] < 0)) fail("expected padding", j);
+          continue;
+        }
+        if (gi[j] < 0 || gi[j] >= c.L || !std::isfinite(row[gi[j]])) {
+          fail("invalid key", j);
+          continue;
+        }
+        if (!seen.insert(gi[j]).second) fail("duplicate key", j);
+        const float r = row[gi[j]];
+        if (std::fabs(gs[j] - r) > tol_of(r)) fail("score mismatch", j);
+        const float kth = valid_scores[kk - 1];
+        if (r < kth - tol_of(kth)) fail("key below the k-th reference score", j);
+        if (j > 0 && !(gs[j - 1] > gs[j] || (gs[j - 1] == gs[j] && gi[j - 1] < gi[j]))) fail("order", j);
       }
+      if (kk > 0 && kk < nvalid) ++choice_rows;
+      if (row_ok && kk > 0 && kk < nvalid) {
+        const float kth = valid_scores[kk - 1], next = valid_scores[kk];
+        if (kth - next > 2 * tol_of(kth)) {
+          ++strict_rows;
+          std::set<int32_t> want(ri, ri + kk);
+          if (want != seen) fail("set differs from the reference although the k-th gap is clear", 0);
+        }
+      }
+      if (row_ok && c.distinct_keys > 0) {
+        for (int64_t j = 0; j < c.topk && row_ok; ++j) {
+          if (gi[j] != ri[j]) fail("tie-break: index sequence differs from the reference", j);
+        }
+      }
+      if (!row_ok) ++failures;
     }
-    if (!row_ok) ++failures;
-  }
-  EXPECT_EQ(failures, 0);
-  // Make sure the set-equality branch ran at least somewhere for random data (with few heads many
-  // scores are exactly 0 and the k-th gap is often a tie, so only from 8 heads on).
-  if (c.distinct_keys == 0 && c.H >= 8 && choice_rows > 0) {
-    EXPECT_GT(strict_rows, 0);
+    EXPECT_EQ(failures, 0) << path_name;
+    // Make sure the set-equality branch ran at least somewhere for random data (with few heads many
+    // scores are exactly 0 and the k-th gap is often a tie, so only from 8 heads on).
+    if (c.distinct_keys == 0 && c.H >= 8 && choice_rows > 0 && c.require_strict) {
+      EXPECT_GT(strict_rows, 0) << path_name;
+    }
   }
 }
 
@@ -255,11 +288,95 @@ std::vector<Case> Cases() {
     c.seed = 7;
     v.push_back(c);
   }
+  // Decode shapes (the automatic choice takes the split-keys path): one to eight queries at the end
+  // of the context, V3.2 sizes and a small topk, L = 20000 and ~128K.
+  // With topk 2048 of 20000+ dense scores the k-th gap is never clear of the tolerance in a handful
+  // of rows, so those cases rely on the other checks and on exact agreement with query blocks.
+  auto decode = [&](const char* name, int64_t T, int64_t L, int64_t H, int64_t D, int64_t topk) {
+    Case c{name, T, L, H, D, topk, L - T};
+    c.require_strict = topk < 1024;
+    v.push_back(c);
+  };
+  decode("T1_L20000_H64_D128_k2048_decode", 1, 20000, 64, 128, 2048);
+  decode("T3_L20000_H16_D64_k100_decode", 3, 20000, 16, 64, 100);
+  decode("T8_L20000_H64_D128_k2048_decode", 8, 20000, 64, 128, 2048);
+  decode("T1_L131072_H64_D128_k2048_decode", 1, 131072, 64, 128, 2048);
+  decode("T3_L131071_H64_D128_k2048_decode", 3, 131071, 64, 128, 2048);
+  decode("T8_L131072_H32_D128_k64_decode", 8, 131072, 32, 128, 64);
+  {
+    // Explicit key_end rows (empty, full, exactly topk, random) through the chunks.
+    Case c{"T8_L20000_H64_D128_k2048_keyend", 8, 20000, 64, 128, 2048, 0};
+    c.use_key_end = true;
+    c.require_strict = false;
+    c.seed = 11;
+    v.push_back(c);
+  }
+  {
+    Case c{"T5_L131072_H16_D64_k32_keyend_signed", 5, 131072, 16, 64, 32, 0};
+    c.use_key_end = true;
+    c.signed_weights = true;
+    c.seed = 12;
+    v.push_back(c);
+  }
+  {
+    // Exact ties spread over every chunk: a key's score recurs every 1000 keys, so the k-th value's
+    // copies sit in many chunks and the lowest indices must win.
+    Case c{"T3_L20000_H16_D64_k2048_ties_across_chunks", 3, 20000, 16, 64, 2048, 20000 - 3};
+    c.distinct_keys = 1000;
+    c.seed = 13;
+    v.push_back(c);
+  }
+  {
+    Case c{"T1_L131072_H64_D128_k100_ties_across_chunks", 1, 131072, 64, 128, 100, 131072 - 1};
+    c.distinct_keys = 333;
+    c.seed = 14;
+    v.push_back(c);
+  }
+  {
+    // All keys equal: every score of a row ties, more survivors than the merge keeps in shared
+    // memory (the workspace fallback); the answer is keys 0..topk-1.
+    Case c{"T2_L40000_H8_D64_k2048_all_equal", 2, 40000, 8, 64, 2048, 40000 - 2};
+    c.distinct_keys = 1;
+    c.seed = 15;
+    v.push_back(c);
+  }
+  {
+    // Few chunks of many keys: the split buffers compact repeatedly.
+    Case c{"T32_L65536_H8_D64_k64_split_compactions", 32, 65536, 8, 64, 64, 65536 - 32};
+    c.seed = 16;
+    v.push_back(c);
+  }
   return v;
 }
 
 INSTANTIATE_TEST_SUITE_P(Shapes, IndexerTopkCudaTest, ::testing::ValuesIn(Cases()),
                          [](const ::testing::TestParamInfo<Case>& info) { return info.param.name; });
+
+// The split-keys workspace must not grow with T * L: past ~128 * cap keys it stays the same size.
+// Host-only (no CUDA call), so it runs without a device too.
+TEST(IndexerTopkCudaWorkspace, SplitPathBoundedInL) {
+  IndexerTopkCudaParams p;
+  p.H = 64;
+  p.D = 128;
+  p.topk = 2048;
+  for (int64_t T : {1, 3, 8, 64}) {
+    p.T = T;
+    p.L = int64_t{1} << 22;
+    p.path = IndexerTopkCudaPath::kSplitKeys;
+    const size_t at_4m = IndexerTopkCudaWorkspaceBytes(p);
+    p.L = int64_t{1} << 26;
+    const size_t at_64m = IndexerTopkCudaWorkspaceBytes(p);
+    EXPECT_EQ(at_4m, at_64m) << "T=" << T;
+    // 128 chunk buffers of (2 * 2048 + 128) entries of 8 bytes plus T histograms of 65792 words.
+    EXPECT_LE(at_64m, size_t{128} * 4224 * 8 + static_cast<size_t>(T) * 65792 * 4 + 4096) << "T=" << T;
+    // Auto picks the split path for decode shapes and sizes the workspace for it.
+    p.path = IndexerTopkCudaPath::kAuto;
+    p.L = 131072;
+    const size_t auto_bytes = IndexerTopkCudaWorkspaceBytes(p);
+    p.path = IndexerTopkCudaPath::kSplitKeys;
+    EXPECT_EQ(auto_bytes, IndexerTopkCudaWorkspaceBytes(p)) << "T=" << T;
+  }
+}
 
 }  // namespace
 }  // namespace indexcache
