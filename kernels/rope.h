@@ -7,11 +7,24 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "model/config.h"
 
 namespace indexcache {
+
+// A backend's copy of a table (e.g. on the GPU), made on first use so that every layer of a
+// forward shares one upload. Copying a table drops it: the copy may be modified.
+struct RopeDeviceCache {
+  std::shared_ptr<const void> data;
+  RopeDeviceCache() = default;
+  RopeDeviceCache(const RopeDeviceCache&) {}
+  RopeDeviceCache& operator=(const RopeDeviceCache&) {
+    data.reset();
+    return *this;
+  }
+};
 
 struct RopeTable {
   int64_t rope_dim = 0;     // rotated dims (even); half = rope_dim / 2 frequencies
@@ -19,6 +32,7 @@ struct RopeTable {
   int64_t first_position = 0;
   std::vector<float> cos;   // [num_positions, rope_dim / 2]
   std::vector<float> sin;   // [num_positions, rope_dim / 2]
+  mutable RopeDeviceCache device;
 };
 
 // The inverse frequencies [rope_dim / 2] for default or yarn rope.

@@ -368,14 +368,20 @@ class CudaBackend final : public Backend {
     return t;
   }
 
+  // The table's cos and sin on the device, uploaded once per table (a forward builds one table
+  // and every layer's rope reads it).
   std::pair<Tensor, Tensor> UploadTable(const RopeTable& table) {
+    using Pair = std::pair<Tensor, Tensor>;
+    if (table.device.data) return *static_cast<const Pair*>(table.device.data.get());
     const int64_t half = table.rope_dim / 2;
-    Tensor cos = Alloc(DType::kF32, {table.num_positions, half});
-    Tensor sin = Alloc(DType::kF32, {table.num_positions, half});
-    CUDA_CHECK(cudaMemcpy(cos.raw(), table.cos.data(), cos.nbytes(), cudaMemcpyHostToDevice));
-    CUDA_CHECK(cudaMemcpy(sin.raw(), table.sin.data(), sin.nbytes(), cudaMemcpyHostToDevice));
-    return {cos, sin};
+    auto pair = std::make_shared<Pair>(Alloc(DType::kF32, {table.num_positions, half}),
+                                       Alloc(DType::kF32, {table.num_positions, half}));
+    CUDA_CHECK(cudaMemcpy(pair->first.raw(), table.cos.data(), pair->first.nbytes(), cudaMemcpyHostToDevice));
+    CUDA_CHECK(cudaMemcpy(pair->second.raw(), table.sin.data(), pair->second.nbytes(), cudaMemcpyHostToDevice));
+    table.device.data = pair;
+    return *pair;
   }
+
 
   std::shared_ptr<DevicePool> pool_;
   cublasHandle_t cublas_ = nullptr;
