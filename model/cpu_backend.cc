@@ -5,6 +5,7 @@
 #include <Eigen/Core>
 
 #include "kernels/distill_loss.h"
+#include "kernels/elementwise.h"
 #include "kernels/indexer_topk.h"
 #include "kernels/moe_routing.h"
 #include "kernels/norms.h"
@@ -54,11 +55,10 @@ class CpuBackend final : public Backend {
   }
 
   void Embedding(const Tensor& table, const std::vector<int32_t>& tokens, Tensor* y) override {
-    const int64_t H = table.size(1);
-    for (size_t t = 0; t < tokens.size(); ++t) {
-      std::memcpy(y->data<float>() + t * H, table.data<float>() + tokens[t] * H, H * sizeof(float));
-    }
+    EmbeddingCpu(table.data<float>(), tokens.data(), static_cast<int64_t>(tokens.size()), table.size(1),
+                 y->data<float>());
   }
+
 
   void Linear(const Tensor& x, const Tensor& w, Tensor* y, bool accumulate) override {
     const int64_t N = w.size(0), K = w.size(1);
@@ -81,19 +81,15 @@ class CpuBackend final : public Backend {
   }
 
   void SiluMul(const Tensor& gate, const Tensor& up, Tensor* y) override {
-    const float* g = gate.data<float>();
-    const float* u = up.data<float>();
-    float* o = y->data<float>();
-    for (int64_t i = 0; i < gate.numel(); ++i) o[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
+    SiluMulCpu(gate.data<float>(), up.data<float>(), gate.numel(), y->data<float>());
   }
 
-  void Add(const Tensor& x, Tensor* y) override {
-    for (int64_t i = 0; i < x.numel(); ++i) y->data<float>()[i] += x.data<float>()[i];
-  }
 
-  void Scale(Tensor* x, float s) override {
-    for (int64_t i = 0; i < x->numel(); ++i) x->data<float>()[i] *= s;
-  }
+  void Add(const Tensor& x, Tensor* y) override { AddCpu(x.data<float>(), x.numel(), y->data<float>()); }
+
+
+  void Scale(Tensor* x, float s) override { ScaleCpu(x->data<float>(), x->numel(), s); }
+
 
   void Rope(const RopeTable& table, bool interleaved, int64_t heads, int64_t head_stride, int64_t offset,
             Tensor* x) override {
@@ -193,44 +189,19 @@ class CpuBackend final : public Backend {
 
   void LayerNormTrain(const Tensor& x, const Tensor& w, const Tensor& b, float eps, Tensor* y, Tensor* xhat,
                       Tensor* inv) override {
-    const int64_t D = w.numel(), rows = x.numel() / D;
-    for (int64_t r = 0; r < rows; ++r) {
-      const float* xr = x.data<float>() + r * D;
-      double mean = 0, var = 0;
-      for (int64_t i = 0; i < D; ++i) mean += xr[i];
-      mean /= D;
-      for (int64_t i = 0; i < D; ++i) var += (xr[i] - mean) * (xr[i] - mean);
-      var /= D;
-      const double iv = 1.0 / std::sqrt(var + eps);
-      inv->data<float>()[r] = static_cast<float>(iv);
-      for (int64_t i = 0; i < D; ++i) {
-        const float h = static_cast<float>((xr[i] - mean) * iv);
-        xhat->data<float>()[r * D + i] = h;
-        y->data<float>()[r * D + i] = h * w.data<float>()[i] + b.data<float>()[i];
-      }
-    }
+    const int64_t D = w.numel();
+    LayerNormTrainCpu(x.data<float>(), w.data<float>(), b.data<float>(), x.numel() / D, D, eps, y->data<float>(),
+                      xhat->data<float>(), inv->data<float>());
   }
+
 
   void LayerNormBackward(const Tensor& dy, const Tensor& xhat, const Tensor& inv, const Tensor& w, Tensor* dx,
                          Tensor* dw, Tensor* db) override {
-    const int64_t D = w.numel(), rows = dy.numel() / D;
-    for (int64_t r = 0; r < rows; ++r) {
-      const float* g = dy.data<float>() + r * D;
-      const float* h = xhat.data<float>() + r * D;
-      double mean_g = 0, mean_gh = 0;
-      for (int64_t i = 0; i < D; ++i) {
-        dw->data<float>()[i] += g[i] * h[i];
-        db->data<float>()[i] += g[i];
-        const double gx = double(g[i]) * w.data<float>()[i];
-        mean_g += gx / D;
-        mean_gh += gx * h[i] / D;
-      }
-      for (int64_t i = 0; i < D; ++i) {
-        const double gx = double(g[i]) * w.data<float>()[i];
-        dx->data<float>()[r * D + i] = static_cast<float>(inv.data<float>()[r] * (gx - mean_g - h[i] * mean_gh));
-      }
-    }
+    const int64_t D = w.numel();
+    LayerNormBackwardCpu(dy.data<float>(), xhat.data<float>(), inv.data<float>(), w.data<float>(), dy.numel() / D, D,
+                         dx->data<float>(), dw->data<float>(), db->data<float>());
   }
+
 
   double DistillLoss(const DistillLossArgs& a) override {
     DistillLossParams p;
@@ -263,21 +234,17 @@ class CpuBackend final : public Backend {
   }
 
   void GatherRows(const Tensor& x, const std::vector<int32_t>& rows, Tensor* y) override {
-    const int64_t C = x.numel() / x.size(0);
-    for (size_t i = 0; i < rows.size(); ++i) {
-      std::memcpy(y->data<float>() + i * C, x.data<float>() + rows[i] * C, C * sizeof(float));
-    }
+    GatherRowsCpu(x.data<float>(), rows.data(), static_cast<int64_t>(rows.size()), x.numel() / x.size(0),
+                  y->data<float>());
   }
+
 
   void ScatterAddRows(const Tensor& x, const std::vector<int32_t>& rows, const std::vector<float>& scale,
                       Tensor* y) override {
-    const int64_t C = x.numel() / x.size(0);
-    for (size_t i = 0; i < rows.size(); ++i) {
-      float* dst = y->data<float>() + rows[i] * C;
-      const float* src = x.data<float>() + i * C;
-      for (int64_t c = 0; c < C; ++c) dst[c] += scale[i] * src[c];
-    }
+    ScatterAddRowsCpu(x.data<float>(), rows.data(), scale.data(), static_cast<int64_t>(rows.size()),
+                      x.numel() / x.size(0), y->data<float>());
   }
+
 };
 
 }  // namespace
