@@ -227,6 +227,116 @@ __device__ float CompactCandidates(float* gs, int32_t* gi, int n, int r, uint32_
   return KeyToFloat(v);
 }
 
+// Main-kernel compaction: keeps every entry whose key is >= the lower edge of the radix bin that
+// holds the r-th best key, stopping the select as soon as that keeps at most `limit` entries
+// (usually after one or two 8-bit passes instead of four plus a tie pass). The kept set is a
+// superset of the r best and *new_thr = the bin's lower edge <= the r-th best score, so every
+// later key that is rejected (score <= *new_thr) has r kept entries at least as good and with
+// lower indices: the finalize kernel's exact selection returns the same result as with an exact
+// compaction. Falls back to CompactCandidates (exact) where the bins cannot get that small
+// (heavy exact ties) or the edge is not a safe float. Returns the kept count. All threads call it.
+__device__ int CompactCandidatesBin(float* gs, int32_t* gi, int n, int r, int limit, uint32_t* s_key,
+                                    int32_t* s_idx, SelectSmem& sm, float* new_thr) {
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  uint32_t mn = 0xffffffffu, mx = 0u;
+  for (int i = tid; i < n; i += kThreads) {
+    const uint32_t k = OrderedKey(gs[i]);
+    s_key[i] = k;
+    s_idx[i] = gi[i];
+    mn = min(mn, k);
+    mx = max(mx, k);
+  }
+  mn = __reduce_min_sync(0xffffffffu, mn);
+  mx = __reduce_max_sync(0xffffffffu, mx);
+  if (lane == 0) {
+    sm.red_min[warp] = mn;
+    sm.red_max[warp] = mx;
+  }
+  __syncthreads();
+  mn = 0xffffffffu;
+  mx = 0u;
+#pragma unroll
+  for (int w = 0; w < kWarps; ++w) {
+    mn = min(mn, sm.red_min[w]);
+    mx = max(mx, sm.red_max[w]);
+  }
+  int hi = (mn == mx) ? -1 : 31 - __clz(mn ^ mx);
+  auto mask_above = [](int b) -> uint32_t { return b >= 31 ? 0u : ~((2u << b) - 1u); };
+  uint32_t prefix = hi < 0 ? mx : (mx & mask_above(hi));
+  int rem = r;
+  int kept = n;
+  bool done = false;
+  uint32_t low = 0;
+  while (hi >= 0) {
+    const int sh = hi >= 7 ? hi - 7 : 0;
+    const uint32_t dmask = (2u << (hi - sh)) - 1u;
+    const uint32_t hmask = mask_above(hi);
+    sm.hist[tid] = 0;
+    __syncthreads();
+    for (int i = tid; i < n; i += kThreads) {
+      const uint32_t k = s_key[i];
+      if ((k & hmask) == prefix) atomicAdd(&sm.hist[(k >> sh) & dmask], 1u);
+    }
+    __syncthreads();
+    const int d = 255 - tid;
+    const uint32_t h = sm.hist[d];
+    uint32_t incl = h;
+#pragma unroll
+    for (int o = 1; o < 32; o <<= 1) {
+      const uint32_t v = __shfl_up_sync(0xffffffffu, incl, o);
+      if (lane >= o) incl += v;
+    }
+    if (lane == 31) sm.warp_tot[warp] = incl;
+    __syncthreads();
+    for (int w = 0; w < warp; ++w) incl += sm.warp_tot[w];
+    const uint32_t excl = incl - h;
+    if (h > 0 && excl < static_cast<uint32_t>(rem) && static_cast<uint32_t>(rem) <= incl) {
+      sm.bcast[0] = static_cast<uint32_t>(d);
+      sm.bcast[1] = excl;
+      sm.bcast[2] = h;
+    }
+    __syncthreads();
+    prefix |= sm.bcast[0] << sh;
+    rem -= static_cast<int>(sm.bcast[1]);
+    kept = (r - rem) + static_cast<int>(sm.bcast[2]);  // entries above the bin plus the bin
+    hi = sh - 1;
+    __syncthreads();  // bcast / warp_tot / hist are rewritten by the next pass
+    if (kept <= limit) {
+      low = prefix;  // bits below sh are zero: the bin's smallest key
+      done = low >= 0x00800000u && low != 0x7fffffffu;
+      break;
+    }
+  }
+  if (!done) {
+    *new_thr = CompactCandidates(gs, gi, n, r, s_key, s_idx, sm);
+    return r;
+  }
+  if (tid == 0) sm.counter = 0;
+  __syncthreads();
+  for (int base = 0; base < n; base += kThreads) {
+    const int i = base + tid;
+    bool keep = false;
+    uint32_t k = 0;
+    int32_t idx = 0;
+    if (i < n) {
+      k = s_key[i];
+      idx = s_idx[i];
+      keep = k >= low;
+    }
+    const uint32_t ballot = __ballot_sync(0xffffffffu, keep);
+    int pos = 0;
+    if (lane == 0 && ballot) pos = atomicAdd(&sm.counter, __popc(ballot));
+    pos = __shfl_sync(0xffffffffu, pos, 0) + __popc(ballot & ((1u << lane) - 1u));
+    if (keep) {
+      gs[pos] = KeyToFloat(k);
+      gi[pos] = idx;
+    }
+  }
+  __syncthreads();
+  *new_thr = KeyToFloat(low);
+  return kept;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Main kernel: scores + running selection.
 
@@ -399,10 +509,11 @@ __global__ void __launch_bounds__(kThreads, 1) IndexerTopkMainKernel(const MainA
         const int n = s_count[w];
         if (n > trigger) {
           const int64_t tw = static_cast<int64_t>(blockIdx.x) * kWarps + w;
-          const float nt = CompactCandidates(a.cand_scores + tw * a.cap, a.cand_idx + tw * a.cap, n, a.topk, s_key,
-                                             s_idx, sel);
+          float nt;
+          const int kept = CompactCandidatesBin(a.cand_scores + tw * a.cap, a.cand_idx + tw * a.cap, n, a.topk,
+                                                a.topk + kTileKeys, s_key, s_idx, sel, &nt);
           if (tid == 0) {
-            s_count[w] = a.topk;
+            s_count[w] = kept;
             s_thr[w] = nt;
           }
         }
@@ -414,6 +525,277 @@ __global__ void __launch_bounds__(kThreads, 1) IndexerTopkMainKernel(const MainA
   }
   CpAsyncWait<0>();
   if (active && lane == 0) a.cand_count[t] = count;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Main kernel, wgmma variant (D = 128, 33..64 heads). The same 8 queries per CTA and the same
+// per-query candidate buffers, threshold and compaction as above, but the scores come from
+// wgmma: the CTA's 8 queries sit in shared memory (B operand, [64 heads x 128], K-major, 128-byte
+// swizzle), a key tile of 128 keys is the A operand ([64 keys x 128] per half). Warpgroup wg
+// owns queries 4wg..4wg+3; for each query and key half it computes S[64 keys x 64 heads] with
+// 8 x wgmma m64n64k16. The accumulator layout (row = key 16w + g (+8), column = head
+// 8j + 2t4 + e) is the mma.sync one of the kernel above, and the ReLU / weight / head-sum code is
+// the same, so the scores are the same bits. Candidates of a query come from all 4 warps of its
+// warpgroup: positions are taken with a shared-memory counter (order does not matter: every
+// selection downstream is by (score desc, index asc)).
+
+#if !defined(__CUDA_ARCH__) || defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define INDEXER_TOPK_HAS_WGMMA 1
+#else
+#define INDEXER_TOPK_HAS_WGMMA 0
+#endif
+
+constexpr int kWgD = 128;
+constexpr int kWgTileKeys = 128;
+constexpr int kWgQBytes = 64 * kWgD * 2;                  // 16384: one query, 2 blocks of 64 x 128 B
+[[maybe_unused]] constexpr int kWgQBlock = 64 * 128;                       // 8192
+constexpr int kWgStageBytes = kWgTileKeys * kWgD * 2;     // 32768: 2 blocks of 128 x 128 B
+[[maybe_unused]] constexpr int kWgStageBlock = kWgTileKeys * 128;          // 16384
+constexpr int kWgExtra = 1024;                            // scratch = free stage + 1 KiB
+constexpr int kWgQOff = 0;
+constexpr int kWgExtraAOff = kWgQOff + kWarps * kWgQBytes;  // 131072
+constexpr int kWgStage0Off = kWgExtraAOff + kWgExtra;
+constexpr int kWgStage1Off = kWgStage0Off + kWgStageBytes;
+constexpr int kWgSmemUsed = kWgStage1Off + kWgStageBytes + kWgExtra;
+constexpr int kWgSmemBytes = kWgSmemUsed + 1024;  // slack to align the base to 1024 B
+constexpr int kWgScratchBytes = kWgStageBytes + kWgExtra;
+
+#if INDEXER_TOPK_HAS_WGMMA
+__device__ __forceinline__ void FenceProxyAsync() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
+__device__ __forceinline__ void WgmmaFence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void WgmmaCommit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void WgmmaWait() {
+  asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
+}
+template <int N>
+__device__ __forceinline__ void FenceRegs(float (&r)[N]) {
+#pragma unroll
+  for (int i = 0; i < N; ++i) asm volatile("" : "+f"(r[i])::"memory");
+}
+// Shared-memory matrix descriptor, 128-byte swizzle, K-major (lbo unused, sbo = 1024).
+__device__ __forceinline__ uint64_t WgDesc(uint32_t addr) {
+  return static_cast<uint64_t>((addr & 0x3FFFF) >> 4) | (static_cast<uint64_t>(1) << 16) |
+         (static_cast<uint64_t>(1024 >> 4) << 32) | (1ull << 62);
+}
+__device__ __forceinline__ void WgmmaM64N64K16(float (&d)[32], uint64_t desc_a, uint64_t desc_b, int accumulate) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {"
+      "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+      "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31"
+      "}, %32, %33, p, 1, 1, 0, 0;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+        "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+        "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+      : "l"(desc_a), "l"(desc_b), "r"(accumulate));
+}
+// S[64 keys x 64 heads] of one query over one key half (8 k-steps), issued and committed.
+__device__ __forceinline__ void WgIssue(float (&acc)[32], uint32_t key_base, uint32_t q_base) {
+  FenceRegs(acc);
+  WgmmaFence();
+#pragma unroll
+  for (int ks = 0; ks < kWgD / 16; ++ks) {
+    const uint64_t da = WgDesc(key_base + (ks >> 2) * kWgStageBlock + (ks & 3) * 32);
+    const uint64_t db = WgDesc(q_base + (ks >> 2) * kWgQBlock + (ks & 3) * 32);
+    WgmmaM64N64K16(acc, da, db, ks != 0);
+  }
+  WgmmaCommit();
+  FenceRegs(acc);
+}
+// As above with N = 128: two consecutive queries' 64 heads each (columns 0..63, 64..127).
+__device__ __forceinline__ void WgmmaM64N128K16(float (&d)[64], uint64_t desc_a, uint64_t desc_b, int accumulate) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {"
+      "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63"
+      "}, %64, %65, p, 1, 1, 0, 0;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+      : "l"(desc_a), "l"(desc_b), "r"(accumulate));
+}
+// S[64 keys x 128 (2 queries x 64 heads)] over one key half; q k-blocks are q_kstride apart.
+__device__ __forceinline__ void WgIssue2(float (&acc)[64], uint32_t key_base, uint32_t q_base, uint32_t q_kstride) {
+  FenceRegs(acc);
+  WgmmaFence();
+#pragma unroll
+  for (int ks = 0; ks < kWgD / 16; ++ks) {
+    const uint64_t da = WgDesc(key_base + (ks >> 2) * kWgStageBlock + (ks & 3) * 32);
+    const uint64_t db = WgDesc(q_base + (ks >> 2) * q_kstride + (ks & 3) * 32);
+    WgmmaM64N128K16(acc, da, db, ks != 0);
+  }
+  WgmmaCommit();
+  FenceRegs(acc);
+}
+#endif
+
+__global__ void __launch_bounds__(kThreads, 1) IndexerTopkMainWgmmaKernel(const MainArgs a) {
+#if INDEXER_TOPK_HAS_WGMMA
+  extern __shared__ __align__(16) uint8_t smem_raw[];
+  const uint32_t raw_addr = static_cast<uint32_t>(__cvta_generic_to_shared(smem_raw));
+  const uint32_t pad = ((raw_addr + 1023u) & ~1023u) - raw_addr;
+  uint8_t* smem = smem_raw + pad;
+  const uint32_t sbase = raw_addr + pad;
+  __shared__ SelectSmem sel;
+  __shared__ int s_cnt[kWarps];
+  __shared__ float s_thr[kWarps];
+  __shared__ int s_end[kWarps];
+  __shared__ float s_w[kWarps][kMaxHeads];
+
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int g = lane >> 2, t4 = lane & 3;
+  const int wg = warp >> 2, wq = warp & 3;
+  const int64_t t0 = static_cast<int64_t>(blockIdx.x) * kWarps;
+
+  if (tid < kWarps) {
+    const int64_t t = t0 + tid;
+    s_end[tid] = t < a.T ? KeyEndOf(a.key_end, a.query_offset, a.L, t) : 0;
+    s_cnt[tid] = 0;
+    s_thr[tid] = -INFINITY;
+  }
+  for (int i = tid; i < kWarps * kMaxHeads; i += kThreads) {
+    const int qi = i / kMaxHeads, h = i % kMaxHeads;
+    const int64_t t = t0 + qi;
+    s_w[qi][h] = (t < a.T && h < a.H) ? a.weights[t * a.H + h] * a.abs_scale : 0.f;
+  }
+  // The 8 queries, swizzled; heads >= H and queries >= T are zero.
+  for (int c = tid; c < kWarps * 64 * 16; c += kThreads) {
+    const int qi = c >> 10, h = (c >> 4) & 63, ch = c & 15;
+    const int64_t t = t0 + qi;
+    uint4 v = make_uint4(0u, 0u, 0u, 0u);
+    if (t < a.T && h < a.H) {
+      v = __ldg(reinterpret_cast<const uint4*>(a.q + (t * a.H + h) * kWgD) + ch);
+      if (a.negate_q) {
+        v.x ^= 0x80008000u;
+        v.y ^= 0x80008000u;
+        v.z ^= 0x80008000u;
+        v.w ^= 0x80008000u;
+      }
+    }
+    *reinterpret_cast<uint4*>(smem + kWgQOff + (ch >> 3) * (kWarps * kWgQBlock) + qi * kWgQBlock + h * 128 +
+                              (((ch & 7) ^ (h & 7)) << 4)) = v;
+  }
+  __syncthreads();
+  int max_end = 0;
+#pragma unroll
+  for (int w = 0; w < kWarps; ++w) max_end = max(max_end, s_end[w]);
+  const int num_tiles = (max_end + kWgTileKeys - 1) / kWgTileKeys;
+
+  auto stage_off = [](int tile) { return (tile & 1) ? kWgStage1Off : kWgStage0Off; };
+  auto load_tile = [&](int tile) {
+    uint8_t* dst = smem + stage_off(tile);
+    const int64_t key0 = static_cast<int64_t>(tile) * kWgTileKeys;
+#pragma unroll
+    for (int c = tid; c < kWgTileKeys * 16; c += kThreads) {
+      const int row = c >> 4, ch = c & 15;
+      int64_t key = key0 + row;
+      if (key >= a.L) key = a.L - 1;  // rows past L are never valid: any finite data will do
+      CpAsync16(dst + (ch >> 3) * kWgStageBlock + row * 128 + (((ch & 7) ^ (row & 7)) << 4),
+                a.k + key * kWgD + ch * 8);
+    }
+  };
+
+  if (num_tiles > 0) load_tile(0);
+  CpAsyncCommit();
+
+  const int trigger = a.topk + (a.cap - kWgTileKeys - a.topk) / 2;
+  float acc0[64], acc1[64];
+  for (int tile = 0; tile < num_tiles; ++tile) {
+    CpAsyncWait<0>();
+    FenceProxyAsync();
+    __syncthreads();
+    if (tile + 1 < num_tiles) load_tile(tile + 1);
+    CpAsyncCommit();
+
+    const int key0 = tile * kWgTileKeys;
+    const uint32_t key_stage = sbase + stage_off(tile);
+    const uint32_t q_wg = sbase + kWgQOff + (4 * wg) * kWgQBlock;
+    // Steps st = 2 p + hf: queries 4wg + 2p and 4wg + 2p + 1 (N = 128), keys [64 hf, 64 hf + 64)
+    // of the tile; two steps in flight.
+    auto issue = [&](float (&acc)[64], int st) {
+      WgIssue2(acc, key_stage + (st & 1) * (64 * 128), q_wg + (st >> 1) * 2 * kWgQBlock, kWarps * kWgQBlock);
+    };
+    auto epilogue = [&](float (&acc)[64], int st) {
+#pragma unroll
+      for (int sub = 0; sub < 2; ++sub) {
+        const int qw = 4 * wg + 2 * (st >> 1) + sub;
+        const int end = s_end[qw];
+        const float thr = s_thr[qw];
+        float s_lo = 0.f, s_hi = 0.f;
+#pragma unroll
+        for (int j = 0; j < 8; ++j) {
+          const float w0 = s_w[qw][8 * j + 2 * t4], w1 = s_w[qw][8 * j + 2 * t4 + 1];
+          s_lo = fmaf(w0, fmaxf(acc[32 * sub + 4 * j + 0], 0.f), s_lo);
+          s_lo = fmaf(w1, fmaxf(acc[32 * sub + 4 * j + 1], 0.f), s_lo);
+          s_hi = fmaf(w0, fmaxf(acc[32 * sub + 4 * j + 2], 0.f), s_hi);
+          s_hi = fmaf(w1, fmaxf(acc[32 * sub + 4 * j + 3], 0.f), s_hi);
+        }
+        s_lo += __shfl_xor_sync(0xffffffffu, s_lo, 1);
+        s_hi += __shfl_xor_sync(0xffffffffu, s_hi, 1);
+        s_lo += __shfl_xor_sync(0xffffffffu, s_lo, 2);
+        s_hi += __shfl_xor_sync(0xffffffffu, s_hi, 2);
+        const int key = key0 + (st & 1) * 64 + wq * 16 + g + (t4 == 1 ? 8 : 0);
+        const float sc = t4 == 0 ? s_lo : s_hi;
+        const bool pass = t4 < 2 && key < end && sc > thr;
+        const uint32_t ballot = __ballot_sync(0xffffffffu, pass);
+        if (ballot) {
+          int base = 0;
+          if (lane == 0) base = atomicAdd(&s_cnt[qw], __popc(ballot));
+          base = __shfl_sync(0xffffffffu, base, 0);
+          if (pass) {
+            const int64_t tq = t0 + qw;  // pass implies key < end, so tq < T
+            const int pos = base + __popc(ballot & ((1u << lane) - 1u));
+            a.cand_scores[tq * a.cap + pos] = sc;
+            a.cand_idx[tq * a.cap + pos] = key;
+          }
+        }
+      }
+    };
+    issue(acc0, 0);
+    issue(acc1, 1);
+    WgmmaWait<1>();
+    FenceRegs(acc0);
+    epilogue(acc0, 0);
+    issue(acc0, 2);
+    WgmmaWait<1>();
+    FenceRegs(acc1);
+    epilogue(acc1, 1);
+    issue(acc1, 3);
+    WgmmaWait<1>();
+    FenceRegs(acc0);
+    epilogue(acc0, 2);
+    WgmmaWait<0>();
+    FenceRegs(acc1);
+    epilogue(acc1, 3);
+
+    // Every wgmma of this tile is done (both warpgroups waited) after this barrier, so its stage
+    // is free: the compaction scratch is that stage plus the 1 KiB next to it.
+    if (__syncthreads_or(tid < kWarps && s_cnt[tid] + kWgTileKeys > a.cap)) {
+      uint8_t* scratch = smem + ((tile & 1) ? kWgStage1Off : kWgExtraAOff);
+      uint32_t* s_key = reinterpret_cast<uint32_t*>(scratch);
+      int32_t* s_idx = reinterpret_cast<int32_t*>(s_key + a.cap);
+      for (int w = 0; w < kWarps; ++w) {
+        const int n = s_cnt[w];
+        if (n > trigger) {
+          const int64_t tw = t0 + w;
+          float nt;
+          const int kept = CompactCandidatesBin(a.cand_scores + tw * a.cap, a.cand_idx + tw * a.cap, n, a.topk,
+                                                a.topk + kWgTileKeys, s_key, s_idx, sel, &nt);
+          if (tid == 0) {
+            s_cnt[w] = kept;
+            s_thr[w] = nt;
+          }
+        }
+      }
+      __syncthreads();
+    }
+  }
+  CpAsyncWait<0>();
+  __syncthreads();
+  if (tid < kWarps && t0 + tid < a.T) a.cand_count[t0 + tid] = s_cnt[tid];
+#else
+  __trap();
+#endif
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -570,9 +952,18 @@ __device__ uint32_t ThresholdBin(const uint32_t* hist, uint32_t r, SelectSmem& s
 // One CTA per (query blockIdx.x, chunk blockIdx.y).
 template <int D, int NT>
 __global__ void __launch_bounds__(kThreads, 1) IndexerTopkSplitKernel(const SplitArgs a) {
-  extern __shared__ __align__(16) uint8_t smem[];
-  uint8_t* stages = smem;
-  uint32_t* s_key = reinterpret_cast<uint32_t*>(smem + MainStageBytes<D>());
+  // D = 128 with 33..64 heads: the scores come from wgmma (as in IndexerTopkMainWgmmaKernel, the
+  // same bits): q in shared memory, swizzled key stages; otherwise mma.sync from registers.
+  constexpr bool kWg = D == kWgD && NT == 8;
+  extern __shared__ __align__(16) uint8_t smem_raw[];
+  uint8_t* smem = smem_raw;
+  if constexpr (kWg) {
+    const uint32_t raw_addr = static_cast<uint32_t>(__cvta_generic_to_shared(smem_raw));
+    smem = smem_raw + (((raw_addr + 1023u) & ~1023u) - raw_addr);
+  }
+  uint8_t* stages = smem + (kWg ? kWgQBytes : 0);
+  uint32_t* s_key =
+      reinterpret_cast<uint32_t*>(stages + (kWg ? kStages * kWgStageBytes : MainStageBytes<D>()));
   int32_t* s_idx = reinterpret_cast<int32_t*>(s_key + a.seg_cap);
   __shared__ SelectSmem sel;
   __shared__ int s_count;
@@ -596,6 +987,19 @@ __global__ void __launch_bounds__(kThreads, 1) IndexerTopkSplitKernel(const Spli
   int32_t* my_idx = a.cand_idx + slot * a.seg_cap;
 
   auto load_tile = [&](int i) {  // i: tile number within the chunk
+    if constexpr (kWg) {
+      uint8_t* dst = stages + (i % kStages) * kWgStageBytes;
+      const int64_t key0 = static_cast<int64_t>(tile_begin + i) * kTileKeys;
+#pragma unroll
+      for (int c = tid; c < kTileKeys * 16; c += kThreads) {
+        const int row = c >> 4, ch = c & 15;
+        int64_t key = key0 + row;
+        if (key >= a.L) key = a.L - 1;
+        CpAsync16(dst + (ch >> 3) * kWgStageBlock + row * 128 + (((ch & 7) ^ (row & 7)) << 4),
+                  a.k + key * D + ch * 8);
+      }
+      return;
+    }
     uint8_t* dst = stages + (i % kStages) * (kTileKeys * RowBytes<D>());
     constexpr int kChunksPerRow = D / 8;
     const int64_t key0 = static_cast<int64_t>(tile_begin + i) * kTileKeys;
@@ -638,6 +1042,22 @@ __global__ void __launch_bounds__(kThreads, 1) IndexerTopkSplitKernel(const Spli
       wsc[j][c] = h < a.H ? a.weights[t * a.H + h] * a.abs_scale : 0.f;
     }
   }
+  if constexpr (kWg) {  // q[t] into shared memory, swizzled (heads >= H zero)
+    for (int c = tid; c < 64 * 16; c += kThreads) {
+      const int h = c >> 4, ch = c & 15;
+      uint4 v = make_uint4(0u, 0u, 0u, 0u);
+      if (h < a.H) {
+        v = __ldg(reinterpret_cast<const uint4*>(a.q + (t * a.H + h) * D) + ch);
+        if (a.negate_q) {
+          v.x ^= 0x80008000u;
+          v.y ^= 0x80008000u;
+          v.z ^= 0x80008000u;
+          v.w ^= 0x80008000u;
+        }
+      }
+      *reinterpret_cast<uint4*>(smem + (ch >> 3) * kWgQBlock + h * 128 + (((ch & 7) ^ (h & 7)) << 4)) = v;
+    }
+  }
   if (tid == 0) s_count = 0;
   s_coarse[tid] = 0;  // kThreads == kCoarseBins
 
@@ -647,6 +1067,9 @@ __global__ void __launch_bounds__(kThreads, 1) IndexerTopkSplitKernel(const Spli
 
   for (int i = 0; i < num_tiles; ++i) {
     CpAsyncWait<kStages - 2>();
+#if INDEXER_TOPK_HAS_WGMMA
+    if constexpr (kWg) FenceProxyAsync();  // this thread's q / key copies, visible to wgmma
+#endif
     __syncthreads();
     if (i + kStages - 1 < num_tiles) load_tile(i + kStages - 1);
     CpAsyncCommit();
@@ -655,16 +1078,37 @@ __global__ void __launch_bounds__(kThreads, 1) IndexerTopkSplitKernel(const Spli
     const uint32_t tile_addr = stage_base + (i % kStages) * (kTileKeys * RowBytes<D>()) + lane_off;
 #pragma unroll 1
     for (int mt = warp; mt < kTileKeys / 16; mt += kWarps) {
-      if (key0 + mt * 16 >= end) break;
       float acc[NT][4];
+      if constexpr (kWg) {  // kTileKeys / 16 == kWarps: one pass, mt == warp, whole warpgroups
+#if INDEXER_TOPK_HAS_WGMMA
+        const int wg = warp >> 2;
+        float accw[32];
+        if (key0 + 64 * wg < end) {  // warpgroup-uniform
+          const uint32_t smem_addr = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+          WgIssue(accw, smem_addr + kWgQBytes + (i % kStages) * kWgStageBytes + wg * 64 * 128, smem_addr);
+          WgmmaWait<0>();
+          FenceRegs(accw);
+        }
+        if (key0 + mt * 16 >= end) break;
 #pragma unroll
-      for (int j = 0; j < NT; ++j) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.f;
+        for (int j = 0; j < NT; ++j) {
 #pragma unroll
-      for (int kk = 0; kk < KS; ++kk) {
-        uint32_t a0, a1, a2, a3;
-        LdMatrixX4(tile_addr + mt * 16 * RowBytes<D>() + kk * 32, a0, a1, a2, a3);
+          for (int e = 0; e < 4; ++e) acc[j][e] = accw[4 * j + e];
+        }
+#else
+        __trap();
+#endif
+      } else {
+        if (key0 + mt * 16 >= end) break;
 #pragma unroll
-        for (int j = 0; j < NT; ++j) MmaBf16(acc[j], a0, a1, a2, a3, bq[j][kk][0], bq[j][kk][1]);
+        for (int j = 0; j < NT; ++j) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.f;
+#pragma unroll
+        for (int kk = 0; kk < KS; ++kk) {
+          uint32_t a0, a1, a2, a3;
+          LdMatrixX4(tile_addr + mt * 16 * RowBytes<D>() + kk * 32, a0, a1, a2, a3);
+#pragma unroll
+          for (int j = 0; j < NT; ++j) MmaBf16(acc[j], a0, a1, a2, a3, bq[j][kk][0], bq[j][kk][1]);
+        }
       }
       float s_lo = 0.f, s_hi = 0.f;
 #pragma unroll
@@ -928,7 +1372,13 @@ void LaunchMain(const MainArgs& a, int64_t T, cudaStream_t stream) {
 
 template <int D>
 void DispatchHeads(const MainArgs& a, int64_t T, cudaStream_t stream) {
-  if (a.H <= 8) {
+  if (D == kWgD && a.H > 32 && static_cast<size_t>(a.cap) * 8 <= static_cast<size_t>(kWgScratchBytes)) {
+    auto kernel = IndexerTopkMainWgmmaKernel;
+    CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kWgSmemBytes));
+    const unsigned grid = static_cast<unsigned>((T + kWarps - 1) / kWarps);
+    kernel<<<grid, kThreads, kWgSmemBytes, stream>>>(a);
+    CUDA_CHECK(cudaGetLastError());
+  } else if (a.H <= 8) {
     LaunchMain<D, 1>(a, T, stream);
   } else if (a.H <= 16) {
     LaunchMain<D, 2>(a, T, stream);
@@ -941,7 +1391,9 @@ void DispatchHeads(const MainArgs& a, int64_t T, cudaStream_t stream) {
 
 template <int D, int NT>
 void LaunchSplit(const SplitArgs& a, cudaStream_t stream) {
-  const size_t smem = MainStageBytes<D>() + static_cast<size_t>(a.seg_cap) * 8;
+  constexpr bool kWg = D == kWgD && NT == 8;  // as in the kernel
+  const size_t stage_bytes = kWg ? 1024 + kWgQBytes + kStages * kWgStageBytes : MainStageBytes<D>();
+  const size_t smem = stage_bytes + static_cast<size_t>(a.seg_cap) * 8;
   auto kernel = IndexerTopkSplitKernel<D, NT>;
   CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
   const dim3 grid(static_cast<unsigned>(a.T), static_cast<unsigned>(a.nchunks));

@@ -25,6 +25,13 @@
 //     the key index), and the threshold becomes the k-th best score. Because keys are streamed in
 //     increasing index order, a later key that only ties the threshold can never beat the kept ones
 //     (it has a larger index), so the strict ">" filter is exact.
+//     D = 128 with 33..64 heads (the DeepSeek shape) runs a wgmma variant instead: the 8 queries
+//     sit in shared memory (128-byte swizzle), keys stream through 2 swizzled stages, and each
+//     warpgroup computes S[64 keys x (2 queries x 64 heads)] with wgmma m64n128k16, two steps in
+//     flight; its accumulator layout is the mma.sync one, so ReLU / weights / head-sum are the same
+//     code (the split kernel's wgmma variant gives the same bits). Its compaction stops the radix
+//     select at the first bin edge that keeps <= topk + 128 entries and uses that edge as the
+//     threshold (a superset of the topk best, so the finalize result is unchanged).
 //  2. Finalize kernel (one CTA per query): compacts the buffer to its exact min(topk, n) best,
 //     bitonic-sorts them by (score desc, index asc) in shared memory and writes indices and scores.
 // Typical cost of the selection: about k * (1 + ln(L / k)) candidates per query (random order) and a
