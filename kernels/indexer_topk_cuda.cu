@@ -366,6 +366,72 @@ constexpr int MainStageBytes() {
   return kStages * kTileKeys * RowBytes<D>();
 }
 
+// Query t's q as mma.sync B fragments (bq[j][kk][0] = q[8j+g][16kk+2t4 .. +1], [1] the same at
+// +8) and its per-head weights times |scale| (wsc[j][c] for head 8j+2t4+c); zeros where the
+// query is inactive or the head past H. negate_q flips q's sign (a negative scale).
+template <int D, int NT>
+__device__ __forceinline__ void LoadQueryFragments(const __nv_bfloat16* q, const float* weights, int64_t t, int H,
+                                                   bool active, bool negate_q, float abs_scale, int g, int t4,
+                                                   uint32_t (&bq)[NT][D / 16][2], float (&wsc)[NT][2]) {
+#pragma unroll
+  for (int j = 0; j < NT; ++j) {
+    const int head = 8 * j + g;
+    const bool hv = active && head < H;
+    const uint32_t* qrow = reinterpret_cast<const uint32_t*>(q + (t * H + head) * D);
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk) {
+      uint32_t b0 = hv ? __ldg(qrow + (16 * kk + 2 * t4) / 2) : 0u;
+      uint32_t b1 = hv ? __ldg(qrow + (16 * kk + 8 + 2 * t4) / 2) : 0u;
+      if (negate_q) {
+        b0 ^= 0x80008000u;
+        b1 ^= 0x80008000u;
+      }
+      bq[j][kk][0] = b0;
+      bq[j][kk][1] = b1;
+    }
+#pragma unroll
+    for (int c = 0; c < 2; ++c) {
+      const int h = 8 * j + 2 * t4 + c;
+      wsc[j][c] = (active && h < H) ? weights[t * H + h] * abs_scale : 0.f;
+    }
+  }
+}
+
+// The 16 keys x 8*NT heads logits of one m-tile (ldmatrix address `addr`) against bq.
+template <int D, int NT>
+__device__ __forceinline__ void MmaKeyTile(uint32_t addr, const uint32_t (&bq)[NT][D / 16][2], float (&acc)[NT][4]) {
+#pragma unroll
+  for (int j = 0; j < NT; ++j) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.f;
+#pragma unroll
+  for (int kk = 0; kk < D / 16; ++kk) {
+    uint32_t a0, a1, a2, a3;
+    LdMatrixX4(addr + kk * 32, a0, a1, a2, a3);
+#pragma unroll
+    for (int j = 0; j < NT; ++j) MmaBf16(acc[j], a0, a1, a2, a3, bq[j][kk][0], bq[j][kk][1]);
+  }
+}
+
+// Index scores of the m-tile's keys g (lo) and g + 8 (hi): sum over heads of weight * ReLU, the
+// heads of a quad summed with shuffles. acc[j][0..1] hold key g, heads 8j+2t4+{0,1}; [2..3] key
+// g + 8. Every caller sums in this order, so all paths give the same bits.
+template <int NT>
+__device__ __forceinline__ void HeadSum(const float (&acc)[NT][4], const float (&wsc)[NT][2], float* lo, float* hi) {
+  float s_lo = 0.f, s_hi = 0.f;
+#pragma unroll
+  for (int j = 0; j < NT; ++j) {
+    s_lo = fmaf(wsc[j][0], fmaxf(acc[j][0], 0.f), s_lo);
+    s_lo = fmaf(wsc[j][1], fmaxf(acc[j][1], 0.f), s_lo);
+    s_hi = fmaf(wsc[j][0], fmaxf(acc[j][2], 0.f), s_hi);
+    s_hi = fmaf(wsc[j][1], fmaxf(acc[j][3], 0.f), s_hi);
+  }
+  s_lo += __shfl_xor_sync(0xffffffffu, s_lo, 1);
+  s_hi += __shfl_xor_sync(0xffffffffu, s_hi, 1);
+  s_lo += __shfl_xor_sync(0xffffffffu, s_lo, 2);
+  s_hi += __shfl_xor_sync(0xffffffffu, s_hi, 2);
+  *lo = s_lo;
+  *hi = s_hi;
+}
+
 // NT: n-tiles of 8 heads (H <= 8 * NT).
 template <int D, int NT>
 __global__ void __launch_bounds__(kThreads, 1) IndexerTopkMainKernel(const MainArgs a) {
@@ -386,31 +452,9 @@ __global__ void __launch_bounds__(kThreads, 1) IndexerTopkMainKernel(const MainA
   const int end = active ? KeyEndOf(a.key_end, a.query_offset, a.L, t) : 0;
   if (lane == 0) s_end[warp] = end;
 
-  // q[t] as B fragments: b[j][kk][0] = q[8j+g][16kk+2t4 .. +1], b[j][kk][1] = the same at +8.
   uint32_t bq[NT][KS][2];
   float wsc[NT][2];
-#pragma unroll
-  for (int j = 0; j < NT; ++j) {
-    const int head = 8 * j + g;
-    const bool hv = active && head < a.H;
-    const uint32_t* qrow = reinterpret_cast<const uint32_t*>(a.q + (t * a.H + head) * D);
-#pragma unroll
-    for (int kk = 0; kk < KS; ++kk) {
-      uint32_t b0 = hv ? __ldg(qrow + (16 * kk + 2 * t4) / 2) : 0u;
-      uint32_t b1 = hv ? __ldg(qrow + (16 * kk + 8 + 2 * t4) / 2) : 0u;
-      if (a.negate_q) {
-        b0 ^= 0x80008000u;
-        b1 ^= 0x80008000u;
-      }
-      bq[j][kk][0] = b0;
-      bq[j][kk][1] = b1;
-    }
-#pragma unroll
-    for (int c = 0; c < 2; ++c) {
-      const int h = 8 * j + 2 * t4 + c;
-      wsc[j][c] = (active && h < a.H) ? a.weights[t * a.H + h] * a.abs_scale : 0.f;
-    }
-  }
+  LoadQueryFragments<D, NT>(a.q, a.weights, t, a.H, active, a.negate_q, a.abs_scale, g, t4, bq, wsc);
   __syncthreads();
   int max_end = 0;
 #pragma unroll
@@ -458,28 +502,9 @@ __global__ void __launch_bounds__(kThreads, 1) IndexerTopkMainKernel(const MainA
       for (int mt = 0; mt < kTileKeys / 16; ++mt) {
         if (key0 + mt * 16 >= end) break;
         float acc[NT][4];
-#pragma unroll
-        for (int j = 0; j < NT; ++j) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.f;
-#pragma unroll
-        for (int kk = 0; kk < KS; ++kk) {
-          uint32_t a0, a1, a2, a3;
-          LdMatrixX4(tile_addr + mt * 16 * RowBytes<D>() + kk * 32, a0, a1, a2, a3);
-#pragma unroll
-          for (int j = 0; j < NT; ++j) MmaBf16(acc[j], a0, a1, a2, a3, bq[j][kk][0], bq[j][kk][1]);
-        }
-        // acc[j][0..1]: key g, heads 8j+2t4+{0,1}; acc[j][2..3]: key g+8, same heads.
-        float s_lo = 0.f, s_hi = 0.f;
-#pragma unroll
-        for (int j = 0; j < NT; ++j) {
-          s_lo = fmaf(wsc[j][0], fmaxf(acc[j][0], 0.f), s_lo);
-          s_lo = fmaf(wsc[j][1], fmaxf(acc[j][1], 0.f), s_lo);
-          s_hi = fmaf(wsc[j][0], fmaxf(acc[j][2], 0.f), s_hi);
-          s_hi = fmaf(wsc[j][1], fmaxf(acc[j][3], 0.f), s_hi);
-        }
-        s_lo += __shfl_xor_sync(0xffffffffu, s_lo, 1);
-        s_hi += __shfl_xor_sync(0xffffffffu, s_hi, 1);
-        s_lo += __shfl_xor_sync(0xffffffffu, s_lo, 2);
-        s_hi += __shfl_xor_sync(0xffffffffu, s_hi, 2);
+        MmaKeyTile<D, NT>(tile_addr + mt * 16 * RowBytes<D>(), bq, acc);
+        float s_lo, s_hi;
+        HeadSum<NT>(acc, wsc, &s_lo, &s_hi);
         // Lane t4 == 0 offers key g, lane t4 == 1 key g + 8.
         const int key = key0 + mt * 16 + g + (t4 == 1 ? 8 : 0);
         const float sc = t4 == 0 ? s_lo : s_hi;
@@ -1020,28 +1045,7 @@ __global__ void __launch_bounds__(kThreads, 1) IndexerTopkSplitKernel(const Spli
   // q[t] as B fragments (as in the main kernel; every warp holds the same query).
   uint32_t bq[NT][KS][2];
   float wsc[NT][2];
-#pragma unroll
-  for (int j = 0; j < NT; ++j) {
-    const int head = 8 * j + g;
-    const bool hv = head < a.H;
-    const uint32_t* qrow = reinterpret_cast<const uint32_t*>(a.q + (t * a.H + head) * D);
-#pragma unroll
-    for (int kk = 0; kk < KS; ++kk) {
-      uint32_t b0 = hv ? __ldg(qrow + (16 * kk + 2 * t4) / 2) : 0u;
-      uint32_t b1 = hv ? __ldg(qrow + (16 * kk + 8 + 2 * t4) / 2) : 0u;
-      if (a.negate_q) {
-        b0 ^= 0x80008000u;
-        b1 ^= 0x80008000u;
-      }
-      bq[j][kk][0] = b0;
-      bq[j][kk][1] = b1;
-    }
-#pragma unroll
-    for (int c = 0; c < 2; ++c) {
-      const int h = 8 * j + 2 * t4 + c;
-      wsc[j][c] = h < a.H ? a.weights[t * a.H + h] * a.abs_scale : 0.f;
-    }
-  }
+  LoadQueryFragments<D, NT>(a.q, a.weights, t, a.H, true, a.negate_q, a.abs_scale, g, t4, bq, wsc);
   if constexpr (kWg) {  // q[t] into shared memory, swizzled (heads >= H zero)
     for (int c = tid; c < 64 * 16; c += kThreads) {
       const int h = c >> 4, ch = c & 15;
@@ -1100,28 +1104,10 @@ __global__ void __launch_bounds__(kThreads, 1) IndexerTopkSplitKernel(const Spli
 #endif
       } else {
         if (key0 + mt * 16 >= end) break;
-#pragma unroll
-        for (int j = 0; j < NT; ++j) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.f;
-#pragma unroll
-        for (int kk = 0; kk < KS; ++kk) {
-          uint32_t a0, a1, a2, a3;
-          LdMatrixX4(tile_addr + mt * 16 * RowBytes<D>() + kk * 32, a0, a1, a2, a3);
-#pragma unroll
-          for (int j = 0; j < NT; ++j) MmaBf16(acc[j], a0, a1, a2, a3, bq[j][kk][0], bq[j][kk][1]);
-        }
+        MmaKeyTile<D, NT>(tile_addr + mt * 16 * RowBytes<D>(), bq, acc);
       }
-      float s_lo = 0.f, s_hi = 0.f;
-#pragma unroll
-      for (int j = 0; j < NT; ++j) {
-        s_lo = fmaf(wsc[j][0], fmaxf(acc[j][0], 0.f), s_lo);
-        s_lo = fmaf(wsc[j][1], fmaxf(acc[j][1], 0.f), s_lo);
-        s_hi = fmaf(wsc[j][0], fmaxf(acc[j][2], 0.f), s_hi);
-        s_hi = fmaf(wsc[j][1], fmaxf(acc[j][3], 0.f), s_hi);
-      }
-      s_lo += __shfl_xor_sync(0xffffffffu, s_lo, 1);
-      s_hi += __shfl_xor_sync(0xffffffffu, s_hi, 1);
-      s_lo += __shfl_xor_sync(0xffffffffu, s_lo, 2);
-      s_hi += __shfl_xor_sync(0xffffffffu, s_hi, 2);
+      float s_lo, s_hi;
+      HeadSum<NT>(acc, wsc, &s_lo, &s_hi);
       const int key = key0 + mt * 16 + g + (t4 == 1 ? 8 : 0);
       const float sc = t4 == 0 ? s_lo : s_hi;
       const bool pass = t4 < 2 && key < end && sc > thr;

@@ -30,22 +30,13 @@
 #include <vector>
 
 #include "core/cuda_check.h"
+#include "core/device_buffer.h"
 #include "core/dtype.h"
 #include "gtest/gtest.h"
 #include "kernels/indexer_topk.h"
 
 namespace indexcache {
 namespace {
-
-template <typename T>
-struct DeviceBuffer {
-  explicit DeviceBuffer(size_t n) : bytes(std::max<size_t>(n, 1) * sizeof(T)) { CUDA_CHECK(cudaMalloc(&ptr, bytes)); }
-  ~DeviceBuffer() { cudaFree(ptr); }
-  void CopyFrom(const void* host) { CUDA_CHECK(cudaMemcpy(ptr, host, bytes, cudaMemcpyHostToDevice)); }
-  void CopyTo(void* host) const { CUDA_CHECK(cudaMemcpy(host, ptr, bytes, cudaMemcpyDeviceToHost)); }
-  T* ptr = nullptr;
-  size_t bytes;
-};
 
 struct Case {
   std::string name;

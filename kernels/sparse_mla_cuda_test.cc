@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "core/cuda_check.h"
+#include "core/device_buffer.h"
 #include "core/dtype.h"
 #include "gtest/gtest.h"
 #include "kernels/sparse_mla.h"
@@ -35,16 +36,6 @@ double RelL2(const std::vector<float>& got, const std::vector<float>& ref) {
 }
 
 // Device buffer of n elements of T, freed on scope exit.
-template <typename T>
-struct DeviceBuffer {
-  explicit DeviceBuffer(size_t n) : bytes(n * sizeof(T)) { CUDA_CHECK(cudaMalloc(&ptr, bytes > 0 ? bytes : 16)); }
-  ~DeviceBuffer() { cudaFree(ptr); }
-  void CopyFrom(const void* host) { CUDA_CHECK(cudaMemcpy(ptr, host, bytes, cudaMemcpyHostToDevice)); }
-  void CopyTo(void* host) const { CUDA_CHECK(cudaMemcpy(host, ptr, bytes, cudaMemcpyDeviceToHost)); }
-  T* ptr = nullptr;
-  size_t bytes;
-};
-
 struct Case {
   const char* name;
   int64_t T, H, L, topk;
