@@ -127,6 +127,11 @@ class Backend {
   // Adds the gradients into args.grad_*; returns the loss (sum over queries of the multi-layer KL).
   virtual double DistillLoss(const DistillLossArgs& args) = 0;
 
+  // --- language-model loss ----------------------------------------------------------------------
+  // Per row r of logits [R, V] (f32): -log softmax(logits[r])[targets[r]], returned on the host in
+  // fp64 (kernels/cross_entropy.h). Targets are in [0, V) (the caller's invariant).
+  virtual std::vector<double> CrossEntropyRows(const Tensor& logits, const std::vector<int32_t>& targets) = 0;
+
   // y[i] = x[rows[i]]
   virtual void GatherRows(const Tensor& x, const std::vector<int32_t>& rows, Tensor* y) = 0;
   // y[rows[i]] += scale[i] * x[i]
