@@ -67,6 +67,8 @@ class Backend {
   virtual Tensor ToDevice(const Tensor& host) = 0;  // same dtype
   virtual Tensor ToHost(const Tensor& t) = 0;       // float types arrive as f32, ints unchanged
   virtual void Synchronize() {}
+  // Free bytes of device memory now; -1 for the host backend (no device to fill).
+  virtual int64_t FreeDeviceBytes() { return -1; }
   // A copy of x converted to `dtype` (float types only); x itself if it already has it.
   virtual Tensor Convert(const Tensor& x, DType dtype) = 0;
 

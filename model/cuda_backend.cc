@@ -110,6 +110,12 @@ class CudaBackend final : public Backend {
     return t;
   }
 
+  int64_t FreeDeviceBytes() override {
+    size_t free = 0, total = 0;
+    CUDA_CHECK(cudaMemGetInfo(&free, &total));
+    return static_cast<int64_t>(free);
+  }
+
   Tensor ToDevice(const Tensor& host) override {
     if (host.device() == Device::kCuda) return host;
     Tensor t = Alloc(host.dtype(), host.shape());

@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/npy.h"
+#include "data/eval_windows.h"
 #include "data/token_array.h"
 #include "model/dsa_model.h"
 #include "model/lm_loss.h"
@@ -48,30 +49,20 @@ Status RunLogits(const Flags& flags) {
 Status RunEval(const Flags& flags) {
   RETURN_IF_ERROR(CheckDeviceFlag(flags));
   ASSIGN_OR_RETURN(int64_t seq_len, flags.GetInt("seq-len", 0));
-  if (seq_len < 2) return InvalidArgument("--seq-len must be at least 2");
   ASSIGN_OR_RETURN(int64_t max_seqs, flags.GetInt("max-seqs", 0));
-  if (max_seqs < 0) return InvalidArgument("--max-seqs must be >= 0");
   ASSIGN_OR_RETURN(DsaModel model, LoadModel(flags));
   const std::string data_path = *flags.Get("data");
-  ASSIGN_OR_RETURN(TokenArray data, ReadTokenArray(data_path, model.config().vocab_size));
-  // Each row (a 1-D array is one row) is cut into whole windows of seq_len tokens.
+  ASSIGN_OR_RETURN(std::vector<EvalWindow> windows,
+                   ReadEvalWindows(data_path, seq_len, max_seqs, model.config().vocab_size));
   std::vector<std::vector<int32_t>> seqs;
-  for (int64_t r = 0; r < data.rows(); ++r) {
-    for (int64_t s = 0; s + seq_len <= data.cols(); s += seq_len) {
-      if (max_seqs && static_cast<int64_t>(seqs.size()) >= max_seqs) break;
-      const auto begin = data.ids.begin() + r * data.cols() + s;
-      seqs.emplace_back(begin, begin + seq_len);
-    }
-  }
-  if (seqs.empty()) {
-    return InvalidArgument(data_path + ": no complete sequence of --seq-len " + std::to_string(seq_len) +
-                           " tokens (rows have " + std::to_string(data.cols()) + ")");
-  }
+  for (EvalWindow& w : windows) seqs.push_back(std::move(w.tokens));
   LossSum total;
   for (const auto& seq : seqs) {
     ForwardOptions opts;
+    opts.compute_logits = false;
+    opts.compute_loss = true;  // on the backend, in row chunks: no [T, vocab] logits on the host
     ASSIGN_OR_RETURN(ForwardResult r, model.Forward(seq, opts));
-    total.Add(NextTokenLoss(r.logits, seq));
+    total.Add(SumLosses(r.token_nll));
   }
   const double loss = total.mean();
   if (flags.GetBool("json")) {

@@ -22,9 +22,10 @@ const std::vector<Command>& AllCommands() {
         kPattern, kDevice},
        RunLogits},
       {"eval", "Mean next-token cross-entropy (nats) and perplexity over token data cut into sequences of "
-               "--seq-len tokens (an incomplete tail is dropped). Data: .npy int32/int64 [N] (one stream) or "
-               "[B, T] (rows are cut separately).",
-       {kModel, {"data", "token data (.npy)", false, true}, {"seq-len", "tokens per sequence", false, true},
+               "--seq-len tokens, document by document (an incomplete tail is dropped). Data: .npy int32/int64 [N] "
+               "(one document) or [B, T] (rows are documents), a Megatron prefix, an .ictok shard, or a "
+               "comma-separated list of them.",
+       {kModel, {"data", "token data (.npy, Megatron prefix, .ictok, or a comma-separated list)", false, true}, {"seq-len", "tokens per sequence", false, true},
         {"max-seqs", "evaluate at most this many sequences (0: all)", false, false, "0"}, kPattern, kDevice, kJson},
        RunEval},
       {"generate", "Greedy generation with the decode path: prefill the prompt (.npy [T] or [B, T]) into a latent + "
@@ -33,6 +34,24 @@ const std::vector<Command>& AllCommands() {
         {"max-new", "tokens to generate", false, true},
         {"out", "optional .npy for prompt + generated ids (int32)"}, kPattern, kDevice},
        RunGenerate},
+      {"search", "Training-free IndexCache: greedy search for the Full layers by calibration loss. From all-F (where "
+                 "the checkpoint has indexer weights), each step flips to Shared the layer whose flip costs the least "
+                 "loss, until --target Full layers remain (or, with --budget, while the loss stays within PCT % of "
+                 "all-F). Candidates rerun only the layers from the flipped one on (a prefix cache of activations); "
+                 "under mpirun the sequences are split over ranks. Writes --out after every step, and an SVG beside it.",
+       {kModel, {"data", "calibration tokens: .npy, Megatron prefix, .ictok or a comma-separated list", false, true},
+        {"seq-len", "tokens per calibration sequence", false, true},
+        {"max-seqs", "use at most this many sequences (0: all)", false, false, "0"},
+        {"target", "Full layers to keep: 1/N (ceil(layers / N)) or a count K"},
+        {"budget", "instead of --target: the fewest Full layers whose loss stays within PCT % of all-F"},
+        {"refine", "after greedy, move Full layers to neighbouring Shared positions while that lowers the loss", true},
+        {"keep-full", "comma-separated layers that must stay Full (layer 0 always does)"},
+        {"out", "result JSON (written atomically after every step)", false, false, "search.json"},
+        {"resume", "continue the search recorded in --out", true},
+        {"stop-after-step", "stop after this many new steps (--resume continues), e.g. to fit a time slot", false, false, "0"},
+        {"cache-mb", "device memory for the prefix cache in MiB (default: half of what is free; the rest on the host)"},
+        kDevice},
+       RunSearch},
       {"train", "Training-aware IndexCache: fine-tunes the Full layers' indexers with the multi-layer distillation "
                 "loss, the main model frozen. Alone or under mpirun/srun (one rank per process; gradients summed "
                 "over ranks). Config: protobuf text format (configs/*.textproto, schema trainer/train_config.proto).",
