@@ -109,6 +109,17 @@ TEST(SearchCli, CandidateLossEqualsEvalAndResultFeedsEvalAndExport) {
   const json e = json::parse(ev);
   EXPECT_EQ(e["pattern"], j["pattern"]);
   EXPECT_NEAR(e["loss"].get<double>(), j["final_loss"].get<double>(), kSearchLossRelTol * 10);
+
+  // A training-free export: only the pattern keys change.
+  std::string ex;
+  ASSERT_EQ(RunShell(std::string("tools/indexcache export --model ") + kGentle + " --pattern " + dir + "/s.json --out " +
+                         dir + "/exported",
+                     &ex),
+            0)
+      << ex;
+  const json config = json::parse(Read(dir + "/exported/config.json"));
+  EXPECT_EQ(config["index_topk_pattern"], j["pattern"]);
+  EXPECT_EQ(config["indexer_types"], j["config_keys"]["indexer_types"]);
 }
 
 void ExpectOneLineError(const std::string& args, const std::string& needle) {

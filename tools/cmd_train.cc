@@ -90,8 +90,16 @@ StatusOr<std::string> ResolveCheckpoint(const std::string& path) {
 Status RunExport(const Flags& flags) {
   const std::string model_dir = *flags.Get("model");
   ASSIGN_OR_RETURN(ModelConfig config, LoadModelConfig(model_dir));
-  ASSIGN_OR_RETURN(std::string ckpt, ResolveCheckpoint(*flags.Get("checkpoint")));
-  ASSIGN_OR_RETURN(IndexerSet trained, ReadTrainedIndexers(ckpt, config));
+  // Without --checkpoint (a training-free pattern, e.g. from `indexcache search`) the indexers stay
+  // as they are and only the pattern keys change.
+  std::string ckpt = "(no checkpoint)";
+  IndexerSet trained;
+  if (auto c = flags.Get("checkpoint")) {
+    ASSIGN_OR_RETURN(ckpt, ResolveCheckpoint(*c));
+    ASSIGN_OR_RETURN(trained, ReadTrainedIndexers(ckpt, config));
+  } else if (!flags.Has("pattern")) {
+    return InvalidArgument("give --checkpoint (trained indexers), --pattern (e.g. a search.json), or both");
+  }
   IndexPattern pattern;
   if (auto spec = flags.Get("pattern")) {
     ASSIGN_OR_RETURN(pattern, IndexPattern::Parse(*spec, static_cast<int>(config.num_layers)));

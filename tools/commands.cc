@@ -63,9 +63,10 @@ const std::vector<Command>& AllCommands() {
       {"export", "Writes an HF model directory whose Full layers carry a checkpoint's trained indexers and whose "
                  "config.json carries index_topk_pattern, indexer_types (and index_topk_freq / "
                  "index_skip_topk_offset when regular), for SGLang, vLLM and transformers.",
-       {kModel, {"checkpoint", "a checkpoint directory, or a checkpoint root (its latest)", false, true},
+       {kModel, {"checkpoint", "a checkpoint directory, or a checkpoint root (its latest); without it only the "
+                               "pattern keys change"},
         {"out", "output model directory (must not exist)", false, true},
-        {"pattern", "override the checkpoint's pattern"},
+        {"pattern", "the pattern to write (F/S string, 1/N, all, or a search.json); default: the checkpoint's"},
         {"drop-shared-indexers", "leave the Shared layers' indexer tensors out (GLM-5.2 style)", true}},
        RunExport},
       {"bench", "GPU benchmarks: the device's ceilings (bf16 GEMM, copy), the fused indexer top-k and sparse MLA "

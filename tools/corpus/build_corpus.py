@@ -138,6 +138,8 @@ def clean(text):
     text = unicodedata.normalize("NFC", text)
     text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\f", "\n")
     text = _CTRL.sub("", text)
+    for special in SPECIAL_TOKENS:  # never let corpus text spell a special token
+        text = text.replace(special, special.replace("|", ""))
     text = "\n".join(line.rstrip() for line in text.split("\n"))
     text = re.sub(r"\n{3,}", "\n\n", text)
     return text.strip("\n") + "\n"
@@ -736,11 +738,13 @@ def tokenise_and_write(work, docs, tok_path, jobs, sample_dir):
     batch = 256
     for i in range(0, len(docs), batch):
         enc = tok.encode_batch([d["text"] for d in docs[i:i + batch]], add_special_tokens=False)
-        ids += [e.ids for e in enc]
+        ids += [np.array(e.ids, dtype=np.uint16) for e in enc]
     # Round trip: byte-level BPE without a normaliser decodes to the text exactly.
-    for d, t in zip(docs[:: max(1, len(docs) // 200)], ids[:: max(1, len(docs) // 200)]):
-        assert tok.decode(t, skip_special_tokens=False) == d["text"], d["name"]
+    step = max(1, len(docs) // 200)
+    for d, t in zip(docs[::step], ids[::step]):
+        assert tok.decode(t.tolist(), skip_special_tokens=False) == d["text"], d["name"]
     for d, t in zip(docs, ids):
+        assert (t >= len(SPECIAL_TOKENS)).all(), d["name"]
         d["tokens"] = len(t)
 
     gpu = work / "gpu"
@@ -748,11 +752,11 @@ def tokenise_and_write(work, docs, tok_path, jobs, sample_dir):
     outputs = {}
     for split_name, held in (("train", False), ("heldout", True)):
         sel = [i for i, d in enumerate(docs) if d["heldout"] == held]
-        seqs = [ids[i] + [EOT_ID] for i in sel]
+        seqs = [np.append(ids[i], np.uint16(EOT_ID)) for i in sel]
         prefix = work / f"{split_name}_text_document"
         write_megatron(prefix, seqs)
         back = read_megatron(prefix)
-        assert len(back) == len(seqs) and all(list(map(int, b)) == s for b, s in zip(back, seqs)), split_name
+        assert len(back) == len(seqs) and all(np.array_equal(b, s) for b, s in zip(back, seqs)), split_name
         meta = {
             "format": "raw little-endian uint16 tokens; every document ends with <|endoftext|>",
             "eot_id": EOT_ID, "vocab_size": VOCAB_SIZE, "dtype": "uint16",
@@ -785,7 +789,7 @@ def tokenise_and_write(work, docs, tok_path, jobs, sample_dir):
             if cands.get(s) and len(picked) < SAMPLE_ROWS:
                 picked.append(cands[s].pop(0))
     sample_dir.mkdir(parents=True, exist_ok=True)
-    rows = [ids[i][:SAMPLE_TOKENS] for i in picked]
+    rows = [ids[i][:SAMPLE_TOKENS].astype(np.int32) for i in picked]
     write_megatron(sample_dir / "heldout_sample_text_document", rows)
     arr = np.array(rows, dtype=np.int32)
     with open(sample_dir / "heldout_sample.npy", "wb") as f:
