@@ -84,6 +84,9 @@ const std::vector<Command>& AllCommands() {
         {"distill-seq", "comma-separated sequence lengths for --distill", false, false, "8192,32768"},
         {"distill-layers", "layers of the --distill stack (layer 0 Full, serving all)", false, false, "4"},
         {"skip-stack", "skip the layer-stack section", true},
+        {"search", "also time one step of the pattern search (prefix cache vs full forwards)", true},
+        {"search-seq", "comma-separated sequence lengths for --search", false, false, "8192,32768"},
+        {"search-layers", "layers of the --search stack", false, false, "16"},
         {"json", "write results to this .json file"}},
        RunBench},
   };
