@@ -16,7 +16,6 @@ import bz2
 import gzip
 import hashlib
 import html
-import io
 import json
 import lzma
 import os
@@ -888,6 +887,7 @@ def main():
     else:
         log("downloading and extracting packages ...")
         versions = download(work)
+    versions = dict(sorted(versions.items()))
     available = {p for p in versions if (work / "x" / p).is_dir()}
     extract_stats = None
     if not args.skip_extract:
