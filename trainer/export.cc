@@ -231,6 +231,9 @@ Status ExportModel(const std::string& model_dir, const IndexerSet& trained, cons
   json types = json::array();
   for (int l = 0; l < pattern.num_layers(); ++l) types.push_back(pattern.is_full(l) ? "full" : "shared");
   cfg["indexer_types"] = types;
+  // Some engines (vLLM's IndexCache path and forks of it) only read the pattern keys when this
+  // switch is on; all-F turns it off so no engine skips an indexer.
+  cfg["use_index_cache"] = pattern.num_full() < pattern.num_layers();
   int freq = 0, offset = 0;
   if (pattern.AsFrequency(&freq, &offset)) {
     cfg["index_topk_freq"] = freq;

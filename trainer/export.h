@@ -8,7 +8,7 @@
 // its own name with the trained tensors replacing the originals in the original dtype (FP8 e4m3
 // weights are re-quantised with fresh block scales), and model.safetensors.index.json is
 // regenerated. config.json gains `index_topk_pattern` ("FSSF..."), `indexer_types`
-// (["full", "shared", ...]) and, when the pattern is the regular freq/offset rule,
+// (["full", "shared", ...]), `use_index_cache` (true when a layer is Shared) and, when the pattern is the regular freq/offset rule,
 // `index_topk_freq` + `index_skip_topk_offset`. With drop_shared_indexers the Shared layers'
 // indexer tensors are left out (GLM-5.2 style). The output appears atomically: it is written to
 // `<out>.tmp.<pid>` and renamed.

@@ -55,6 +55,9 @@ TEST(Export, DeepseekV32DropIsRefusedUnlessForced) {
   ExportReport report;
   ASSERT_TRUE(ExportModel(kFp8, {}, Pattern("FSF"), options, dir + "/out", &report).ok());
   EXPECT_TRUE(AnyContains(report.warnings, "randomly"));
+  const json cfg = json::parse(ReadBytes(dir + "/out/config.json"));
+  EXPECT_EQ(cfg["use_index_cache"], true);
+  EXPECT_EQ(cfg["index_topk_pattern"], "FSF");
   EXPECT_FALSE(SafetensorsCheckpoint::Open(dir + "/out")->Has("model.layers.1.self_attn.indexer.wk.weight"));
 }
 
