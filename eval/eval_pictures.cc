@@ -28,7 +28,7 @@ StatusOr<std::vector<std::string>> WriteEvalPictures(const json& report, const s
   std::vector<std::string> written;
   if (report.contains("overlap") && report["overlap"].is_array()) {
     Heatmap map;
-    map.title = "Top-k overlap between layers under all-F (mean |topk_i ∩ topk_j| / k)";
+    map.title = "Top-k overlap under all-F";
     map.x_label = "layer";
     map.y_label = "layer";
     const json& m = report["overlap"];
