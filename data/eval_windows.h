@@ -37,4 +37,15 @@ StatusOr<std::vector<EvalWindow>> ReadEvalWindows(const TokenSource& source, int
 StatusOr<std::vector<EvalWindow>> ReadEvalWindows(const std::string& spec, int64_t seq_len, int64_t max_seqs,
                                                   int64_t vocab_size);
 
+// Whole documents as rows, for `logits` and `generate` (each row runs from position 0). A single
+// .npy keeps its shape ([T]: one row, one_dimensional; [B, T]: B rows) and its existing messages;
+// any other spec opens through OpenTokenSource, one row per document. At most max_rows rows and
+// max_tokens tokens in all (both > 0); ids must lie in [0, vocab_size).
+struct TokenRows {
+  std::vector<std::vector<int32_t>> rows;
+  bool one_dimensional = false;  // a .npy of shape [T]
+  bool equal_lengths() const;
+};
+StatusOr<TokenRows> ReadTokenRows(const std::string& spec, int64_t vocab_size, int64_t max_rows, int64_t max_tokens);
+
 }  // namespace indexcache

@@ -22,11 +22,25 @@ const std::vector<Command>& AllCommands() {
         kPattern, kDevice},
        RunLogits},
       {"eval", "Mean next-token cross-entropy (nats) and perplexity over token data cut into sequences of "
-               "--seq-len tokens, document by document (an incomplete tail is dropped). Data: .npy int32/int64 [N] "
-               "(one document) or [B, T] (rows are documents), a Megatron prefix, an .ictok shard, or a "
-               "comma-separated list of them.",
+               "--seq-len tokens, document by document (an incomplete tail is dropped), for one or several "
+               "IndexCache patterns; optionally loss by position, retrieval tasks (exact match by greedy decoding "
+               "and answer loss), the layers' top-k overlap and attention mass recall. --out writes JSON and SVG "
+               "pictures beside it. Data: .npy int32/int64 [N] (one document) or [B, T] (rows are documents), a "
+               "Megatron prefix, an .ictok shard, or a comma-separated list of them.",
        {kModel, {"data", "token data (.npy, Megatron prefix, .ictok, or a comma-separated list)", false, true}, {"seq-len", "tokens per sequence", false, true},
-        {"max-seqs", "evaluate at most this many sequences (0: all)", false, false, "0"}, kPattern, kDevice, kJson},
+        {"max-seqs", "evaluate at most this many sequences (0: all)", false, false, "0"}, kPattern,
+        {"patterns", "comma-separated patterns to compare (F/S strings, 1/N, all, search.json paths); the first "
+                     "is the reference of the 'difference' column"},
+        {"bucket", "also report the loss by position in buckets of this many positions"},
+        {"tasks", "retrieval tasks (.jsonl: prompt, answer, kind, context, depth; tools/make_tasks.py)"},
+        {"overlap", "top-k overlap of every pair of layers under all-F, and per pattern each layer's attention "
+                    "mass recall", true},
+        {"overlap-queries", "queries sampled per sequence for --overlap (0: every query with more than k keys)",
+         false, false, "64"},
+        {"overlap-seqs", "sequences probed for --overlap (the first ones)", false, false, "4"},
+        {"out", "write the JSON here, and the pictures next to it (FILE_overlap.svg, FILE_loss_by_position.svg, "
+                "FILE_tasks_pI.svg)"},
+        kDevice, kJson},
        RunEval},
       {"generate", "Greedy generation with the decode path: prefill the prompt (.npy [T] or [B, T]) into a latent + "
                    "indexer-key cache (Shared layers keep no indexer keys), then one token per step.",
@@ -67,7 +81,10 @@ const std::vector<Command>& AllCommands() {
                                "pattern keys change"},
         {"out", "output model directory (must not exist)", false, true},
         {"pattern", "the pattern to write (F/S string, 1/N, all, or a search.json); default: the checkpoint's"},
-        {"drop-shared-indexers", "leave the Shared layers' indexer tensors out (GLM-5.2 style)", true}},
+        {"drop-shared-indexers", "leave the Shared layers' indexer tensors out (GLM-5.2 style)", true},
+        {"indexer-dtype", "dtype of the trained indexer weights: 'checkpoint' (the model's own; FP8 re-quantised), "
+                          "'bf16' (kept bf16 inside an FP8 checkpoint) or 'fp8'", false, false, "checkpoint"},
+        {"force", "allow --drop-shared-indexers where transformers would initialise the missing indexers randomly", true}},
        RunExport},
       {"bench", "GPU benchmarks: the device's ceilings (bf16 GEMM, copy), the fused indexer top-k and sparse MLA "
                 "kernels at DeepSeek-V3.2 sizes, and a stack of V3.2-shaped layers with random weights: prefill "

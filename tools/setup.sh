@@ -27,6 +27,19 @@ if [[ "${1:-}" != "--no-apt" ]]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${PACKAGES[@]}" >/dev/null
 fi
 
+# tools/make_tasks.py (retrieval tasks for `indexcache eval --tasks`) needs Hugging Face
+# `tokenizers` from PyPI; nothing else does, so a machine without pip only loses that script.
+if ! python3 -c "import tokenizers" 2>/dev/null; then
+  if python3 -m pip --version >/dev/null 2>&1; then
+    echo "== installing tokenizers (PyPI) for tools/make_tasks.py"
+    python3 -m pip install --quiet tokenizers 2>/dev/null ||
+      python3 -m pip install --quiet --break-system-packages tokenizers ||
+      echo "warning: could not install tokenizers; tools/make_tasks.py will not run" >&2
+  else
+    echo "note: no pip for python3; 'pip install tokenizers' to use tools/make_tasks.py" >&2
+  fi
+fi
+
 if [[ ! -x /usr/local/cuda/bin/nvcc ]]; then
   echo "error: the CUDA toolkit is not at /usr/local/cuda (nvcc, cudart, cuBLAS and NCCL are needed to build)" >&2
   exit 1
@@ -42,4 +55,6 @@ echo "== indexcache info on the embedded example"
 echo "== indexcache eval: the checkpoint's pattern, then every layer reusing layer 0's top-k (1/4)"
 "$BIN" eval --model "$EXAMPLE" --data "$EXAMPLE/tokens.npy" --seq-len 36
 "$BIN" eval --model "$EXAMPLE" --data "$EXAMPLE/tokens.npy" --seq-len 36 --pattern 1/4
+echo "== indexcache eval: two patterns side by side, loss by position"
+"$BIN" eval --model "$EXAMPLE" --data "$EXAMPLE/tokens.npy" --seq-len 36 --patterns FSSF,1/4 --bucket 12
 echo "== setup done"
