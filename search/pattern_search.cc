@@ -111,6 +111,10 @@ class Search {
   bool Movable(int l) const { return l > 0 && !keep_[l]; }
 
   Status Start();
+  // Commits `step` (whose pattern is `next`, first changed at layer `from`): refreshes the cache,
+  // records and saves the step, reports it; sets stopped_ when --stop-after-step is reached.
+  StatusOr<IndexPattern> CommitStep(const SearchStep& step, const std::string& next, int from, Clock::time_point t0,
+                                    SearchProgress* pr);
   Status Greedy();
   Status Refine();
   Status Saved() { return save_(record_); }
@@ -202,6 +206,19 @@ double Search::EtaGreedy(const std::vector<int>& cands, int remaining_steps, int
   return std::max(0.0, layers) * SecondsPerLayer();
 }
 
+StatusOr<IndexPattern> Search::CommitStep(const SearchStep& step, const std::string& next, int from,
+                                          Clock::time_point t0, SearchProgress* pr) {
+  RETURN_IF_ERROR(Commit(next, from).status());
+  ASSIGN_OR_RETURN(IndexPattern p, IndexPattern::Parse(next, n_, "search"));
+  record_.steps.push_back(step);
+  RETURN_IF_ERROR(Saved());
+  pr->step_done = true;
+  pr->seconds_step = Seconds(t0);
+  progress_(*pr);
+  stopped_ = StopHere();
+  return p;
+}
+
 Status Search::Greedy() {
   ASSIGN_OR_RETURN(IndexPattern p, record_.CurrentPattern());
   const bool budget = opt_.budget_pct >= 0.0;
@@ -237,18 +254,8 @@ Status Search::Greedy() {
       progress_(pr);
     }
     if (budget && step.loss > limit) break;
-    const std::string next = WithLayer(p, step.layer, false);
-    RETURN_IF_ERROR(Commit(next, step.layer).status());
-    ASSIGN_OR_RETURN(p, IndexPattern::Parse(next, n_, "search"));
-    record_.steps.push_back(step);
-    RETURN_IF_ERROR(Saved());
-    pr.step_done = true;
-    pr.seconds_step = Seconds(t0);
-    progress_(pr);
-    if (StopHere()) {
-      stopped_ = true;
-      return Status::Ok();
-    }
+    ASSIGN_OR_RETURN(p, CommitStep(step, WithLayer(p, step.layer, false), step.layer, t0, &pr));
+    if (stopped_) return Status::Ok();
   }
   record_.greedy_pattern = p.ToString();
   record_.greedy_loss = record_.current_loss();
@@ -312,17 +319,8 @@ Status Search::Refine() {
     std::string q = p.ToString();
     q[step.from] = 'S';
     q[step.to] = 'F';
-    RETURN_IF_ERROR(Commit(q, std::min(step.from, step.to)).status());
-    ASSIGN_OR_RETURN(p, IndexPattern::Parse(q, n_, "search"));
-    record_.steps.push_back(step);
-    RETURN_IF_ERROR(Saved());
-    pr.step_done = true;
-    pr.seconds_step = Seconds(t0);
-    progress_(pr);
-    if (StopHere()) {
-      stopped_ = true;
-      return Status::Ok();
-    }
+    ASSIGN_OR_RETURN(p, CommitStep(step, q, std::min(step.from, step.to), t0, &pr));
+    if (stopped_) return Status::Ok();
   }
   return Status::Ok();
 }

@@ -2,6 +2,8 @@
 
 #include <string>
 
+#include "model/lm_loss.h"
+
 namespace indexcache {
 
 PrefixCache::PrefixCache(const DsaModel* model, std::vector<std::vector<int32_t>> sequences,
@@ -56,6 +58,19 @@ void PrefixCache::Release(const Tensor& t) {
   (t.device() == Device::kCpu ? host_bytes_ : device_bytes_) -= t.nbytes();
 }
 
+ForwardOptions PrefixCache::ResumeAt(const Entry& e, const IndexPattern& pattern, int start) const {
+  ForwardOptions opt;
+  opt.pattern = &pattern;
+  opt.start_layer = start;
+  if (start > 0) {
+    opt.hidden_in = e.hidden_in[start];
+    opt.initial_topk = e.topk_out[committed_.source_of(start - 1)];
+  }
+  opt.compute_logits = false;
+  opt.compute_loss = true;
+  return opt;
+}
+
 StatusOr<std::vector<double>> PrefixCache::Commit(const IndexPattern& pattern, int from) {
   RETURN_IF_ERROR(CheckPrefix(pattern, from, "PrefixCache::Commit"));
   RETURN_IF_ERROR(model_->CheckPattern(pattern));
@@ -63,15 +78,7 @@ StatusOr<std::vector<double>> PrefixCache::Commit(const IndexPattern& pattern, i
   std::vector<double> losses(sequences_.size());
   for (size_t i = 0; i < sequences_.size(); ++i) {
     Entry& e = entries_[i];
-    ForwardOptions opt;
-    opt.pattern = &pattern;
-    opt.start_layer = from;
-    if (from > 0) {
-      opt.hidden_in = e.hidden_in[from];
-      opt.initial_topk = e.topk_out[committed_.source_of(from - 1)];
-    }
-    opt.compute_logits = false;
-    opt.compute_loss = true;
+    ForwardOptions opt = ResumeAt(e, pattern, from);
     opt.trace.hidden_in = opt.trace.topk = true;
     opt.trace_on_device = true;
     opt.trace_layers.assign(n, false);
@@ -85,9 +92,7 @@ StatusOr<std::vector<double>> PrefixCache::Commit(const IndexPattern& pattern, i
       Release(e.topk_out[l]);
       e.topk_out[l] = pattern.is_full(l) ? Keep(r.layers[l].topk) : Tensor();
     }
-    double sum = 0.0;
-    for (double v : r.token_nll) sum += v;
-    losses[i] = sum;
+    losses[i] = SumLosses(r.token_nll).nll;
   }
   committed_ = pattern;
   has_committed_ = true;
@@ -99,20 +104,8 @@ StatusOr<std::vector<double>> PrefixCache::Score(const IndexPattern& pattern, in
   RETURN_IF_ERROR(model_->CheckPattern(pattern));
   std::vector<double> losses(sequences_.size());
   for (size_t i = 0; i < sequences_.size(); ++i) {
-    const Entry& e = entries_[i];
-    ForwardOptions opt;
-    opt.pattern = &pattern;
-    opt.start_layer = start;
-    if (start > 0) {
-      opt.hidden_in = e.hidden_in[start];
-      opt.initial_topk = e.topk_out[committed_.source_of(start - 1)];
-    }
-    opt.compute_logits = false;
-    opt.compute_loss = true;
-    ASSIGN_OR_RETURN(ForwardResult r, model_->Forward(sequences_[i], opt));
-    double sum = 0.0;
-    for (double v : r.token_nll) sum += v;
-    losses[i] = sum;
+    ASSIGN_OR_RETURN(ForwardResult r, model_->Forward(sequences_[i], ResumeAt(entries_[i], pattern, start)));
+    losses[i] = SumLosses(r.token_nll).nll;
   }
   return losses;
 }

@@ -48,6 +48,9 @@ class PrefixCache {
     std::vector<Tensor> topk_out;   // [layer]: indices written by a Full layer (empty for Shared)
   };
   Status CheckPrefix(const IndexPattern& pattern, int layer, const char* what) const;
+  // A forward of one sequence under `pattern` from the cached input of layer `start`, computing
+  // its per-token losses (the caller adds traces when it refreshes the cache).
+  ForwardOptions ResumeAt(const Entry& e, const IndexPattern& pattern, int start) const;
   // Keeps `t` on the device if the budget allows, else a host f32 copy; updates the byte counts.
   Tensor Keep(const Tensor& t);
   void Release(const Tensor& t);
