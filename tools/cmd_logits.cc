@@ -2,9 +2,11 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <limits>
 
 #include <nlohmann/json.hpp>
 
+#include "core/limits.h"
 #include "core/npy.h"
 #include "data/token_array.h"
 #include "model/dsa_model.h"
@@ -47,10 +49,8 @@ Status RunLogits(const Flags& flags) {
 
 Status RunEval(const Flags& flags) {
   RETURN_IF_ERROR(CheckDeviceFlag(flags));
-  ASSIGN_OR_RETURN(int64_t seq_len, flags.GetInt("seq-len", 0));
-  if (seq_len < 2) return InvalidArgument("--seq-len must be at least 2");
-  ASSIGN_OR_RETURN(int64_t max_seqs, flags.GetInt("max-seqs", 0));
-  if (max_seqs < 0) return InvalidArgument("--max-seqs must be >= 0");
+  ASSIGN_OR_RETURN(int64_t seq_len, flags.GetInt("seq-len", 0, 2, kMaxSeqLen));
+  ASSIGN_OR_RETURN(int64_t max_seqs, flags.GetInt("max-seqs", 0, 0, std::numeric_limits<int64_t>::max()));
   ASSIGN_OR_RETURN(DsaModel model, LoadModel(flags));
   const std::string data_path = *flags.Get("data");
   ASSIGN_OR_RETURN(TokenArray data, ReadTokenArray(data_path, model.config().vocab_size));
@@ -95,12 +95,18 @@ Status RunEval(const Flags& flags) {
 
 Status RunGenerate(const Flags& flags) {
   RETURN_IF_ERROR(CheckDeviceFlag(flags));
-  ASSIGN_OR_RETURN(int64_t max_new, flags.GetInt("max-new", 0));
-  if (max_new < 1) return InvalidArgument("--max-new must be at least 1");
+  ASSIGN_OR_RETURN(int64_t max_new, flags.GetInt("max-new", 0, 1, kMaxSeqLen));
   ASSIGN_OR_RETURN(DsaModel model, LoadModel(flags));
   const std::string tokens_path = *flags.Get("tokens");
   ASSIGN_OR_RETURN(TokenArray prompts, ReadTokenArray(tokens_path, model.config().vocab_size));
   const int64_t B = prompts.rows(), T = prompts.cols(), V = model.config().vocab_size;
+  // Positions beyond the model's context are not what it was trained for, and bounding them keeps
+  // the cache size (layers x positions x latent) a sane product.
+  if (T + max_new > model.config().max_position_embeddings) {
+    return InvalidArgument(tokens_path + ": prompt of " + std::to_string(T) + " tokens + --max-new " +
+                           std::to_string(max_new) + " exceeds the model's max_position_embeddings (" +
+                           std::to_string(model.config().max_position_embeddings) + ")");
+  }
   Tensor out = Tensor::Zeros(DType::kI32, {B, T + max_new});
   for (int64_t b = 0; b < B; ++b) {
     const std::vector<int32_t> prompt = prompts.Row(b);

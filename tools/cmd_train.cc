@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/file_util.h"
+#include "core/limits.h"
 #include "model/config.h"
 #include "tools/commands.h"
 #include "trainer/checkpoint.h"
@@ -29,7 +30,8 @@ Status RunTrain(const Flags& flags) {
   if (!config.ok()) return fail(config.status());
   TrainRunOptions run;
   run.resume = flags.GetBool("resume");
-  auto stop = flags.GetInt("stop-after-step", 0);
+  // 0 means "do not stop early"; a negative value used to be ignored silently.
+  auto stop = flags.GetInt("stop-after-step", 0, 0, kMaxSteps);
   if (!stop.ok()) return fail(stop.status());
   run.stop_after_step = *stop;
   const Status status = RunTraining(*config, run, *comm);
