@@ -74,6 +74,8 @@ StatusOr<DsaModel> DsaModel::Load(const std::string& model_dir, const std::optio
                                   const std::string& device) {
   ASSIGN_OR_RETURN(std::shared_ptr<Backend> backend, MakeBackend(device));
   ASSIGN_OR_RETURN(ModelConfig config, LoadModelConfig(model_dir));
+  // Before any weight is read: a model the backend's kernels cannot run is one error line.
+  RETURN_IF_ERROR(backend->SupportsModel(config).WithContext(config.source));
   IndexPattern pattern = config.pattern;
   if (pattern_spec) {
     ASSIGN_OR_RETURN(pattern, IndexPattern::Parse(*pattern_spec, static_cast<int>(config.num_layers)));
@@ -92,6 +94,7 @@ StatusOr<DsaModel> DsaModel::Load(const std::string& model_dir, const std::optio
 
 StatusOr<DsaModel> DsaModel::FromParts(ModelConfig config, ModelWeights weights, IndexPattern pattern,
                                        std::shared_ptr<Backend> backend) {
+  RETURN_IF_ERROR(backend->SupportsModel(config).WithContext(config.source));
   DsaModel m;
   m.config_ = std::move(config);
   m.weights_ = std::make_shared<ModelWeights>(std::move(weights));
@@ -130,6 +133,17 @@ Status DsaModel::SetIndexer(int layer, const IndexerWeights& w) {
   PlaceIndexer(L.indexer, backend_.get(), &placed_.layers[layer].indexer);
   placed_.layers[layer].has_indexer = true;
   return Status::Ok();
+}
+
+Status DsaModel::NonFiniteError(int32_t tag) const {
+  const std::string where = config_.source.empty() ? std::string("model") : DirName(config_.source);
+  if (tag >= config_.num_layers) {
+    return InvalidArgument(where + ": the logits hold NaN or Inf although every layer's output was finite "
+                           "(check model.norm.weight and lm_head.weight)");
+  }
+  const std::string layer = std::to_string(tag);
+  return InvalidArgument(where + ": layer " + layer + " (model.layers." + layer +
+                         ".*) produced NaN or Inf; its weights or the layers before it hold non-finite values");
 }
 
 Status DsaModel::SetPattern(IndexPattern pattern) {
@@ -212,6 +226,7 @@ StatusOr<ForwardResult> DsaModel::Forward(const std::vector<int32_t>& tokens, co
 
   ForwardResult result;
   result.layers.resize(num_layers);
+  be.ResetNonFinite();
   Tensor h = be.Alloc(adt, {T, Hd});  // the residual stream
   if (start == 0) {
     for (int64_t t = 0; t < T; ++t) {
@@ -306,6 +321,9 @@ StatusOr<ForwardResult> DsaModel::Forward(const std::vector<int32_t>& tokens, co
     if (trace && opt.trace.topk) trace->topk = keep(topk);
 
     // --- Sparse MLA over the selected latents, then values and o_proj ----------------------------
+    // Sparse MLA kernels skip keys whose score is NaN (the wgmma kernel's running max ignores
+    // it): a non-finite query must be caught here, before it can turn into finite wrong output.
+    be.NoteNonFinite(q_abs, l);
     Tensor out_lat = be.Alloc(adt, {T, NH, c.kv_lora_rank});
     Tensor lse = be.Alloc(DType::kF32, {T, NH});
     be.SparseMla(q_abs, latent, topk, dims, attn_scale, &out_lat, &lse);
@@ -327,6 +345,7 @@ StatusOr<ForwardResult> DsaModel::Forward(const std::vector<int32_t>& tokens, co
     } else {
       Mlp(be, W.mlp, x2, &h, /*accumulate=*/true);
     }
+    be.NoteNonFinite(h, l);  // the layer's output (the residual stream)
   }
 
   if (cache) cache->length += T;
@@ -339,8 +358,11 @@ StatusOr<ForwardResult> DsaModel::Forward(const std::vector<int32_t>& tokens, co
     be.RmsNorm(last, placed_.final_norm, eps, &hn);
     Tensor logits = be.Alloc(DType::kF32, {rows, c.vocab_size});
     be.Linear(hn, placed_.lm_head, &logits);
+    be.NoteNonFinite(logits, num_layers);
     result.logits = be.ToHost(logits);
   }
+  // One read per forward: NaN or Inf anywhere is an error naming where it first appeared.
+  if (const int32_t bad = be.FirstNonFinite(); bad >= 0) return NonFiniteError(bad);
   return result;
 }
 

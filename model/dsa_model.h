@@ -120,6 +120,10 @@ class DsaModel {
   // On the heap so its address is stable: the CPU backend's weights borrow its memory.
   std::shared_ptr<ModelWeights> weights_;
   std::shared_ptr<Backend> backend_;
+  // The error for a forward whose activations first turned NaN/Inf at `tag` (a layer; num_layers
+  // for the logits).
+  Status NonFiniteError(int32_t tag) const;
+
   BackendWeights placed_;
   IndexPattern pattern_;
 };

@@ -120,6 +120,9 @@ Status RunTraining(const TrainConfig& cfg, const TrainRunOptions& run, Communica
   ASSIGN_OR_RETURN(DsaModel model, DsaModel::Load(cfg.model_dir(), pattern_spec, cfg.device()));
   const IndexPattern pattern = model.pattern();
   const DistillMode mode = cfg.loss_mode() == TrainConfig::SPARSE ? DistillMode::kSparse : DistillMode::kDense;
+  RETURN_IF_ERROR(model.backend()
+                      .SupportsTraining(model.config(), pattern, mode == DistillMode::kSparse)
+                      .WithContext(model.config().source));
   IndexerSet masters;
   for (int l = 0; l < pattern.num_layers(); ++l) {
     if (pattern.is_full(l)) masters.emplace(l, model.weights().layers[l].indexer);
