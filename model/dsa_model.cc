@@ -71,14 +71,14 @@ StatusOr<std::shared_ptr<Backend>> MakeBackend(const std::string& device) {
 }
 
 StatusOr<DsaModel> DsaModel::Load(const std::string& model_dir, const std::optional<std::string>& pattern_spec,
-                                  const std::string& device) {
+                                  const std::string& device, const std::string& pattern_source) {
   ASSIGN_OR_RETURN(std::shared_ptr<Backend> backend, MakeBackend(device));
   ASSIGN_OR_RETURN(ModelConfig config, LoadModelConfig(model_dir));
   // Before any weight is read: a model the backend's kernels cannot run is one error line.
   RETURN_IF_ERROR(backend->SupportsModel(config).WithContext(config.source));
   IndexPattern pattern = config.pattern;
   if (pattern_spec) {
-    ASSIGN_OR_RETURN(pattern, IndexPattern::Parse(*pattern_spec, static_cast<int>(config.num_layers)));
+    ASSIGN_OR_RETURN(pattern, IndexPattern::Parse(*pattern_spec, static_cast<int>(config.num_layers), pattern_source));
   }
   ASSIGN_OR_RETURN(SafetensorsCheckpoint ckpt, SafetensorsCheckpoint::Open(model_dir));
   std::vector<bool> indexer_layers(config.num_layers);

@@ -91,8 +91,10 @@ class DsaModel {
   // Loads config.json and the safetensors weights. `pattern_spec` (the CLI's --pattern) overrides
   // the config's pattern keys. Indexer weights load for every layer that has them; Full layers
   // must have them.
+  // `pattern_source` names where pattern_spec came from in errors (a train config field, not the
+  // command line, for the trainer).
   static StatusOr<DsaModel> Load(const std::string& model_dir, const std::optional<std::string>& pattern_spec = {},
-                                 const std::string& device = "cpu");
+                                 const std::string& device = "cpu", const std::string& pattern_source = "--pattern");
   static StatusOr<DsaModel> FromParts(ModelConfig config, ModelWeights weights, IndexPattern pattern,
                                       std::shared_ptr<Backend> backend);
 

@@ -292,6 +292,11 @@ TEST_F(CliErrorsTest, TrainFlagsAndEnumsAreChecked) {
   ExpectError(train + "--set global_batch=1000000000", {"--set global_batch=1000000000", "global_batch"});
   ExpectError(train + "--set loss_mode=9", {"loss_mode", "DENSE, SPARSE"});
   ExpectError(train + "--stop-after-step -5", {"--stop-after-step"});
+  // A pattern of the wrong length from the config file was blamed on --pattern.
+  const CliResult r = RunCli(train + "--set pattern=FSFS");
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("--set pattern=FSFS: field 'pattern'"), std::string::npos) << r.output;
+  EXPECT_EQ(r.output.find("--pattern"), std::string::npos) << r.output;
 }
 
 }  // namespace

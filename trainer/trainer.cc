@@ -117,7 +117,8 @@ Status RunTraining(const TrainConfig& cfg, const TrainRunOptions& run, Communica
   // --- model, pattern and the trainable masters -------------------------------------------------
   const std::optional<std::string> pattern_spec =
       cfg.pattern().empty() ? std::nullopt : std::optional<std::string>(cfg.pattern());
-  ASSIGN_OR_RETURN(DsaModel model, DsaModel::Load(cfg.model_dir(), pattern_spec, cfg.device()));
+  ASSIGN_OR_RETURN(DsaModel model, DsaModel::Load(cfg.model_dir(), pattern_spec, cfg.device(),
+                                                  run.pattern_source.empty() ? "field 'pattern'" : run.pattern_source));
   const IndexPattern pattern = model.pattern();
   const DistillMode mode = cfg.loss_mode() == TrainConfig::SPARSE ? DistillMode::kSparse : DistillMode::kDense;
   RETURN_IF_ERROR(model.backend()
@@ -157,6 +158,7 @@ Status RunTraining(const TrainConfig& cfg, const TrainRunOptions& run, Communica
   sampler_options.global_batch = cfg.global_batch();
   sampler_options.seed = cfg.seed();
   sampler_options.cross_documents = cfg.data().cross_documents();
+  sampler_options.vocab_size = model.config().vocab_size;
   ASSIGN_OR_RETURN(std::unique_ptr<SequenceSampler> sampler, SequenceSampler::Create(source, sampler_options));
 
   // Evaluation data: a fixed global batch of eval windows, the same every time.

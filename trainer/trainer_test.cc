@@ -17,6 +17,7 @@
 #include "trainer/checkpoint.h"
 #include "trainer/comm.h"
 #include "trainer/export.h"
+#include "trainer/fs_util.h"
 #include "trainer/train_config.h"
 #include "trainer/trainer.h"
 #include "core/test_util.h"
@@ -164,6 +165,24 @@ TEST(TrainerTest, ExportReproducesTheCheckpointsLogits) {
     auto ckpt_files = SafetensorsCheckpoint::Open(out);
     EXPECT_EQ(ckpt_files->Has("model.layers.1.self_attn.indexer.wk.weight"), !drop);
   }
+}
+
+// Issue 12: a failed export left OUT.tmp.<pid>/ with partial shards behind.
+TEST(TrainerTest, FailedExportLeavesNothingBehind) {
+  const std::string dir = MakeTempDir();
+  auto model = DsaModel::Load(kModel, std::string("FSF"));
+  ASSERT_TRUE(model.ok());
+  IndexerSet trained;
+  trained[0] = model->weights().layers[0].indexer;
+  trained[0].wk = Matrix::Zero(2, 2);  // a size the checkpoint's tensor does not have
+  const std::string out = dir + "/exported";
+  const Status s = ExportModel(kModel, trained, *IndexPattern::Parse("FSF", 3), ExportOptions(), out);
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(s.message().find("wk.weight"), std::string::npos) << s.ToString();
+  EXPECT_FALSE(FileExists(out) || IsDirectory(out));
+  auto left = ListDirectory(dir);
+  ASSERT_TRUE(left.ok());
+  EXPECT_TRUE(left->empty()) << "left behind: " << left->front();
 }
 
 }  // namespace
