@@ -65,19 +65,19 @@ StatusOr<Tensor> ReadNpy(const std::string& path) {
   if (fortran == "True") return InvalidArgument(path + ": Fortran-order arrays are not supported");
   if (fortran != "False") {
     return DataLoss(path + ": malformed .npy header: 'fortran_order' must be True or False, got '" +
-                    fortran.substr(0, 32) + "'");
+                    Printable(fortran, 32) + "'");
   }
   DType dtype;
   if (descr == "<f4") dtype = DType::kF32;
   else if (descr == "<f8") dtype = DType::kF64;
   else if (descr == "<i4") dtype = DType::kI32;
   else if (descr == "<i8") dtype = DType::kI64;
-  else return InvalidArgument(path + ": unsupported .npy dtype '" + descr + "' (need <f4, <f8, <i4 or <i8)");
+  else return InvalidArgument(path + ": unsupported .npy dtype '" + Printable(descr) + "' (need <f4, <f8, <i4 or <i8)");
   // Dimensions and the byte count are bounded as they are parsed (no std::stoll, which throws, and
   // no product that wraps), and the byte count is checked against the file before allocating.
   constexpr uint64_t kMax = static_cast<uint64_t>(std::numeric_limits<int64_t>::max());
   const auto malformed = [&]() {
-    return DataLoss(path + ": malformed or oversized shape '(" + shape_text + ")' in .npy header");
+    return DataLoss(path + ": malformed or oversized shape '(" + Printable(shape_text) + ")' in .npy header");
   };
   Shape shape;
   uint64_t nbytes = 0;

@@ -215,6 +215,14 @@ TEST_F(NpyErrorTest, ZeroDimensionDoesNotHideAnOverflowingShape) {
   EXPECT_EQ(t->numel(), 0);
 }
 
+// Found by fuzz/npy_fuzz.cc: a header value holding a newline made a two-line error.
+TEST_F(NpyErrorTest, EchoedHeaderValuesStayOnOneLine) {
+  WriteBytes(path_, NpyFile(1, "{'descr': '<\nf4', 'fortran_order': False, 'shape': (1,), }", "abcd"));
+  auto t = ReadNpy(path_);
+  ExpectError(t.status(), path_);
+  EXPECT_EQ(t.status().message().find('\n'), std::string::npos) << t.status().ToString();
+}
+
 TEST_F(NpyErrorTest, FortranOrderMustBeExactlyFalse) {
   // Issue 12: "Falsey" used to pass a substring match.
   for (const std::string value : {"Falsey", "NotFalse", "false", "0"}) {

@@ -45,6 +45,11 @@ class [[nodiscard]] Status {
   std::string message_;
 };
 
+// `text` (a value from a file or the command line) made fit to echo inside a one-line message:
+// control characters (newlines included) become escapes like "\n" or "\x01", and anything past
+// `max_len` bytes becomes "...".
+std::string Printable(const std::string& text, size_t max_len = 64);
+
 Status InvalidArgument(std::string message);
 Status NotFound(std::string message);
 Status DataLoss(std::string message);

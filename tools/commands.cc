@@ -78,7 +78,7 @@ int RunCommand(const Command& command, const std::vector<std::string>& args) {
   auto flags = Flags::Parse(args, command.flags);
   if (!flags.ok()) {
     std::fprintf(stderr, "indexcache %s: error: %s (try --help)\n", command.name.c_str(),
-                 flags.status().message().c_str());
+                 Printable(flags.status().message(), 4096).c_str());
     return 1;
   }
   if (flags->help_requested()) {
@@ -100,7 +100,9 @@ int RunCommand(const Command& command, const std::vector<std::string>& args) {
     status = InvalidArgument(std::string("a size is too large: ") + e.what());
   }
   if (!status.ok()) {
-    std::fprintf(stderr, "indexcache %s: error: %s\n", command.name.c_str(), status.message().c_str());
+    // Printable(): whatever a message echoes (a value from a hostile file), it stays one line.
+    std::fprintf(stderr, "indexcache %s: error: %s\n", command.name.c_str(),
+                 Printable(status.message(), 4096).c_str());
     return 1;
   }
   return 0;

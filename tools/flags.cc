@@ -73,7 +73,7 @@ StatusOr<int64_t> Flags::GetInt(const std::string& name, int64_t def, int64_t mi
   auto v = Get(name);
   if (!v) return def;
   const std::string range = "[" + std::to_string(min_value) + ", " + std::to_string(max_value) + "]";
-  const std::string shown = v->size() > 40 ? v->substr(0, 40) + "..." : *v;
+  const std::string shown = Printable(*v, 40);
   int64_t n = 0;
   try {
     size_t used = 0;
