@@ -185,5 +185,54 @@ TEST(TrainerTest, FailedExportLeavesNothingBehind) {
   EXPECT_TRUE(left->empty()) << "left behind: " << left->front();
 }
 
+// Issue 12: resuming from NaN weights saved NaN checkpoints, and keep_last pruning then deleted
+// the last good one. A NaN newest checkpoint is now skipped (with a warning) for the newest
+// finite one, the run ends as an uninterrupted one would, and every checkpoint left is finite.
+TEST(TrainerTest, ResumeSkipsANonFiniteCheckpointAndNeverSavesOne) {
+  auto comm = Communicator::Create(nullptr, nullptr);
+  const std::string a = MakeTempDir(), b = MakeTempDir();
+  ASSERT_TRUE(RunTraining(Config(a), TrainRunOptions(), *comm).ok());
+  TrainRunOptions first_half;
+  first_half.stop_after_step = 2;
+  ASSERT_TRUE(RunTraining(Config(b, "", {"checkpoint.keep_last=1"}), first_half, *comm).ok());
+  // A poisoned step 3: step 2's parts relabelled, with a NaN weight.
+  const std::string two = b + "/ckpt/step_00000002";
+  auto weights = ReadCheckpointTensors(two, kCheckpointWeightsFile);
+  auto optimizer = ReadCheckpointTensors(two, kCheckpointOptimizerFile);
+  auto state = ReadCheckpointJson(two, kCheckpointStateFile);
+  ASSERT_TRUE(weights.ok() && optimizer.ok() && state.ok());
+  CheckpointContents poisoned;
+  NamedTensors w;
+  for (const auto& [name, t] : *weights) {
+    Tensor copy = Tensor::Zeros(t.dtype(), t.shape());
+    std::memcpy(copy.raw(), t.raw(), t.nbytes());
+    w.emplace_back(name, copy);
+  }
+  w.front().second.data<float>()[0] = NAN;
+  poisoned.tensors[kCheckpointWeightsFile] = w;
+  poisoned.tensors[kCheckpointOptimizerFile] = *optimizer;
+  poisoned.tensor_metadata = {{"step", "3"}, {"adamw.step", std::to_string((*state)["adamw_step"].get<int64_t>())}};
+  (*state)["step"] = 3;
+  poisoned.json[kCheckpointStateFile] = *state;
+  ASSERT_TRUE(WriteCheckpoint(b + "/ckpt", 3, poisoned).ok());
+
+  TrainRunOptions resume;
+  resume.resume = true;
+  const Status resumed = RunTraining(Config(b, "", {"checkpoint.keep_last=1"}), resume, *comm);
+  ASSERT_TRUE(resumed.ok()) << resumed.ToString();
+  for (const char* file : {kCheckpointWeightsFile, kCheckpointOptimizerFile}) {
+    EXPECT_EQ(ReadBytes(a + "/ckpt/step_00000006/" + file), ReadBytes(b + "/ckpt/step_00000006/" + file)) << file;
+  }
+  auto left = ListCheckpoints(b + "/ckpt");
+  ASSERT_TRUE(left.ok());
+  for (const CheckpointInfo& ck : *left) {
+    auto t = ReadCheckpointTensors(ck.path, kCheckpointWeightsFile);
+    ASSERT_TRUE(t.ok());
+    for (const auto& [name, tensor] : *t) {
+      for (int64_t i = 0; i < tensor.numel(); ++i) ASSERT_TRUE(std::isfinite(tensor.data<float>()[i])) << ck.path << " " << name;
+    }
+  }
+}
+
 }  // namespace
 }  // namespace indexcache
