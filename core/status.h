@@ -60,9 +60,9 @@ Status IoError(std::string message);
 template <typename T>
 class [[nodiscard]] StatusOr {
  public:
-  StatusOr(const Status& status) : status_(status) {  // NOLINT: implicit by design
-    if (status_.ok()) status_ = Internal("StatusOr constructed from an OK status without a value");
-  }
+  // Initialised, not assigned: nvcc warns on assigning a [[nodiscard]] type (CUDA headers include this).
+  StatusOr(const Status& status)  // NOLINT: implicit by design
+      : status_(status.ok() ? Internal("StatusOr constructed from an OK status without a value") : status) {}
   StatusOr(T value) : value_(std::move(value)) {}  // NOLINT: implicit by design
 
   bool ok() const { return status_.ok(); }

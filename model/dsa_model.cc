@@ -321,9 +321,11 @@ StatusOr<ForwardResult> DsaModel::Forward(const std::vector<int32_t>& tokens, co
     if (trace && opt.trace.topk) trace->topk = keep(topk);
 
     // --- Sparse MLA over the selected latents, then values and o_proj ----------------------------
-    // Sparse MLA kernels skip keys whose score is NaN (the wgmma kernel's running max ignores
-    // it): a non-finite query must be caught here, before it can turn into finite wrong output.
+    // The sparse MLA kernels' running max (fmaxf) ignores NaN scores, so a NaN query or latent
+    // need not reach the layer's output: check both here, before they can become finite wrong
+    // output.
     be.NoteNonFinite(q_abs, l);
+    be.NoteNonFinite(latent, l);
     Tensor out_lat = be.Alloc(adt, {T, NH, c.kv_lora_rank});
     Tensor lse = be.Alloc(DType::kF32, {T, NH});
     be.SparseMla(q_abs, latent, topk, dims, attn_scale, &out_lat, &lse);
