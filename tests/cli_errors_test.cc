@@ -286,6 +286,26 @@ TEST_F(CliErrorsTest, ShiftedDataOffsetsAreRejected) {
   ExpectError(Logits(), {"model.safetensors", "data_offsets"});
 }
 
+// Issue 12: a NaN model.norm printed "loss nan" and generate emitted "0 0 0", both with exit 0;
+// a NaN inside a layer came out as finite wrong logits.
+TEST_F(CliErrorsTest, NonFiniteWeightsAreOneLineNamingWhere) {
+  auto poison = [&](const std::string& victim) {
+    RewriteWeights([&](NamedTensors* t) {
+      for (auto& [name, tensor] : *t) {
+        if (name != victim) continue;
+        ASSERT_EQ(tensor.dtype(), DType::kBF16);
+        tensor.data<uint16_t>()[0] = 0x7fc0;  // bf16 NaN
+      }
+    });
+  };
+  poison("model.norm.weight");
+  ExpectError("eval --model " + dir_ + " --data " + dir_ + "/tokens.npy --seq-len 18", {dir_, "model.norm.weight"});
+  ExpectError("generate --model " + dir_ + " --tokens " + dir_ + "/tokens.npy --max-new 3", {dir_, "model.norm.weight"});
+  ASSERT_TRUE(WriteFileAtomic(Weights(), *ReadFileToString(std::string(kFixture) + "/model.safetensors")).ok());
+  poison("model.layers.2.self_attn.o_proj.weight");
+  ExpectError(Logits(), {dir_, "layer 2 (model.layers.2.*)"});
+}
+
 TEST_F(CliErrorsTest, TrainFlagsAndEnumsAreChecked) {
   const std::string train = "train --config configs/distill_tiny.textproto ";
   // --set global_batch=1e9 aborted on bad_alloc; loss_mode=9 trained as DENSE; -5 was ignored.
