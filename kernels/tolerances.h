@@ -10,6 +10,12 @@ constexpr double kRelL2TolF32 = 1e-5;
 // bf16 inputs/outputs with fp32 accumulation against an fp32/fp64 reference on the same
 // (bf16-rounded) inputs.
 constexpr double kRelL2TolBf16 = 1e-2;
+// Cross-entropy rows (kernels/cross_entropy_cuda.h, fp32 exponentials, fp64 block sum) against the
+// fp64 reference: absolute error per row, scaled by max(1, |nll|).
+constexpr double kCrossEntropyAbsTol = 2e-5;
+// The pattern search's prefix-cached candidate loss against a full forward of the same pattern
+// (the same fp32 CPU arithmetic, so in practice equal): relative.
+constexpr double kSearchLossRelTol = 1e-6;
 
 // Whole-model logits, our fp32 CPU forward against transformers' fp32 eager forward.
 constexpr double kParityRelL2F32 = 1e-4;

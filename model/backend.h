@@ -80,6 +80,8 @@ class Backend {
   virtual Tensor ToDevice(const Tensor& host) = 0;  // same dtype
   virtual Tensor ToHost(const Tensor& t) = 0;       // float types arrive as f32, ints unchanged
   virtual void Synchronize() {}
+  // Free bytes of device memory now; -1 for the host backend (no device to fill).
+  virtual int64_t FreeDeviceBytes() { return -1; }
   // A copy of x converted to `dtype` (float types only); x itself if it already has it.
   virtual Tensor Convert(const Tensor& x, DType dtype) = 0;
 
@@ -151,6 +153,11 @@ class Backend {
                                  Tensor* dw, Tensor* db) = 0;
   // Adds the gradients into args.grad_*; returns the loss (sum over queries of the multi-layer KL).
   virtual double DistillLoss(const DistillLossArgs& args) = 0;
+
+  // --- language-model loss ----------------------------------------------------------------------
+  // Per row r of logits [R, V] (f32): -log softmax(logits[r])[targets[r]], returned on the host in
+  // fp64 (kernels/cross_entropy.h). Targets are in [0, V) (the caller's invariant).
+  virtual std::vector<double> CrossEntropyRows(const Tensor& logits, const std::vector<int32_t>& targets) = 0;
 
   // y[i] = x[rows[i]]
   virtual void GatherRows(const Tensor& x, const std::vector<int32_t>& rows, Tensor* y) = 0;

@@ -296,3 +296,20 @@ TEST_F(BackendParityTest, DistillLossDenseAndSparse) {
 
 }  // namespace
 }  // namespace indexcache
+
+namespace indexcache {
+namespace {
+
+TEST_F(BackendParityTest, CrossEntropyRows) {
+  const int64_t R = 37, V = 1031;
+  const Tensor logits = Random({R, V}, 3.0f);
+  std::vector<int32_t> targets(R);
+  for (int64_t r = 0; r < R; ++r) targets[r] = static_cast<int32_t>((r * 97) % V);
+  const std::vector<double> want = cpu_->CrossEntropyRows(logits, targets);
+  const std::vector<double> got = gpu_->CrossEntropyRows(gpu_->ToDevice(logits), targets);
+  ASSERT_EQ(got.size(), want.size());
+  for (int64_t r = 0; r < R; ++r) EXPECT_NEAR(got[r], want[r], kCrossEntropyAbsTol * std::max(1.0, std::fabs(want[r])));
+}
+
+}  // namespace
+}  // namespace indexcache

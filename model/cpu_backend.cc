@@ -4,6 +4,7 @@
 
 #include <Eigen/Core>
 
+#include "kernels/cross_entropy.h"
 #include "kernels/distill_loss.h"
 #include "kernels/elementwise.h"
 #include "kernels/indexer_topk.h"
@@ -215,6 +216,14 @@ class CpuBackend final : public Backend {
                          dx->data<float>(), dw->data<float>(), db->data<float>());
   }
 
+
+  std::vector<double> CrossEntropyRows(const Tensor& logits, const std::vector<int32_t>& targets) override {
+    const int64_t rows = logits.size(0);
+    IC_CHECK(static_cast<int64_t>(targets.size()) == rows);
+    std::vector<double> nll(rows);
+    CrossEntropyRowsCpu(logits.data<float>(), targets.data(), rows, logits.size(1), nll.data());
+    return nll;
+  }
 
   double DistillLoss(const DistillLossArgs& a) override {
     DistillLossParams p;

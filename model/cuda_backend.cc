@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "core/cuda_check.h"
+#include "kernels/cross_entropy_cuda.h"
 #include "kernels/distill_loss_cuda.h"
 #include "kernels/elementwise_cuda.h"
 #include "kernels/finite_check_cuda.h"
@@ -120,6 +121,12 @@ class CudaBackend final : public Backend {
     Tensor t = Alloc(DType::kF32, std::move(shape));
     CUDA_CHECK(cudaMemcpy(t.raw(), data, t.nbytes(), cudaMemcpyHostToDevice));
     return t;
+  }
+
+  int64_t FreeDeviceBytes() override {
+    size_t free = 0, total = 0;
+    CUDA_CHECK(cudaMemGetInfo(&free, &total));
+    return static_cast<int64_t>(free);
   }
 
   Tensor ToDevice(const Tensor& host) override {
@@ -360,6 +367,18 @@ class CudaBackend final : public Backend {
     const int64_t D = w.numel();
     LayerNormBackwardCuda(dy.data<float>(), xhat.data<float>(), inv.data<float>(), w.data<float>(), dy.numel() / D, D,
                           dx->data<float>(), dw->data<float>(), db->data<float>(), nullptr);
+  }
+
+  std::vector<double> CrossEntropyRows(const Tensor& logits, const std::vector<int32_t>& targets) override {
+    const int64_t rows = logits.size(0);
+    IC_CHECK(static_cast<int64_t>(targets.size()) == rows && logits.dtype() == DType::kF32);
+    std::vector<double> nll(rows);
+    if (rows == 0) return nll;
+    const Tensor ids = Upload(targets);
+    Tensor out = Alloc(DType::kF64, {rows});
+    CrossEntropyRowsCuda(logits.data<float>(), ids.data<int32_t>(), rows, logits.size(1), out.data<double>(), nullptr);
+    CUDA_CHECK(cudaMemcpy(nll.data(), out.raw(), rows * sizeof(double), cudaMemcpyDeviceToHost));
+    return nll;
   }
 
   // The fused kernel reads bf16 student q, k (converted here) and bf16 teacher activations.

@@ -1,5 +1,6 @@
 #include "model/dsa_model.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -189,6 +190,35 @@ StatusOr<KvCache> DsaModel::NewCache(int64_t capacity, const IndexPattern* patte
   return cache;
 }
 
+StatusOr<std::vector<double>> DsaModel::NextTokenNll(const Tensor& h, const std::vector<int32_t>& tokens) const {
+  Backend& be = *backend_;
+  const int64_t T = h.size(0), Hd = h.size(1), V = config_.vocab_size;
+  std::vector<double> nll;
+  nll.reserve(T > 0 ? T - 1 : 0);
+  // Rows per chunk: about 2^28 logits (1 GiB of f32) at a time, whatever the vocabulary.
+  const int64_t chunk = std::max<int64_t>(1, (int64_t{1} << 28) / V);
+  for (int64_t r0 = 0; r0 + 1 < T; r0 += chunk) {
+    const int64_t r1 = std::min(T - 1, r0 + chunk), rows = r1 - r0;
+    Tensor hn = be.Alloc(be.activation_dtype(), {rows, Hd});
+    be.RmsNorm(h.Slice0(r0, r1), placed_.final_norm, static_cast<float>(config_.rms_norm_eps), &hn);
+    Tensor logits = be.Alloc(DType::kF32, {rows, V});
+    be.Linear(hn, placed_.lm_head, &logits);
+    const std::vector<int32_t> targets(tokens.begin() + r0 + 1, tokens.begin() + r1 + 1);
+    const std::vector<double> part = be.CrossEntropyRows(logits, targets);
+    for (int64_t i = 0; i < rows; ++i) {
+      if (!std::isfinite(part[i])) {
+        // Every layer's output was checked finite before the loss: the final norm or lm_head.
+        const std::string where = config_.source.empty() ? std::string("model") : DirName(config_.source);
+        return InvalidArgument(where + ": the logits at position " + std::to_string(r0 + i) +
+                               " hold NaN or Inf although every layer's output was finite (check "
+                               "model.norm.weight and lm_head.weight)");
+      }
+    }
+    nll.insert(nll.end(), part.begin(), part.end());
+  }
+  return nll;
+}
+
 StatusOr<ForwardResult> DsaModel::Forward(const std::vector<int32_t>& tokens, const ForwardOptions& opt) const {
   const ModelConfig& c = config_;
   Backend& be = *backend_;
@@ -237,12 +267,16 @@ StatusOr<ForwardResult> DsaModel::Forward(const std::vector<int32_t>& tokens, co
     }
     be.Embedding(placed_.embed, tokens, &h);
   } else {
-    if (opt.hidden_in.dtype() != DType::kF32 || opt.hidden_in.shape() != Shape{T, Hd}) {
+    const Tensor& in = opt.hidden_in;
+    const bool on_backend = in.device() == be.device() && in.dtype() == adt;
+    if (in.shape() != Shape{T, Hd} || (!on_backend && in.dtype() != DType::kF32)) {
       return InvalidArgument("hidden_in must be f32 [" + std::to_string(T) + ", " + std::to_string(Hd) + "]");
     }
-    h = be.Convert(be.ToDevice(opt.hidden_in), adt);
+    // A copy: the stream is updated in place, and the caller's tensor (a cached activation) must
+    // stay as it was.
+    be.CopyRows(on_backend ? in : be.Convert(be.ToDevice(in), adt), 0, &h);
   }
-  // The one indices buffer: each Full layer overwrites it, Shared layers read it.
+  // The one indices buffer: each Full layer overwrites it (with a new tensor), Shared layers read it.
   Tensor topk_buffer;
   if (!opt.initial_topk.empty()) {
     RETURN_IF_ERROR(CheckTopk(opt.initial_topk, T, "initial_topk"));
@@ -257,7 +291,14 @@ StatusOr<ForwardResult> DsaModel::Forward(const std::vector<int32_t>& tokens, co
     const bool traced = opt.trace.any() && (opt.trace_layers.empty() || opt.trace_layers[l]);
     LayerTrace* trace = traced ? &result.layers[l] : nullptr;
     auto keep = [&](const Tensor& t) { return opt.trace_on_device ? t : be.ToHost(t); };
-    if (trace && opt.trace.hidden_in) trace->hidden_in = be.ToHost(h);  // h changes in place: always a copy
+    if (trace && opt.trace.hidden_in) {  // h changes in place: always a copy
+      if (opt.trace_on_device) {
+        trace->hidden_in = be.Alloc(adt, {T, Hd});
+        be.CopyRows(h, 0, &trace->hidden_in);
+      } else {
+        trace->hidden_in = be.ToHost(h);
+      }
+    }
 
     // --- MLA projections -------------------------------------------------------------------
     Tensor x = be.Alloc(adt, {T, Hd});
@@ -365,6 +406,9 @@ StatusOr<ForwardResult> DsaModel::Forward(const std::vector<int32_t>& tokens, co
   }
   // One read per forward: NaN or Inf anywhere is an error naming where it first appeared.
   if (const int32_t bad = be.FirstNonFinite(); bad >= 0) return NonFiniteError(bad);
+  if (end == num_layers && opt.compute_loss) {
+    ASSIGN_OR_RETURN(result.token_nll, NextTokenNll(h, tokens));
+  }
   return result;
 }
 

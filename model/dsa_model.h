@@ -61,15 +61,20 @@ struct ForwardOptions {
   int start_layer = 0;                    // > 0: hidden_in holds the stream entering this layer
   int end_layer = -1;                     // exclusive; -1: all layers
   bool compute_logits = true;             // only when the last layer runs
+  // Next-token losses of `tokens` (position t predicts tokens[t + 1]) computed on the backend in
+  // row chunks, so no [T, vocab] logit matrix reaches the host: ForwardResult::token_nll.
+  bool compute_loss = false;
   bool logits_last_row_only = false;      // logits of the final position only (generation, benchmarks)
   bool return_hidden = false;             // copy the final stream to the host even when all layers ran
-  Tensor hidden_in;                       // [T, hidden] f32 when start_layer > 0
-  Tensor initial_topk;                    // [T, k] int32: the indices buffer entering start_layer
+  // [T, hidden] when start_layer > 0: a host f32 tensor, or a backend tensor (e.g. a device trace
+  // kept by trace_on_device). Never modified: the forward works on a copy.
+  Tensor hidden_in;
+  Tensor initial_topk;                    // [T, k] int32 (host or backend): the indices buffer entering start_layer
   std::vector<Tensor> inject_topk;        // per layer; a non-empty [T, k] int32 replaces that layer's top-k
   TraceRequest trace;
   std::vector<bool> trace_layers;         // which layers to trace; empty: all that run
   bool trace_on_device = false;           // keep traces as backend tensors (activation dtype) instead
-                                          // of f32 host copies: the trainer's GPU path
+                                          // of f32 host copies: the trainer's GPU path, the search's cache
   // Decode / chunked prefill: the tokens continue the cached sequence at position cache->length,
   // attend to everything cached, and are appended. Runs all layers; the cache fixes the pattern.
   KvCache* cache = nullptr;
@@ -80,6 +85,7 @@ struct ForwardResult {
   Tensor hidden_out;  // [T, hidden] stream after the last layer run (before the final norm); set when
                       // the forward stopped early or return_hidden asked for it
   Tensor topk;        // [T, k] the indices buffer after the last layer run, when it stopped early
+  std::vector<double> token_nll;  // [T - 1] next-token losses (nats), when compute_loss asked for them
   std::vector<LayerTrace> layers;  // num_layers entries; filled where traced
 };
 
@@ -118,6 +124,9 @@ class DsaModel {
   StatusOr<ForwardResult> Forward(const std::vector<int32_t>& tokens, const ForwardOptions& options = {}) const;
 
  private:
+  // Next-token losses [T - 1] from the final stream h [T, hidden] (backend tensor): final norm,
+  // LM head and cross-entropy in row chunks on the backend. Non-finite logits are an error.
+  StatusOr<std::vector<double>> NextTokenNll(const Tensor& h, const std::vector<int32_t>& tokens) const;
   ModelConfig config_;
   // On the heap so its address is stable: the CPU backend's weights borrow its memory.
   std::shared_ptr<ModelWeights> weights_;

@@ -1,7 +1,6 @@
 #include "model/lm_loss.h"
 
-#include <algorithm>
-#include <cmath>
+#include "kernels/cross_entropy.h"
 
 namespace indexcache {
 
@@ -10,14 +9,16 @@ LossSum NextTokenLoss(const Tensor& logits, const std::vector<int32_t>& tokens) 
   const int64_t T = logits.size(0), V = logits.size(1);
   IC_CHECK(static_cast<int64_t>(tokens.size()) == T);
   LossSum sum;
-  for (int64_t t = 0; t + 1 < T; ++t) {
-    const float* row = logits.data<float>() + t * V;
-    const double mx = *std::max_element(row, row + V);
-    double s = 0.0;
-    for (int64_t v = 0; v < V; ++v) s += std::exp(static_cast<double>(row[v]) - mx);
-    sum.nll += (mx + std::log(s)) - row[tokens[t + 1]];
-    ++sum.count;
-  }
+  if (T < 2) return sum;
+  std::vector<double> nll(T - 1);
+  CrossEntropyRowsCpu(logits.data<float>(), tokens.data() + 1, T - 1, V, nll.data());
+  return SumLosses(nll);
+}
+
+LossSum SumLosses(const std::vector<double>& token_nll) {
+  LossSum sum;
+  for (double v : token_nll) sum.nll += v;
+  sum.count = static_cast<int64_t>(token_nll.size());
   return sum;
 }
 

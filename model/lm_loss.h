@@ -19,4 +19,7 @@ struct LossSum {
 // Computed in fp64 with a max-shifted log-sum-exp.
 LossSum NextTokenLoss(const Tensor& logits, const std::vector<int32_t>& tokens);
 
+// The sum of per-token losses (ForwardResult::token_nll), added in order.
+LossSum SumLosses(const std::vector<double>& token_nll);
+
 }  // namespace indexcache

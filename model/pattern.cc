@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "core/file_util.h"
 #include "core/json_util.h"
 
 namespace indexcache {
@@ -24,6 +25,15 @@ StatusOr<IndexPattern> IndexPattern::FromFlags(std::vector<bool> full, const std
 
 StatusOr<IndexPattern> IndexPattern::Parse(const std::string& spec, int num_layers, const std::string& source) {
   if (spec == "all" || spec == "full") return AllFull(num_layers);
+  if (spec.size() > 5 && spec.compare(spec.size() - 5, 5, ".json") == 0) {
+    // A result file of `indexcache search` (or any JSON object with a "pattern" string).
+    ASSIGN_OR_RETURN(std::string text, ReadFileToString(spec));
+    const json j = json::parse(text, nullptr, /*allow_exceptions=*/false);
+    if (!j.is_object() || !j.contains("pattern") || !j["pattern"].is_string()) {
+      return InvalidArgument(source + ": " + spec + ": expected a JSON object with a string field 'pattern'");
+    }
+    return Parse(j["pattern"].get<std::string>(), num_layers, source + " (" + spec + ")");
+  }
   const size_t slash = spec.find('/');
   if (slash != std::string::npos) {
     const std::string num = spec.substr(0, slash), den = spec.substr(slash + 1);

@@ -24,7 +24,8 @@ class IndexPattern {
  public:
   IndexPattern() = default;
   static IndexPattern AllFull(int num_layers);
-  // Parses a command-line pattern: F/S string, "1/N" ratio or "all". Errors name `source`.
+  // Parses a command-line pattern: F/S string, "1/N" ratio, "all", or a path ending in .json whose
+  // object has a "pattern" string (a search.json of `indexcache search`). Errors name `source`.
   static StatusOr<IndexPattern> Parse(const std::string& spec, int num_layers,
                                       const std::string& source = "--pattern");
   // Resolves the pattern from a config.json object (sources 2-5 above); `source` names the file.

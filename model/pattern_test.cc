@@ -3,6 +3,9 @@
 // freq/offset rule, source_of / served_by, AsFrequency, and error messages that name their source.
 #include "model/pattern.h"
 
+#include "core/file_util.h"
+#include "core/test_util.h"
+
 #include <algorithm>
 #include <set>
 #include <string>
@@ -69,6 +72,22 @@ TEST(PatternTest, ParseErrorsNameTheSource) {
   for (const char* bad : {"2/4", "1/0", "x/y", "1/", "/4", "1/-2", "0/3"}) {
     ExpectError(IndexPattern::Parse(bad, 8, "--ratio"), {"--ratio", bad});
   }
+}
+
+TEST(PatternTest, ParseSearchResultJson) {
+  const std::string dir = MakeTempDir();
+  ASSERT_TRUE(WriteFileAtomic(dir + "/search.json", R"({"pattern": "FSFS", "final_loss": 1.0})").ok());
+  auto p = IndexPattern::Parse(dir + "/search.json", 4);
+  ASSERT_TRUE(p.ok()) << p.status().message();
+  EXPECT_EQ(p->ToString(), "FSFS");
+  auto wrong_length = IndexPattern::Parse(dir + "/search.json", 5);
+  ASSERT_FALSE(wrong_length.ok());
+  EXPECT_NE(wrong_length.status().message().find("search.json"), std::string::npos);
+  ASSERT_TRUE(WriteFileAtomic(dir + "/bad.json", R"({"layers": 3})").ok());
+  auto bad = IndexPattern::Parse(dir + "/bad.json", 4);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("string field 'pattern'"), std::string::npos) << bad.status().message();
+  EXPECT_FALSE(IndexPattern::Parse(dir + "/missing.json", 4).ok());
 }
 
 TEST(PatternTest, FrequencyRule) {

@@ -26,6 +26,7 @@
 #include "kernels/sparse_mla_cuda.h"
 #include "model/dsa_model.h"
 #include "model/random_weights.h"
+#include "search/prefix_cache.h"
 #include "tools/commands.h"
 #include "trainer/comm.h"
 #include "trainer/distill.h"
@@ -233,6 +234,77 @@ Status BenchDistill(const Flags& flags, json* out) {
   return Status::Ok();
 }
 
+// One greedy step of the pattern search on a V3.2-shaped stack (one sequence of T random tokens):
+// the prefix cache's build, one naive evaluation (a full forward), every candidate of step 1 from
+// its own layer, and the refresh after the commit. The step's layer-forwards against the naive
+// search's (candidates x full forwards), and the measured time against the naive estimate.
+Status BenchSearch(const Flags& flags, json* out) {
+  ASSIGN_OR_RETURN(std::vector<int64_t> seqs, ParseInts(flags.GetOr("search-seq", "8192,32768"), "search-seq"));
+  ASSIGN_OR_RETURN(int64_t layers, flags.GetInt("search-layers", 16, 2, 128));
+  const int n = static_cast<int>(layers);
+  const ModelConfig config = SyntheticV32Config(n);
+  ASSIGN_OR_RETURN(std::shared_ptr<Backend> backend, MakeBackend("cuda"));
+  ASSIGN_OR_RETURN(DsaModel model, DsaModel::FromParts(config, RandomModelWeights(config, 11), IndexPattern::AllFull(n),
+                                                       backend));
+  std::printf("\nPattern search, step 1 (all-F -> one Shared layer): %d V3.2-shaped layers, one sequence\n\n"
+              "| tokens | cache build s | full forward s | step s (%d candidates) | naive step s | refresh s | "
+              "layer-forwards / naive | time / naive | cache GB |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+              n, n - 1);
+  std::mt19937 rng(12);
+  std::uniform_int_distribution<int32_t> tok(0, static_cast<int32_t>(config.vocab_size - 1));
+  for (int64_t T : seqs) {
+    std::vector<int32_t> tokens(T);
+    for (auto& t : tokens) t = tok(rng);
+    PrefixCache cache(&model, {tokens});
+    const IndexPattern all = IndexPattern::AllFull(n);
+    Status status;
+    auto timed = [&](const std::function<Status()>& fn) {
+      const double s = Seconds([&] {
+        status = fn();
+        backend->Synchronize();
+      });
+      return s;
+    };
+    timed([&] { return cache.Score(all, 0).status(); });  // warm-up: cuBLAS heuristics, the pool
+    RETURN_IF_ERROR(status);
+    const double build_s = timed([&] { return cache.Commit(all, 0).status(); });
+    RETURN_IF_ERROR(status);
+    const double full_s = timed([&] { return cache.Score(all, 0).status(); });
+    RETURN_IF_ERROR(status);
+    double step_s = 0, best_loss = 0;
+    int best = -1;
+    int64_t step_layers = 0;
+    for (int l = 1; l < n; ++l) {
+      std::string p = all.ToString();
+      p[l] = 'S';
+      const IndexPattern q = *IndexPattern::Parse(p, n);
+      StatusOr<std::vector<double>> loss = std::vector<double>{};
+      step_s += timed([&] {
+        loss = cache.Score(q, l);
+        return loss.status();
+      });
+      RETURN_IF_ERROR(status);
+      if (best < 0 || (*loss)[0] < best_loss) best = l, best_loss = (*loss)[0];
+      step_layers += n - l;
+    }
+    std::string p = all.ToString();
+    p[best] = 'S';
+    const double refresh_s = timed([&] { return cache.Commit(*IndexPattern::Parse(p, n), best).status(); });
+    RETURN_IF_ERROR(status);
+    step_layers += n - best;
+    const double naive_s = (n - 1) * full_s;
+    const double ratio = double(step_layers) / double((n - 1) * n);
+    const double cache_gb = (cache.device_bytes() + cache.host_bytes()) / 1e9;
+    std::printf("| %lld | %.3f | %.3f | %.3f | %.3f | %.3f | %.3f | %.3f | %.1f |\n", static_cast<long long>(T), build_s,
+                full_s, step_s + refresh_s, naive_s, refresh_s, ratio, (step_s + refresh_s) / naive_s, cache_gb);
+    std::fflush(stdout);
+    (*out)["search"].push_back({{"tokens", T}, {"layers", n}, {"cache_build_s", build_s}, {"full_forward_s", full_s},
+                                {"step_s", step_s + refresh_s}, {"refresh_s", refresh_s}, {"naive_step_s", naive_s},
+                                {"layer_forward_ratio", ratio}, {"cache_bytes", cache.device_bytes() + cache.host_bytes()}});
+  }
+  return Status::Ok();
+}
+
 }  // namespace
 
 Status RunBench(const Flags& flags) {
@@ -338,6 +410,7 @@ Status RunBench(const Flags& flags) {
     }
   }
   if (flags.GetBool("distill")) RETURN_IF_ERROR(BenchDistill(flags, &out));
+  if (flags.GetBool("search")) RETURN_IF_ERROR(BenchSearch(flags, &out));
   if (auto path = flags.Get("json")) RETURN_IF_ERROR(WriteFileAtomic(*path, out.dump(2)));
   return Status::Ok();
 }

@@ -98,8 +98,16 @@ StatusOr<std::string> ResolveCheckpoint(const std::string& path) {
 Status RunExport(const Flags& flags) {
   const std::string model_dir = *flags.Get("model");
   ASSIGN_OR_RETURN(ModelConfig config, LoadModelConfig(model_dir));
-  ASSIGN_OR_RETURN(std::string ckpt, ResolveCheckpoint(*flags.Get("checkpoint")));
-  ASSIGN_OR_RETURN(IndexerSet trained, ReadTrainedIndexers(ckpt, config));
+  // Without --checkpoint (a training-free pattern, e.g. from `indexcache search`) the indexers stay
+  // as they are and only the pattern keys change.
+  std::string ckpt = "(no checkpoint)";
+  IndexerSet trained;
+  if (auto c = flags.Get("checkpoint")) {
+    ASSIGN_OR_RETURN(ckpt, ResolveCheckpoint(*c));
+    ASSIGN_OR_RETURN(trained, ReadTrainedIndexers(ckpt, config));
+  } else if (!flags.Has("pattern")) {
+    return InvalidArgument("give --checkpoint (trained indexers), --pattern (e.g. a search.json), or both");
+  }
   IndexPattern pattern;
   if (auto spec = flags.Get("pattern")) {
     ASSIGN_OR_RETURN(pattern, IndexPattern::Parse(*spec, static_cast<int>(config.num_layers)));
@@ -113,10 +121,21 @@ Status RunExport(const Flags& flags) {
   }
   ExportOptions options;
   options.drop_shared_indexers = flags.GetBool("drop-shared-indexers");
+  options.force = flags.GetBool("force");
+  ASSIGN_OR_RETURN(options.indexer_dtype, ParseIndexerDType(flags.GetOr("indexer-dtype", "checkpoint")));
   const std::string out = *flags.Get("out");
-  RETURN_IF_ERROR(ExportModel(model_dir, trained, pattern, options, out));
+  ExportReport report;
+  RETURN_IF_ERROR(ExportModel(model_dir, trained, pattern, options, out, &report));
+  for (const std::string& w : report.warnings) std::fprintf(stderr, "indexcache export: warning: %s\n", w.c_str());
   std::printf("exported %s: %zu trained indexer(s) from %s, pattern %s%s\n", out.c_str(), trained.size(), ckpt.c_str(),
               pattern.ToString().c_str(), options.drop_shared_indexers ? ", Shared layers without indexers" : "");
+  auto list = [](const std::vector<std::string>& names) {
+    std::string s;
+    for (const std::string& n : names) s += (s.empty() ? "" : ", ") + n;
+    return s.empty() ? std::string("(none)") : s;
+  };
+  std::printf("copied besides config.json and the weights: %s\n", list(report.copied).c_str());
+  if (!report.skipped.empty()) std::printf("not copied: %s\n", list(report.skipped).c_str());
   return Status::Ok();
 }
 

@@ -26,10 +26,25 @@ const std::vector<Command>& AllCommands() {
         kPattern, kDevice},
        RunLogits},
       {"eval", "Mean next-token cross-entropy (nats) and perplexity over token data cut into sequences of "
-               "--seq-len tokens (an incomplete tail is dropped). Data: .npy int32/int64 [N] (one stream) or "
-               "[B, T] (rows are cut separately).",
-       {kModel, {"data", "token data (.npy)", false, true}, {"seq-len", "tokens per sequence", false, true},
-        {"max-seqs", "evaluate at most this many sequences (0: all)", false, false, "0"}, kPattern, kDevice, kJson},
+               "--seq-len tokens, document by document (an incomplete tail is dropped), for one or several "
+               "IndexCache patterns; optionally loss by position, retrieval tasks (exact match by greedy decoding "
+               "and answer loss), the layers' top-k overlap and attention mass recall. --out writes JSON and SVG "
+               "pictures beside it. Data: .npy int32/int64 [N] (one document) or [B, T] (rows are documents), a "
+               "Megatron prefix, an .ictok shard, or a comma-separated list of them.",
+       {kModel, {"data", "token data (.npy, Megatron prefix, .ictok, or a comma-separated list)", false, true}, {"seq-len", "tokens per sequence", false, true},
+        {"max-seqs", "evaluate at most this many sequences (0: all)", false, false, "0"}, kPattern,
+        {"patterns", "comma-separated patterns to compare (F/S strings, 1/N, all, search.json paths); the first "
+                     "is the reference of the 'difference' column"},
+        {"bucket", "also report the loss by position in buckets of this many positions"},
+        {"tasks", "retrieval tasks (.jsonl: prompt, answer, kind, context, depth; tools/make_tasks.py)"},
+        {"overlap", "top-k overlap of every pair of layers under all-F, and per pattern each layer's attention "
+                    "mass recall", true},
+        {"overlap-queries", "queries sampled per sequence for --overlap (0: every query with more than k keys)",
+         false, false, "64"},
+        {"overlap-seqs", "sequences probed for --overlap (the first ones)", false, false, "4"},
+        {"out", "write the JSON here, and the pictures next to it (FILE_overlap.svg, FILE_loss_by_position.svg, "
+                "FILE_tasks_pI.svg)"},
+        kDevice, kJson},
        RunEval},
       {"generate", "Greedy generation with the decode path: prefill the prompt (.npy [T] or [B, T]) into a latent + "
                    "indexer-key cache (Shared layers keep no indexer keys), then one token per step.",
@@ -37,6 +52,24 @@ const std::vector<Command>& AllCommands() {
         {"max-new", "tokens to generate", false, true},
         {"out", "optional .npy for prompt + generated ids (int32)"}, kPattern, kDevice},
        RunGenerate},
+      {"search", "Training-free IndexCache: greedy search for the Full layers by calibration loss. From all-F (where "
+                 "the checkpoint has indexer weights), each step flips to Shared the layer whose flip costs the least "
+                 "loss, until --target Full layers remain (or, with --budget, while the loss stays within PCT % of "
+                 "all-F). Candidates rerun only the layers from the flipped one on (a prefix cache of activations); "
+                 "under mpirun the sequences are split over ranks. Writes --out after every step, and an SVG beside it.",
+       {kModel, {"data", "calibration tokens: .npy, Megatron prefix, .ictok or a comma-separated list", false, true},
+        {"seq-len", "tokens per calibration sequence", false, true},
+        {"max-seqs", "use at most this many sequences (0: all)", false, false, "0"},
+        {"target", "Full layers to keep: 1/N (ceil(layers / N)) or a count K"},
+        {"budget", "instead of --target: the fewest Full layers whose loss stays within PCT % of all-F"},
+        {"refine", "after greedy, move Full layers to neighbouring Shared positions while that lowers the loss", true},
+        {"keep-full", "comma-separated layers that must stay Full (layer 0 always does)"},
+        {"out", "result JSON (written atomically after every step)", false, false, "search.json"},
+        {"resume", "continue the search recorded in --out", true},
+        {"stop-after-step", "stop after this many new steps (--resume continues), e.g. to fit a time slot", false, false, "0"},
+        {"cache-mb", "device memory for the prefix cache in MiB (default: half of what is free; the rest on the host)"},
+        kDevice},
+       RunSearch},
       {"train", "Training-aware IndexCache: fine-tunes the Full layers' indexers with the multi-layer distillation "
                 "loss, the main model frozen. Alone or under mpirun/srun (one rank per process; gradients summed "
                 "over ranks). Config: protobuf text format (configs/*.textproto, schema trainer/train_config.proto).",
@@ -48,10 +81,14 @@ const std::vector<Command>& AllCommands() {
       {"export", "Writes an HF model directory whose Full layers carry a checkpoint's trained indexers and whose "
                  "config.json carries index_topk_pattern, indexer_types (and index_topk_freq / "
                  "index_skip_topk_offset when regular), for SGLang, vLLM and transformers.",
-       {kModel, {"checkpoint", "a checkpoint directory, or a checkpoint root (its latest)", false, true},
+       {kModel, {"checkpoint", "a checkpoint directory, or a checkpoint root (its latest); without it only the "
+                               "pattern keys change"},
         {"out", "output model directory (must not exist)", false, true},
-        {"pattern", "override the checkpoint's pattern"},
-        {"drop-shared-indexers", "leave the Shared layers' indexer tensors out (GLM-5.2 style)", true}},
+        {"pattern", "the pattern to write (F/S string, 1/N, all, or a search.json); default: the checkpoint's"},
+        {"drop-shared-indexers", "leave the Shared layers' indexer tensors out (GLM-5.2 style)", true},
+        {"indexer-dtype", "dtype of the trained indexer weights: 'checkpoint' (the model's own; FP8 re-quantised), "
+                          "'bf16' (kept bf16 inside an FP8 checkpoint) or 'fp8'", false, false, "checkpoint"},
+        {"force", "allow --drop-shared-indexers where transformers would initialise the missing indexers randomly", true}},
        RunExport},
       {"bench", "GPU benchmarks: the device's ceilings (bf16 GEMM, copy), the fused indexer top-k and sparse MLA "
                 "kernels at DeepSeek-V3.2 sizes, and a stack of V3.2-shaped layers with random weights: prefill "
@@ -68,6 +105,9 @@ const std::vector<Command>& AllCommands() {
         {"distill-seq", "comma-separated sequence lengths for --distill", false, false, "8192,32768"},
         {"distill-layers", "layers of the --distill stack (layer 0 Full, serving all)", false, false, "4"},
         {"skip-stack", "skip the layer-stack section", true},
+        {"search", "also time one step of the pattern search (prefix cache vs full forwards)", true},
+        {"search-seq", "comma-separated sequence lengths for --search", false, false, "8192,32768"},
+        {"search-layers", "layers of the --search stack", false, false, "16"},
         {"json", "write results to this .json file"}},
        RunBench},
   };

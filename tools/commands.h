@@ -29,6 +29,7 @@ Status RunGenerate(const Flags& flags);
 Status RunBench(const Flags& flags);
 Status RunTrain(const Flags& flags);
 Status RunExport(const Flags& flags);
+Status RunSearch(const Flags& flags);
 // --device is cpu or cuda.
 Status CheckDeviceFlag(const Flags& flags);
 

@@ -23,6 +23,7 @@ const char kUsage[] =
     "  eval     mean next-token cross-entropy and perplexity over token data\n"
     "  generate greedy generation through the decode cache\n"
     "  bench    GPU benchmarks: kernels and a layer stack under IndexCache patterns\n"
+    "  search   training-free IndexCache: greedy search for the Full layers by calibration loss\n"
     "  train    distill the Full layers' indexers (training-aware IndexCache), MPI data-parallel\n"
     "  export   an HF model directory with trained indexers and IndexCache pattern keys\n"
     "\n"

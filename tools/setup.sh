@@ -28,6 +28,19 @@ if [[ "${1:-}" != "--no-apt" ]]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${PACKAGES[@]}" >/dev/null
 fi
 
+# tools/make_tasks.py (retrieval tasks for `indexcache eval --tasks`) needs Hugging Face
+# `tokenizers` from PyPI; nothing else does, so a machine without pip only loses that script.
+if ! python3 -c "import tokenizers" 2>/dev/null; then
+  if python3 -m pip --version >/dev/null 2>&1; then
+    echo "== installing tokenizers (PyPI) for tools/make_tasks.py"
+    python3 -m pip install --quiet tokenizers 2>/dev/null ||
+      python3 -m pip install --quiet --break-system-packages tokenizers ||
+      echo "warning: could not install tokenizers; tools/make_tasks.py will not run" >&2
+  else
+    echo "note: no pip for python3; 'pip install tokenizers' to use tools/make_tasks.py" >&2
+  fi
+fi
+
 if [[ ! -x /usr/local/cuda/bin/nvcc ]]; then
   echo "error: the CUDA toolkit is not at /usr/local/cuda (nvcc, cudart, cuBLAS and NCCL are needed to build)" >&2
   exit 1
@@ -37,10 +50,16 @@ echo "== building"
 bazel build -c opt //tools:indexcache
 
 BIN=bazel-bin/tools/indexcache
-EXAMPLE=tests/data/glm_shared_bf16   # a tiny glm_moe_dsa model with an IndexCache pattern (FSSF)
-echo "== indexcache info on the embedded example"
-"$BIN" info --model "$EXAMPLE"
-echo "== indexcache eval: the checkpoint's pattern, then every layer reusing layer 0's top-k (1/4)"
-"$BIN" eval --model "$EXAMPLE" --data "$EXAMPLE/tokens.npy" --seq-len 36
-"$BIN" eval --model "$EXAMPLE" --data "$EXAMPLE/tokens.npy" --seq-len 36 --pattern 1/4
+# The main job: the shipped reference model (models/reference: a 16-layer DSA model trained by this
+# project, indexers warmed up with `indexcache train`), on its held-out sample, on the CPU.
+MODEL=models/reference
+echo "== indexcache info: the reference model"
+"$BIN" info --model "$MODEL"
+echo "== indexcache eval: all-F vs uniform 1/4 vs the searched 1/4 (docs/experiments.md) on held-out text"
+# Two 1024-token windows keep this to a minute or two on 2 cores; on the GPU the same command
+# with --device cuda --seq-len 8192 runs the experiment's setting.
+"$BIN" eval --model "$MODEL" --data "$MODEL/heldout/heldout_sample_text_document" --seq-len 1024 --max-seqs 2 \
+  --patterns all,1/4,FSSSSSFSSSFSSSFS --bucket 256
+echo "== indexcache train: two steps of multi-layer distillation for uniform 1/4 (configs/reference_distill_demo.textproto)"
+"$BIN" train --config configs/reference_distill_demo.textproto --set checkpoint.dir="$(mktemp -d)/checkpoints" | tail -4
 echo "== setup done"

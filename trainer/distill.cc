@@ -7,7 +7,8 @@
 namespace indexcache {
 
 Status DistillSequence(const DsaModel& model, const IndexPattern& pattern, DistillMode mode, const StudentSet& students,
-                       const std::vector<int32_t>& tokens, double scale, StudentSet* grads, DistillStats* stats) {
+                       const std::vector<int32_t>& tokens, double scale, StudentSet* grads, DistillStats* stats,
+                       DistillTargets targets) {
   const ModelConfig& c = model.config();
   Backend& be = model.backend();
   ForwardOptions opts;
@@ -37,7 +38,8 @@ Status DistillSequence(const DsaModel& model, const IndexPattern& pattern, Disti
     args.q = act.q;
     args.k = act.k;
     args.w = act.w;
-    for (int j : pattern.served_by(f)) {
+    const std::vector<int> teachers = targets == DistillTargets::kOwn ? std::vector<int>{f} : pattern.served_by(f);
+    for (int j : teachers) {
       args.attn_q.push_back(r.layers[j].attn_q);
       args.attn_kv.push_back(r.layers[j].attn_kv);
     }

@@ -15,6 +15,9 @@
 namespace indexcache {
 
 enum class DistillMode { kDense, kSparse };
+// The teacher of a Full layer f: the mean attention of the layers f serves (IndexCache's
+// multi-layer loss), or f's own attention alone (the single-layer loss, for ablations).
+enum class DistillTargets { kServed, kOwn };
 
 // Host fp32 master copies of the Full layers' indexers (what the optimizer updates and
 // checkpoints hold), by layer.
@@ -33,6 +36,7 @@ struct DistillStats {
 // global batch, making each layer's objective its mean per-token loss); they are added into
 // `grads` (null: loss only).
 Status DistillSequence(const DsaModel& model, const IndexPattern& pattern, DistillMode mode, const StudentSet& students,
-                       const std::vector<int32_t>& tokens, double scale, StudentSet* grads, DistillStats* stats);
+                       const std::vector<int32_t>& tokens, double scale, StudentSet* grads, DistillStats* stats,
+                       DistillTargets targets = DistillTargets::kServed);
 
 }  // namespace indexcache

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cmath>
+#include <algorithm>
 #include <cstring>
 #include <map>
 
@@ -43,10 +44,11 @@ const float* TrainedData(const IndexerSet& trained, const std::string& name, int
 }
 
 // `values` in `dtype` (F32/F64/BF16/F16), or FP8 e4m3 with block scales written to *scale.
-Status Encode(const float* values, const Tensor& original, const QuantConfig& quant, Tensor* out, Tensor* scale) {
+Status Encode(const float* values, const Tensor& original, DType dtype, const QuantConfig& quant, Tensor* out,
+              Tensor* scale) {
   const int64_t n = original.numel();
-  *out = Tensor::Zeros(original.dtype(), original.shape());
-  switch (original.dtype()) {
+  *out = Tensor::Zeros(dtype, original.shape());
+  switch (dtype) {
     case DType::kF32: std::memcpy(out->raw(), values, n * 4); return Status::Ok();
     case DType::kF64:
       for (int64_t i = 0; i < n; ++i) out->data<double>()[i] = values[i];
@@ -80,8 +82,30 @@ Status Encode(const float* values, const Tensor& original, const QuantConfig& qu
       return Status::Ok();
     }
     default:
-      return InvalidArgument(std::string("cannot export into dtype ") + DTypeName(original.dtype()));
+      return InvalidArgument(std::string("cannot export into dtype ") + DTypeName(dtype));
   }
+}
+
+// The dtype a trained tensor is written in. bf16 turns the FP8-stored matrices into bf16 and
+// leaves higher-precision ones alone; fp8 quantises wq_b and wk, the indexer matrices DeepSeek's
+// FP8 release quantises (weights_proj and k_norm keep their dtype).
+DType TargetDType(const std::string& name, const Tensor& original, IndexerDType option) {
+  if (original.dim() != 2) return original.dtype();
+  switch (option) {
+    case IndexerDType::kCheckpoint: return original.dtype();
+    case IndexerDType::kBf16: return original.dtype() == DType::kF8E4M3 ? DType::kBF16 : original.dtype();
+    case IndexerDType::kFp8:
+      return EndsWith(name, ".wq_b.weight") || EndsWith(name, ".wk.weight") ? DType::kF8E4M3 : original.dtype();
+  }
+  return original.dtype();
+}
+
+// Side files a Hugging Face model directory carries besides config and weights.
+bool IsSideFile(const std::string& n) {
+  for (const char* ext : {".json", ".txt", ".model", ".tiktoken", ".py", ".jinja", ".md"}) {
+    if (EndsWith(n, ext)) return true;
+  }
+  return StartsWith(n, "LICENSE") || StartsWith(n, "LICENCE") || StartsWith(n, "NOTICE");
 }
 
 Status CopyFile(const std::string& from, const std::string& to) {
@@ -93,10 +117,55 @@ Status CopyFile(const std::string& from, const std::string& to) {
 
 std::string IndexerTensorPrefix(int layer) { return "model.layers." + std::to_string(layer) + ".self_attn.indexer."; }
 
+StatusOr<IndexerDType> ParseIndexerDType(const std::string& name) {
+  if (name == "checkpoint") return IndexerDType::kCheckpoint;
+  if (name == "bf16") return IndexerDType::kBf16;
+  if (name == "fp8") return IndexerDType::kFp8;
+  return InvalidArgument("--indexer-dtype must be checkpoint, bf16 or fp8, got '" + name + "'");
+}
+
+StatusOr<std::vector<std::string>> CheckExport(const ModelConfig& config, const IndexerSet& trained,
+                                               const IndexPattern& pattern, const ExportOptions& options) {
+  std::vector<std::string> warnings;
+  const bool any_shared = pattern.num_full() < pattern.num_layers();
+  if (config.model_type == ModelType::kDeepseekV32 && any_shared) {
+    if (options.drop_shared_indexers && !options.force) {
+      return InvalidArgument(config.source + ": model_type 'deepseek_v32': transformers' DeepseekV32 model runs every "
+                             "layer's indexer, so --drop-shared-indexers would leave the Shared layers' indexers "
+                             "randomly initialised there; pass --force to drop them anyway (SGLang and vLLM only)");
+    }
+    warnings.push_back(config.source + ": model_type 'deepseek_v32': transformers ignores the pattern keys for this "
+                       "class and runs every layer's indexer; SGLang and vLLM apply the pattern (docs/serving.md)" +
+                       std::string(options.drop_shared_indexers ? "; --force: the Shared layers' indexers are dropped "
+                                                                  "and transformers will initialise them randomly"
+                                                                : ""));
+  }
+  if (options.indexer_dtype == IndexerDType::kFp8 && !config.quant.fp8) {
+    return InvalidArgument(config.source + ": --indexer-dtype fp8 needs an FP8 checkpoint (quantization_config with "
+                           "weight_block_size); this one is not quantised");
+  }
+  if (!trained.empty()) {
+    for (int l = 0; l < pattern.num_layers(); ++l) {
+      if (pattern.is_full(l) && !trained.count(l)) {
+        warnings.push_back("layer " + std::to_string(l) + " is Full in pattern " + pattern.ToString() +
+                           " but the checkpoint did not train its indexer: it keeps the model's original indexer");
+      }
+      if (!pattern.is_full(l) && trained.count(l)) {
+        warnings.push_back("layer " + std::to_string(l) + " is Shared in pattern " + pattern.ToString() +
+                           " but the checkpoint trained its indexer: those weights are not exported");
+      }
+    }
+  }
+  return warnings;
+}
+
 Status ExportModel(const std::string& model_dir, const IndexerSet& trained, const IndexPattern& pattern,
-                   const ExportOptions& options, const std::string& out_dir) {
+                   const ExportOptions& options, const std::string& out_dir, ExportReport* report) {
+  ExportReport local;
+  if (!report) report = &local;
   ASSIGN_OR_RETURN(ModelConfig config, LoadModelConfig(model_dir));
   if (pattern.num_layers() != config.num_layers) return InvalidArgument("pattern length does not match the model");
+  ASSIGN_OR_RETURN(report->warnings, CheckExport(config, trained, pattern, options));
   ASSIGN_OR_RETURN(SafetensorsCheckpoint ckpt, SafetensorsCheckpoint::Open(model_dir));
   for (int l = 0; l < pattern.num_layers(); ++l) {
     // A Full layer without trained weights keeps the checkpoint's indexer, which must exist.
@@ -121,6 +190,7 @@ Status ExportModel(const std::string& model_dir, const IndexerSet& trained, cons
 
   // 1. Shards: same names, trained indexers swapped in, Shared layers' indexers optionally dropped.
   std::map<std::string, std::string> weight_map;
+  std::vector<std::string> kept_bf16;  // modules written bf16 inside an FP8 checkpoint
   uint64_t total_size = 0;
   for (const std::string& shard : ckpt.shard_files()) {
     ASSIGN_OR_RETURN(auto file, SafetensorsFile::Open(JoinPath(model_dir, shard)));
@@ -142,7 +212,12 @@ Status ExportModel(const std::string& model_dir, const IndexerSet& trained, cons
       if (values && !shared_indexer) {
         if (numel != t.numel()) return InvalidArgument(shard + ": tensor '" + name + "' has a different size than the trained one");
         Tensor encoded, scale;
-        RETURN_IF_ERROR(Encode(values, t, config.quant, &encoded, &scale).WithContext(shard + ": tensor '" + name + "'"));
+        const DType dtype = TargetDType(name, t, options.indexer_dtype);
+        RETURN_IF_ERROR(
+            Encode(values, t, dtype, config.quant, &encoded, &scale).WithContext(shard + ": tensor '" + name + "'"));
+        if (config.quant.fp8 && t.dtype() == DType::kF8E4M3 && dtype != DType::kF8E4M3) {
+          kept_bf16.push_back(name.substr(0, name.size() - 7));
+        }
         tensors.push_back({name, encoded});
         if (!scale.empty()) tensors.push_back({name + "_scale_inv", scale});
       } else {
@@ -168,6 +243,9 @@ Status ExportModel(const std::string& model_dir, const IndexerSet& trained, cons
   json types = json::array();
   for (int l = 0; l < pattern.num_layers(); ++l) types.push_back(pattern.is_full(l) ? "full" : "shared");
   cfg["indexer_types"] = types;
+  // Some engines (vLLM's IndexCache path and forks of it) only read the pattern keys when this
+  // switch is on; all-F turns it off so no engine skips an indexer.
+  cfg["use_index_cache"] = pattern.num_full() < pattern.num_layers();
   int freq = 0, offset = 0;
   if (pattern.AsFrequency(&freq, &offset)) {
     cfg["index_topk_freq"] = freq;
@@ -176,22 +254,36 @@ Status ExportModel(const std::string& model_dir, const IndexerSet& trained, cons
     cfg.erase("index_topk_freq");
     cfg.erase("index_skip_topk_offset");
   }
+  if (!kept_bf16.empty() && cfg.contains("quantization_config") && cfg["quantization_config"].is_object()) {
+    // transformers' fine-grained FP8 loader keeps the modules listed here in high precision.
+    json& q = cfg["quantization_config"];
+    json list = q.contains("modules_to_not_convert") && q["modules_to_not_convert"].is_array() ? q["modules_to_not_convert"]
+                                                                                              : json::array();
+    for (const std::string& m : kept_bf16) {
+      if (std::find(list.begin(), list.end(), m) == list.end()) list.push_back(m);
+    }
+    q["modules_to_not_convert"] = list;
+  }
   RETURN_IF_ERROR(WriteFileAtomic(JoinPath(tmp, "config.json"), cfg.dump(2, ' ', false, json::error_handler_t::replace)));
 
-  // 3. Everything else (tokenizer, generation config, ...) as it is.
+  // 3. The side files (tokenizer, generation config, ...) as they are; nothing else.
   if (DIR* d = ::opendir(model_dir.c_str())) {
-    while (dirent* e = ::readdir(d)) {
-      const std::string n = e->d_name;
+    std::vector<std::string> names;
+    while (dirent* e = ::readdir(d)) names.push_back(e->d_name);
+    ::closedir(d);
+    std::sort(names.begin(), names.end());
+    for (const std::string& n : names) {
       if (n == "." || n == ".." || n == "config.json" || n == "model.safetensors.index.json" || EndsWith(n, ".safetensors")) continue;
-      if (FileExists(JoinPath(model_dir, n))) {
-        Status s = CopyFile(JoinPath(model_dir, n), JoinPath(tmp, n));
-        if (!s.ok()) {
-          ::closedir(d);
-          return s;
-        }
+      if (!FileExists(JoinPath(model_dir, n))) continue;
+      if (!IsSideFile(n)) {
+        report->skipped.push_back(n);
+        continue;
+      }
+      {
+        RETURN_IF_ERROR(CopyFile(JoinPath(model_dir, n), JoinPath(tmp, n)));
+        report->copied.push_back(n);
       }
     }
-    ::closedir(d);
   }
   RETURN_IF_ERROR(FsyncDirectory(tmp));
   if (::rename(tmp.c_str(), out_dir.c_str()) != 0) return IoError(out_dir + ": rename failed");

@@ -162,6 +162,7 @@ void FillDefaults(TrainConfig* c) {
   if (!data->has_cross_documents()) data->set_cross_documents(false);
   if (!c->has_micro_batch()) c->set_micro_batch(1);
   if (!c->has_loss_mode()) c->set_loss_mode(TrainConfig::DENSE);
+  if (!c->has_served_layers()) c->set_served_layers(TrainConfig::SERVED);
 
   OptimizerConfig* opt = c->mutable_optimizer();
   if (!opt->has_beta1()) opt->set_beta1(0.9);

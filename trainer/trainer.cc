@@ -95,11 +95,11 @@ Status SyncModel(DsaModel* model, const IndexerSet& masters) {
 }
 
 // Runs `sequences` through DistillSequence with gradients scaled by `scale`.
-Status Accumulate(const DsaModel& model, const IndexPattern& pattern, DistillMode mode, const StudentSet& students,
-                  const std::vector<std::vector<int32_t>>& sequences, double scale, StudentSet* grads,
-                  DistillStats* stats) {
+Status Accumulate(const DsaModel& model, const IndexPattern& pattern, DistillMode mode, DistillTargets targets,
+                  const StudentSet& students, const std::vector<std::vector<int32_t>>& sequences, double scale,
+                  StudentSet* grads, DistillStats* stats) {
   for (const auto& seq : sequences) {
-    RETURN_IF_ERROR(DistillSequence(model, pattern, mode, students, seq, scale, grads, stats));
+    RETURN_IF_ERROR(DistillSequence(model, pattern, mode, students, seq, scale, grads, stats, targets));
   }
   return Status::Ok();
 }
@@ -121,8 +121,13 @@ Status RunTraining(const TrainConfig& cfg, const TrainRunOptions& run, Communica
                                                   run.pattern_source.empty() ? "field 'pattern'" : run.pattern_source));
   const IndexPattern pattern = model.pattern();
   const DistillMode mode = cfg.loss_mode() == TrainConfig::SPARSE ? DistillMode::kSparse : DistillMode::kDense;
+  const DistillTargets targets = cfg.served_layers() == TrainConfig::OWN ? DistillTargets::kOwn : DistillTargets::kServed;
+  // With targets kOwn each Full layer distils towards itself only: one served layer each.
   RETURN_IF_ERROR(model.backend()
-                      .SupportsTraining(model.config(), pattern, mode == DistillMode::kSparse)
+                      .SupportsTraining(model.config(),
+                                        targets == DistillTargets::kOwn ? IndexPattern::AllFull(pattern.num_layers())
+                                                                        : pattern,
+                                        mode == DistillMode::kSparse)
                       .WithContext(model.config().source));
   IndexerSet masters;
   for (int l = 0; l < pattern.num_layers(); ++l) {
@@ -175,7 +180,7 @@ Status RunTraining(const TrainConfig& cfg, const TrainRunOptions& run, Communica
     RETURN_IF_ERROR(eval_sampler->Restore(eval_start));
     ASSIGN_OR_RETURN(SequenceSampler::Batch batch, eval_sampler->NextBatch(comm.rank(), comm.world()));
     DistillStats stats;
-    RETURN_IF_ERROR(Accumulate(model, pattern, mode, PlaceStudents(be, masters), batch, 0.0, nullptr, &stats));
+    RETURN_IF_ERROR(Accumulate(model, pattern, mode, targets, PlaceStudents(be, masters), batch, 0.0, nullptr, &stats));
     double totals[2] = {stats.loss_sum, static_cast<double>(stats.queries)};
     comm.AllReduceSum(totals, 2);
     return totals[1] > 0 ? totals[0] / totals[1] : 0.0;
@@ -297,7 +302,7 @@ Status RunTraining(const TrainConfig& cfg, const TrainRunOptions& run, Communica
     DistillStats stats;
     for (size_t i = 0; i < batch.size(); i += micro) {
       const std::vector<std::vector<int32_t>> part(batch.begin() + i, batch.begin() + std::min(batch.size(), i + micro));
-      RETURN_IF_ERROR(Accumulate(model, pattern, mode, students, part, scale, &grads, &stats));
+      RETURN_IF_ERROR(Accumulate(model, pattern, mode, targets, students, part, scale, &grads, &stats));
     }
     // Sum gradients over ranks (one flat buffer, bucketed), then the optimizer works on the host.
     if (nccl) nccl->AllReduceSum(flat.data<float>(), num_params, nullptr);
