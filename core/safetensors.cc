@@ -25,10 +25,11 @@ constexpr uint64_t kMaxHeaderBytes = 100ull << 20;
 // index names (/etc/passwd) and `export`, which rewrites shards under --out, would write outside it.
 Status CheckShardName(const std::string& index_path, const std::string& tensor, const std::string& file) {
   const bool plain = !file.empty() && file != "." && file != ".." && file.find('/') == std::string::npos &&
-                     file.find('\\') == std::string::npos && file.find('\0') == std::string::npos;
+                     file.find('\\') == std::string::npos &&
+                     std::none_of(file.begin(), file.end(), [](char c) { return static_cast<unsigned char>(c) < 0x20 || c == 0x7f; });
   if (plain) return Status::Ok();
   json shown = file.substr(0, 80);
-  return DataLoss(index_path + ": weight_map['" + tensor.substr(0, 120) + "'] names shard " +
+  return DataLoss(index_path + ": weight_map['" + Printable(tensor, 120) + "'] names shard " +
                   shown.dump(-1, ' ', false, json::error_handler_t::replace) +
                   ", which is not a plain file name in the model directory");
 }
@@ -179,8 +180,8 @@ StatusOr<SafetensorsCheckpoint> SafetensorsCheckpoint::Open(const std::string& d
       if (!checked.insert(file).second) continue;
       const std::string shard_path = JoinPath(dir, file);
       if (!FileExists(shard_path)) {
-        return NotFound(index_path + ": shard '" + file + "' (holding tensor '" + name + "') not found at " +
-                        shard_path);
+        return NotFound(index_path + ": shard '" + Printable(file) + "' (holding tensor '" + Printable(name) +
+                        "') not found at " + Printable(shard_path, 200));
       }
     }
     return ckpt;

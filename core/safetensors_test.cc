@@ -446,7 +446,10 @@ TEST_F(BadFileTest, MisalignedDataIsReadThroughAnAlignedCopy) {
 TEST(SafetensorsCheckpointTest, ShardNamesMustBePlainFileNames) {
   const std::string dir = MakeTempDir();
   ASSERT_TRUE(WriteSafetensors(JoinPath(dir, "model-1.safetensors"), {{"w", Patterned(DType::kF32, {1}, 1)}}).ok());
-  for (const std::string bad : {"../model-1.safetensors", "/etc/passwd", "sub/model-1.safetensors", "..", ""}) {
+  // A control character (found by the shard-index fuzzer: a newline made a two-line error) is no
+  // plain file name either.
+  for (const std::string bad : {"../model-1.safetensors", "/etc/passwd", "sub/model-1.safetensors", "..", "",
+                                "model-1.safet\\nsors", "model-1\\u0001.safetensors"}) {
     SCOPED_TRACE(bad);
     WriteBytes(JoinPath(dir, "model.safetensors.index.json"),
                R"({"weight_map": {"w": ")" + bad + R"("}})");
