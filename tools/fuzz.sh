@@ -4,6 +4,7 @@
 #   tools/fuzz.sh                 every harness for 15 s (CI's smoke run)
 #   tools/fuzz.sh 3600 npy        one harness for an hour (a long run; see docs/reliability.md)
 #   FUZZ_JOBS=4 tools/fuzz.sh ... libFuzzer -jobs/-workers for long runs on more cores
+#   FUZZ_RUNS=20000 tools/fuzz.sh 60  a reproducible smoke run: seed 1, at most 20000 inputs each
 #
 # Needs clang (Debian's clang-14 ships libFuzzer); built outside Bazel, straight from the sources
 # the parsers need, with -fsanitize=fuzzer,address,undefined. The committed seeds in
@@ -68,6 +69,11 @@ objs+=("$pb_obj")
 
 passed=0
 failed=0
+# FUZZ_RUNS=N: a fixed seed and at most N inputs per harness (the time limit stays as a cap), so a
+# smoke run in CI tries the same inputs every time and cannot fail at random on a bug that an
+# earlier run of the same code did not meet; long runs (no FUZZ_RUNS) explore freely.
+RUN_LIMIT=()
+if [[ -n "${FUZZ_RUNS:-}" ]]; then RUN_LIMIT=(-seed=1 -runs="$FUZZ_RUNS"); fi
 for t in "${TARGETS[@]}"; do
   bin="$OUT/bin/${t}_fuzz"
   if ! "$CXX" "${FLAGS[@]}" -fsanitize=fuzzer "fuzz/${t}_fuzz.cc" "${objs[@]}" -lprotobuf -lz -pthread -o "$bin"; then
@@ -79,11 +85,11 @@ for t in "${TARGETS[@]}"; do
   log="$OUT/$t.log"
   # -rss_limit_mb: a parser asked to allocate from a hostile size must refuse, not grow.
   if ASAN_OPTIONS=detect_leaks=0:allocator_may_return_null=1 UBSAN_OPTIONS=print_stacktrace=1 \
-     "$bin" "$OUT/corpus/$t" "fuzz/corpus/$t" -max_total_time="$SECONDS_PER_TARGET" -timeout=10 \
+     "$bin" "$OUT/corpus/$t" "fuzz/corpus/$t" -max_total_time="$SECONDS_PER_TARGET" -timeout=10 ${RUN_LIMIT[@]+"${RUN_LIMIT[@]}"} \
        -rss_limit_mb=2048 -max_len=65536 -print_final_stats=1 -artifact_prefix="$OUT/artifacts/${t}-" \
        ${FUZZ_JOBS:+-jobs=$FUZZ_JOBS -workers=$FUZZ_JOBS} >"$log" 2>&1; then
     runs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | tail -1 | grep -o '[0-9]*$')
-    echo "fuzz: $t: ok (${runs:-?} runs in ${SECONDS_PER_TARGET} s)"
+    echo "fuzz: $t: ok (${runs:-?} runs${FUZZ_RUNS:+, seed 1}, at most ${SECONDS_PER_TARGET} s)"
     passed=$((passed + 1))
   else
     echo "fuzz: $t: FAILED (log: $log; reproducer in $OUT/artifacts/)"
