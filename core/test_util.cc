@@ -1,6 +1,9 @@
 #include "core/test_util.h"
 
 #include <stdlib.h>
+#include <sys/wait.h>
+
+#include <cstdio>
 
 #include <fstream>
 #include <sstream>
@@ -36,6 +39,16 @@ std::string ReadBytes(const std::string& path) {
   std::stringstream ss;
   ss << in.rdbuf();
   return ss.str();
+}
+
+int RunShell(const std::string& cmd, std::string* output, int timeout_seconds) {
+  FILE* pipe = popen(("timeout " + std::to_string(timeout_seconds) + " " + cmd + " 2>&1").c_str(), "r");
+  if (!pipe) return -1;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof(buf), pipe)) > 0) output->append(buf, n);
+  const int status = pclose(pipe);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
 }  // namespace indexcache

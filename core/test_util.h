@@ -1,4 +1,4 @@
-// Small helpers shared by the tests (testonly): scratch directories and raw file bytes.
+// Small helpers shared by the tests (testonly): scratch directories, raw file bytes, commands.
 #pragma once
 
 #include <string>
@@ -10,5 +10,8 @@ std::string MakeTempDir(const std::string& prefix = "indexcache");
 // Writes / reads a whole file as bytes; failures are reported as test failures.
 void WriteBytes(const std::string& path, const std::string& bytes);
 std::string ReadBytes(const std::string& path);
+// Runs a shell command under `timeout` (a hang becomes exit 124, not a stuck test), appending its
+// stdout and stderr to *output; returns the exit code, or 128 + signal.
+int RunShell(const std::string& cmd, std::string* output, int timeout_seconds = 120);
 
 }  // namespace indexcache

@@ -23,16 +23,6 @@ using json = nlohmann::json;
 
 const char kGentle[] = "tests/data/dsv32_gentle_bf16";  // 4 layers with indexers, 96 tokens, top-k 32
 
-int RunShell(const std::string& cmd, std::string* output) {
-  FILE* pipe = popen(("timeout 120 " + cmd + " 2>&1").c_str(), "r");
-  if (!pipe) return -1;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof(buf), pipe)) > 0) output->append(buf, n);
-  const int status = pclose(pipe);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-}
-
 std::string Eval(const std::string& extra) {
   return std::string("tools/indexcache eval --json --model ") + kGentle + " --data " + kGentle +
          "/tokens.npy --seq-len 48 " + extra;

@@ -21,16 +21,6 @@ const char kTrain[] =
     "tools/indexcache train --config configs/distill_tiny.textproto --set steps=4 --set log.tensorboard_dir= "
     "--set log.jsonl= ";
 
-int RunShell(const std::string& cmd, std::string* output) {
-  FILE* pipe = popen(("timeout 120 " + cmd + " 2>&1").c_str(), "r");
-  if (!pipe) return -1;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof(buf), pipe)) > 0) output->append(buf, n);
-  const int status = pclose(pipe);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-}
-
 std::string Mpirun(int ranks) {
   return "mpirun --allow-run-as-root --oversubscribe -np " + std::to_string(ranks) + " ";
 }

@@ -23,16 +23,6 @@ using json = nlohmann::json;
 const char kGentle[] = "tests/data/dsv32_gentle_bf16";  // 4 layers with indexers, 96 tokens, top-k 32
 const char kGlm[] = "tests/data/glm_shared_bf16";        // FSSF, layers 1-2 without indexer weights
 
-int RunShell(const std::string& cmd, std::string* output) {
-  FILE* pipe = popen(("timeout 120 " + cmd + " 2>&1").c_str(), "r");
-  if (!pipe) return -1;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof(buf), pipe)) > 0) output->append(buf, n);
-  const int status = pclose(pipe);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-}
-
 // The gentle fixture's 96 tokens cut into 3 windows of 32.
 std::string Search(const std::string& extra) {
   return std::string("tools/indexcache search --model ") + kGentle + " --data " + kGentle +
