@@ -14,6 +14,42 @@ using json = nlohmann::json;
 
 std::string Of(size_t i, size_t n) { return std::to_string(i + 1) + "/" + std::to_string(n); }
 
+// Hands every window's per-token losses under `pattern` to `consume`, in window order, on every
+// rank. Alone: one forward per window. In parallel: this replica's block of windows streams
+// through its pipeline (the last stage keeps the block's losses), then each window's row is
+// summed over all ranks (only the owning replica's last stage contributes: x + 0 keeps x's bits).
+Status ForEachWindowLoss(const DsaModel& model, const std::vector<EvalWindow>& windows, const IndexPattern& pattern,
+                         const EvalParallel* par, const std::function<void(size_t)>& done,
+                         const std::function<void(const std::vector<double>&)>& consume) {
+  const bool alone = !par || !par->world || par->world->world() == 1;
+  const size_t n = windows.size();
+  const size_t first = alone ? 0 : n * par->replica / par->replicas;
+  const size_t last = alone ? n : n * (par->replica + 1) / par->replicas;
+  std::vector<std::vector<double>> block;
+  for (size_t w = first; w < last; ++w) {
+    ForwardOptions opts;
+    opts.pattern = &pattern;
+    opts.compute_logits = false;
+    opts.compute_loss = true;  // on the backend, in row chunks: no [T, vocab] logits on the host
+    ASSIGN_OR_RETURN(StageForward f, ForwardStage(model, par ? par->stage : StageContext{}, windows[w].tokens, opts));
+    if (alone) {
+      consume(f.result.token_nll);
+    } else {
+      block.push_back(std::move(f.result.token_nll));  // empty before the last stage
+    }
+    done(w);
+  }
+  if (alone) return Status::Ok();
+  for (size_t w = 0; w < n; ++w) {
+    std::vector<double> row;
+    if (w >= first && w < last) row = std::move(block[w - first]);
+    row.resize(windows[w].tokens.size() - 1, 0.0);
+    par->world->AllReduceSum(row.data(), static_cast<int64_t>(row.size()));
+    consume(row);
+  }
+  return Status::Ok();
+}
+
 }  // namespace
 
 IndexPattern AllFullWhereIndexed(const DsaModel& model) {
@@ -32,6 +68,10 @@ StatusOr<nlohmann::json> EvaluatePatterns(const DsaModel& model, const std::vect
     return InvalidArgument("--overlap-queries must be in [0, " + std::to_string(kMaxProbeQueries) + "]");
   }
   if (options.overlap_windows < 1) return InvalidArgument("--overlap-seqs must be at least 1");
+  const EvalParallel* par = options.parallel;
+  if (par && par->stage.split && par->stage.split->num_stages() > 1 && (options.tasks || options.overlap)) {
+    return InvalidArgument("--tasks and --overlap need every layer on one rank: use --pipeline-stages 1 for them");
+  }
   for (const NamedPattern& p : patterns) RETURN_IF_ERROR(model.CheckPattern(p.pattern).WithContext(p.name));
   const int64_t seq_len = static_cast<int64_t>(windows[0].tokens.size());
   const int64_t k = model.config().index_topk;
@@ -53,16 +93,14 @@ StatusOr<nlohmann::json> EvaluatePatterns(const DsaModel& model, const std::vect
       ASSIGN_OR_RETURN(PositionLoss p, PositionLoss::Create(options.bucket, seq_len));
       by_position = std::move(p);
     }
-    for (size_t w = 0; w < windows.size(); ++w) {
-      ForwardOptions opts;
-      opts.pattern = &np.pattern;
-      opts.compute_logits = false;
-      opts.compute_loss = true;  // on the backend, in row chunks: no [T, vocab] logits on the host
-      ASSIGN_OR_RETURN(ForwardResult r, model.Forward(windows[w].tokens, opts));
-      total.Add(SumLosses(r.token_nll));
-      if (by_position) by_position->Add(r.token_nll);
+    auto done = [&](size_t w) {
       progress("pattern " + Of(pi, patterns.size()) + " (" + np.name + "): window " + Of(w, windows.size()));
-    }
+    };
+    auto consume = [&](const std::vector<double>& row) {  // in window order: the same sums for any rank grid
+      total.Add(SumLosses(row));
+      if (by_position) by_position->Add(row);
+    };
+    RETURN_IF_ERROR(ForEachWindowLoss(model, windows, np.pattern, par, done, consume));
     const double loss = total.mean();
     if (pi == 0) first_loss = loss;
     predicted = total.count;

@@ -19,6 +19,8 @@
 #include "eval/retrieval_tasks.h"
 #include "model/dsa_model.h"
 #include "model/pattern.h"
+#include "parallel/stage_forward.h"
+#include "trainer/comm.h"
 
 namespace indexcache {
 
@@ -27,12 +29,23 @@ struct NamedPattern {
   IndexPattern pattern;
 };
 
+// Pipeline and data parallelism: this rank is `stage` of replica `replica` (parallel/pipeline_grid.h).
+// Each replica takes one contiguous block of windows through its pipeline; the last stages'
+// per-token losses are summed over all ranks (a window's row is non-zero on one rank only), so
+// every rank returns the same JSON, bit for bit the same as one rank's.
+struct EvalParallel {
+  StageContext stage;          // split == nullptr: the whole model on this rank
+  Communicator* world = nullptr;
+  int replica = 0, replicas = 1;
+};
+
 struct EvalOptions {
   int64_t bucket = 0;               // > 0: by_position with buckets of this many positions
   bool overlap = false;             // top-level "overlap" and per-pattern "mass_recall"
   int64_t overlap_queries = 64;     // sampled queries per window (0: every eligible one)
   int64_t overlap_windows = 4;      // windows probed (the first ones)
   const std::vector<RetrievalTask>* tasks = nullptr;
+  const EvalParallel* parallel = nullptr;  // null: one rank, all layers
   // Called after each unit of work with a short description ("pattern 2/3: window 10/64").
   std::function<void(const std::string&)> progress;
 };

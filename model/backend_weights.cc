@@ -21,13 +21,15 @@ void PlaceIndexer(const IndexerWeights& I, Backend* b, BackendIndexer* out) {
 
 BackendWeights PlaceWeights(const ModelWeights& host, Backend* b) {
   BackendWeights w;
-  w.embed = W(b, host.embed);
-  w.final_norm = V(b, host.final_norm);
-  w.lm_head = W(b, host.lm_head);
+  // A pipeline stage holds the embedding (first stage) and the head (last stage) only where it runs them.
+  if (host.embed.size() > 0) w.embed = W(b, host.embed);
+  if (host.final_norm.size() > 0) w.final_norm = V(b, host.final_norm);
+  if (host.lm_head.size() > 0) w.lm_head = W(b, host.lm_head);
   w.layers.resize(host.layers.size());
   for (size_t l = 0; l < host.layers.size(); ++l) {
     const LayerWeights& h = host.layers[l];
     BackendLayer& L = w.layers[l];
+    if (!h.loaded) continue;  // another stage's layer
     L.input_norm = V(b, h.input_norm);
     L.post_attention_norm = V(b, h.post_attention_norm);
     L.q_a = W(b, h.q_a);

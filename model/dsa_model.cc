@@ -72,7 +72,7 @@ StatusOr<std::shared_ptr<Backend>> MakeBackend(const std::string& device) {
 }
 
 StatusOr<DsaModel> DsaModel::Load(const std::string& model_dir, const std::optional<std::string>& pattern_spec,
-                                  const std::string& device, const std::string& pattern_source) {
+                                  const std::string& device, const std::string& pattern_source, LayerRange layers) {
   ASSIGN_OR_RETURN(std::shared_ptr<Backend> backend, MakeBackend(device));
   ASSIGN_OR_RETURN(ModelConfig config, LoadModelConfig(model_dir));
   // Before any weight is read: a model the backend's kernels cannot run is one error line.
@@ -89,7 +89,7 @@ StatusOr<DsaModel> DsaModel::Load(const std::string& model_dir, const std::optio
     // theirs if present, so a later pattern may make them Full again.
     indexer_layers[l] = pattern.is_full(l) || ckpt.Has(probe);
   }
-  ASSIGN_OR_RETURN(ModelWeights weights, LoadModelWeights(config, ckpt, indexer_layers));
+  ASSIGN_OR_RETURN(ModelWeights weights, LoadModelWeights(config, ckpt, indexer_layers, layers));
   return FromParts(std::move(config), std::move(weights), std::move(pattern), std::move(backend));
 }
 
@@ -97,6 +97,7 @@ StatusOr<DsaModel> DsaModel::FromParts(ModelConfig config, ModelWeights weights,
                                        std::shared_ptr<Backend> backend) {
   RETURN_IF_ERROR(backend->SupportsModel(config).WithContext(config.source));
   DsaModel m;
+  if (weights.range.end < 0) weights.range.end = static_cast<int>(config.num_layers);  // built in memory: all layers
   m.config_ = std::move(config);
   m.weights_ = std::make_shared<ModelWeights>(std::move(weights));
   m.backend_ = std::move(backend);
@@ -129,6 +130,7 @@ Status DsaModel::SetIndexer(int layer, const IndexerWeights& w) {
     return InvalidArgument("indexer weights for layer " + std::to_string(layer) + " have the wrong shapes");
   }
   LayerWeights& L = weights_->layers[layer];
+  if (!L.loaded) return InvalidArgument("layer " + std::to_string(layer) + " belongs to another pipeline stage");
   L.indexer = w;
   L.has_indexer = true;
   PlaceIndexer(L.indexer, backend_.get(), &placed_.layers[layer].indexer);
@@ -232,6 +234,12 @@ StatusOr<ForwardResult> DsaModel::Forward(const std::vector<int32_t>& tokens, co
   if (T == 0) return InvalidArgument("empty token sequence");
   if (start < 0 || start > end || end > num_layers) {
     return InvalidArgument("layer range [" + std::to_string(start) + ", " + std::to_string(end) + ") is invalid");
+  }
+  const LayerRange& held = weights_->range;
+  if (start < end && (start < held.begin || end > held.end)) {
+    return InvalidArgument("layers [" + std::to_string(start) + ", " + std::to_string(end) +
+                           ") are outside this pipeline stage's layers [" + std::to_string(held.begin) + ", " +
+                           std::to_string(held.end) + ")");
   }
   // Positions of the new tokens: [pos0, pos0 + T); keys: [0, pos0 + T).
   const int64_t pos0 = cache ? cache->length : 0;

@@ -96,17 +96,21 @@ class DsaModel {
  public:
   // Loads config.json and the safetensors weights. `pattern_spec` (the CLI's --pattern) overrides
   // the config's pattern keys. Indexer weights load for every layer that has them; Full layers
-  // must have them.
-  // `pattern_source` names where pattern_spec came from in errors (a train config field, not the
-  // command line, for the trainer).
+  // must have them. `pattern_source` names where pattern_spec came from in errors (a train config
+  // field, not the command line, for the trainer). `layers` restricts loading to a pipeline stage's
+  // range (embedding only on the first stage, final norm and LM head only on the last); Forward
+  // then runs inside that range.
   static StatusOr<DsaModel> Load(const std::string& model_dir, const std::optional<std::string>& pattern_spec = {},
-                                 const std::string& device = "cpu", const std::string& pattern_source = "--pattern");
+                                 const std::string& device = "cpu", const std::string& pattern_source = "--pattern",
+                                 LayerRange layers = {});
   static StatusOr<DsaModel> FromParts(ModelConfig config, ModelWeights weights, IndexPattern pattern,
                                       std::shared_ptr<Backend> backend);
 
   const ModelConfig& config() const { return config_; }
   const IndexPattern& pattern() const { return pattern_; }
   const ModelWeights& weights() const { return *weights_; }
+  // The layers this model holds ([0, num_layers) unless loaded as a pipeline stage).
+  const LayerRange& layer_range() const { return weights_->range; }
   Backend& backend() const { return *backend_; }
   // Replaces layer `layer`'s indexer (host copy and backend copy): the trainer keeps the model's
   // indexers equal to its fp32 master weights after every optimizer step.

@@ -1,5 +1,6 @@
 #include "model/weights.h"
 
+#include <cstdlib>
 #include <set>
 
 #include "core/file_util.h"
@@ -110,23 +111,54 @@ Status LoadExperts(const SafetensorsCheckpoint& ckpt, const std::string& prefix,
   return Status::Ok();
 }
 
+// Whether a checkpoint tensor belongs to the loaded range: "model.layers.N." by N, the rest
+// (embedding, final norm, head) to the first and last stages.
+bool TensorInRange(const std::string& name, const LayerRange& range, int64_t num_layers) {
+  const std::string prefix = "model.layers.";
+  if (name.compare(0, prefix.size(), prefix) != 0) return range.begin == 0 || range.end == num_layers;
+  const long layer = std::strtol(name.c_str() + prefix.size(), nullptr, 10);
+  return layer >= range.begin && layer < range.end;
+}
+
 }  // namespace
 
+StatusOr<LayerRange> ResolveLayerRange(LayerRange range, int64_t num_layers) {
+  if (range.end < 0) range.end = static_cast<int>(num_layers);
+  if (range.begin < 0 || range.begin >= range.end || range.end > num_layers) {
+    return InvalidArgument("layer range [" + std::to_string(range.begin) + ", " + std::to_string(range.end) +
+                           ") does not fit a model of " + std::to_string(num_layers) + " layers");
+  }
+  return range;
+}
+
 StatusOr<ModelWeights> LoadModelWeights(const ModelConfig& c, const SafetensorsCheckpoint& ckpt,
-                                        const std::vector<bool>& indexer_layers) {
+                                        const std::vector<bool>& indexer_layers, LayerRange range) {
   ModelWeights w;
+  ASSIGN_OR_RETURN(w.range, ResolveLayerRange(range, c.num_layers));
   const QuantConfig& q = c.quant;
   const int64_t H = c.hidden_size;
-  ASSIGN_OR_RETURN(w.embed, LoadMatrix(ckpt, "model.embed_tokens.weight", c.vocab_size, H, q));
-  ASSIGN_OR_RETURN(w.final_norm, LoadVector(ckpt, "model.norm.weight", H));
-  if (c.tie_word_embeddings && !ckpt.Has("lm_head.weight")) {
-    w.lm_head = w.embed;
-  } else {
-    ASSIGN_OR_RETURN(w.lm_head, LoadMatrix(ckpt, "lm_head.weight", c.vocab_size, H, q));
+  if (w.has_embedding()) {
+    ASSIGN_OR_RETURN(w.embed, LoadMatrix(ckpt, "model.embed_tokens.weight", c.vocab_size, H, q));
+  }
+  if (w.has_head(c.num_layers)) {
+    ASSIGN_OR_RETURN(w.final_norm, LoadVector(ckpt, "model.norm.weight", H));
+    const bool tied = c.tie_word_embeddings && !ckpt.Has("lm_head.weight");
+    if (tied && w.has_embedding()) {
+      w.lm_head = w.embed;
+    } else {
+      ASSIGN_OR_RETURN(w.lm_head, LoadMatrix(ckpt, tied ? "model.embed_tokens.weight" : "lm_head.weight",
+                                             c.vocab_size, H, q));
+    }
   }
   w.layers.resize(c.num_layers);
   for (int64_t l = 0; l < c.num_layers; ++l) {
     LayerWeights& L = w.layers[l];
+    L.loaded = l >= w.range.begin && l < w.range.end;
+    if (!L.loaded) {
+      L.has_indexer = indexer_layers[l];
+      L.is_moe = c.layer_is_moe[l];
+      continue;
+    }
     const std::string p = "model.layers." + std::to_string(l) + ".";
     const std::string a = p + "self_attn.";
     ASSIGN_OR_RETURN(L.input_norm, LoadVector(ckpt, p + "input_layernorm.weight", H));
@@ -170,6 +202,7 @@ StatusOr<ModelWeights> LoadModelWeights(const ModelConfig& c, const SafetensorsC
   }
   std::set<std::string> dtypes;
   for (const std::string& name : ckpt.names()) {
+    if (!TensorInRange(name, w.range, c.num_layers)) continue;
     auto t = ckpt.Get(name);
     if (t.ok()) dtypes.insert(DTypeName(t->dtype()));
   }

@@ -57,6 +57,17 @@ struct LayerWeights {
   bool is_moe = false;
   MlpWeights mlp;     // dense layers
   MoeWeights moe;     // MoE layers
+  // false for a layer outside the loaded range (a pipeline stage loads only its own layers): its
+  // tensors are empty, but has_indexer still says whether the checkpoint has indexer weights.
+  bool loaded = true;
+};
+
+// The layers a rank holds: [begin, end). A pipeline stage's range; the whole model by default.
+// The first stage (begin == 0) also holds the embedding, the last (end == num_layers) the final
+// norm and the LM head.
+struct LayerRange {
+  int begin = 0;
+  int end = -1;  // -1: through the last layer
 };
 
 struct ModelWeights {
@@ -64,12 +75,19 @@ struct ModelWeights {
   std::vector<LayerWeights> layers;
   Vector final_norm;  // [hidden]
   Matrix lm_head;     // [vocab, hidden] (a copy of embed when tied)
+  LayerRange range;   // the layers loaded (resolved: end >= 0); embed / head empty where not held
+  bool has_embedding() const { return range.begin == 0; }
+  bool has_head(int64_t num_layers) const { return range.end == num_layers; }
   std::vector<std::string> source_dtypes;  // distinct dtypes seen in the checkpoint, for `info`
 };
 
-// Loads and checks every tensor; `indexer_layers[l]` says whether layer l needs indexer weights.
+// Loads and checks every tensor of the layers in `range` (plus the embedding on the first layer,
+// the final norm and LM head on the last); `indexer_layers[l]` says whether layer l needs indexer
+// weights. Tensors of other layers are not read (only the shard headers are).
 StatusOr<ModelWeights> LoadModelWeights(const ModelConfig& config, const SafetensorsCheckpoint& ckpt,
-                                        const std::vector<bool>& indexer_layers);
+                                        const std::vector<bool>& indexer_layers, LayerRange range = {});
+// `range` with end resolved, checked against the model's layer count (errors name the range).
+StatusOr<LayerRange> ResolveLayerRange(LayerRange range, int64_t num_layers);
 
 // One tensor as a float matrix [rows, cols] (or vector when cols == 0), dequantising FP8; errors
 // name the shard file and the tensor. Exposed for export and tests.

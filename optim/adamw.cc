@@ -156,7 +156,8 @@ Status SaveAdamWState(const AdamW& opt, const std::string& path) {
   return WriteSafetensors(path, state.tensors, {{kAdamWStepKey, std::to_string(state.step)}});
 }
 
-Status LoadAdamWState(const std::string& path, AdamW* opt) {
+Status LoadAdamWState(const std::string& path, AdamW* opt,
+                      const std::function<bool(const std::string& tensor)>& tensor_filter) {
   ASSIGN_OR_RETURN(std::shared_ptr<SafetensorsFile> file, SafetensorsFile::Open(path));
   AdamWState state;
   auto it = file->metadata().find(kAdamWStepKey);
@@ -170,6 +171,7 @@ Status LoadAdamWState(const std::string& path, AdamW* opt) {
   }
   state.step = step;
   for (const std::string& name : file->names()) {
+    if (tensor_filter && !tensor_filter(name)) continue;
     ASSIGN_OR_RETURN(Tensor t, file->Get(name));
     state.tensors.emplace_back(name, std::move(t));
   }

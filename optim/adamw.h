@@ -100,6 +100,9 @@ class AdamW {
 // kAdamWStepKey. Written atomically.
 Status SaveAdamWState(const AdamW& opt, const std::string& path);
 // Reads a file written by SaveAdamWState into `opt` (ImportState's checks; errors name the file).
-Status LoadAdamWState(const std::string& path, AdamW* opt);
+// `tensor_filter`, when given, keeps only the tensors it accepts (a pipeline stage reads the
+// state of its own parameters from a file holding every stage's).
+Status LoadAdamWState(const std::string& path, AdamW* opt,
+                      const std::function<bool(const std::string& tensor)>& tensor_filter = nullptr);
 
 }  // namespace indexcache

@@ -65,8 +65,8 @@ class Search {
         n_(static_cast<int>(model.config().num_layers)),
         total_(total),
         seq_len_(seqs.empty() ? 0 : static_cast<int64_t>(seqs[0].size())),
-        first_(total * comm.rank() / comm.world()),
-        cache_(&model, std::move(seqs), opt.device_budget_bytes),
+        first_(opt.replicas > 0 ? total * opt.replica / opt.replicas : total * comm.rank() / comm.world()),
+        cache_(&model, std::move(seqs), opt.device_budget_bytes, opt.stage),
         opt_(opt),
         comm_(comm),
         record_(*record),
@@ -347,14 +347,16 @@ Status RunPatternSearch(const DsaModel& model, std::vector<std::vector<int32_t>>
                         const std::function<Status(const SearchRecord&)>& save,
                         const std::function<void(const SearchProgress&)>& progress) {
   const int n = static_cast<int>(model.config().num_layers);
-  if (total_sequences < comm.world()) {
+  const int replica = options.replicas > 0 ? options.replica : comm.rank();
+  const int replicas = options.replicas > 0 ? options.replicas : comm.world();
+  if (total_sequences < replicas) {
     return InvalidArgument("the calibration data has " + std::to_string(total_sequences) + " sequences, fewer than the " +
-                           std::to_string(comm.world()) + " ranks (use more data or fewer ranks)");
+                           std::to_string(replicas) + " data-parallel replicas (use more data or fewer ranks)");
   }
-  const int64_t first = total_sequences * comm.rank() / comm.world();
-  const int64_t last = total_sequences * (comm.rank() + 1) / comm.world();
+  const int64_t first = total_sequences * replica / replicas;
+  const int64_t last = total_sequences * (replica + 1) / replicas;
   if (static_cast<int64_t>(sequences.size()) != last - first) {
-    return InvalidArgument("internal: rank " + std::to_string(comm.rank()) + " holds " +
+    return InvalidArgument("internal: replica " + std::to_string(replica) + " holds " +
                            std::to_string(sequences.size()) + " sequences, expected " + std::to_string(last - first));
   }
   if ((options.target_full > 0) == (options.budget_pct >= 0.0)) {

@@ -16,7 +16,10 @@
 // Ranks: the sequences are split into contiguous blocks, one per rank; each rank scores every
 // candidate on its own block and the per-sequence losses are summed over ranks into one table,
 // which every rank then adds up in sequence order, so every rank picks the same layer and the
-// result is bitwise the same for any number of ranks.
+// result is bitwise the same for any number of ranks. Under a pipeline (SearchOptions::stage) the
+// blocks are per replica, each stage caches its own layers, a candidate starts on the stage
+// holding its first changed layer, and only last stages contribute losses to the table (the
+// others add zeros), so the result is still bitwise the same.
 #pragma once
 
 #include <functional>
@@ -25,6 +28,7 @@
 
 #include "core/status.h"
 #include "model/dsa_model.h"
+#include "parallel/stage_forward.h"
 #include "search/search_record.h"
 #include "trainer/comm.h"
 
@@ -39,6 +43,10 @@ struct SearchOptions {
   std::string target_ratio;      // "1/4" when the target came from a ratio: its uniform pattern is that rule
   int stop_after_steps = 0;      // > 0: return after this many new steps (the record stays resumable)
   int64_t device_budget_bytes = -1;  // prefix cache on the device; the rest on the host
+  // Pipeline x data parallelism: this rank's stage (null split: all layers here) and its replica.
+  // The sequences are split into one block per replica; without a pipeline every rank is a replica.
+  StageContext stage;
+  int replica = -1, replicas = -1;  // -1: comm.rank() / comm.world()
 };
 
 // What the search reports as it goes (rank 0 prints it).

@@ -1,5 +1,6 @@
 #include "search/prefix_cache.h"
 
+#include <algorithm>
 #include <string>
 
 #include "model/lm_loss.h"
@@ -7,8 +8,10 @@
 namespace indexcache {
 
 PrefixCache::PrefixCache(const DsaModel* model, std::vector<std::vector<int32_t>> sequences,
-                         int64_t device_budget_bytes)
+                         int64_t device_budget_bytes, StageContext stage)
     : model_(model),
+      stage_(stage),
+      held_(stage.layers(static_cast<int>(model->config().num_layers))),
       sequences_(std::move(sequences)),
       entries_(sequences_.size()),
       device_budget_bytes_(device_budget_bytes) {
@@ -62,9 +65,10 @@ ForwardOptions PrefixCache::ResumeAt(const Entry& e, const IndexPattern& pattern
   ForwardOptions opt;
   opt.pattern = &pattern;
   opt.start_layer = start;
-  if (start > 0) {
+  if (start > 0 && start >= held_.begin) {  // starts on this stage (later stages receive their input)
     opt.hidden_in = e.hidden_in[start];
-    opt.initial_topk = e.topk_out[committed_.source_of(start - 1)];
+    const int source = committed_.source_of(start - 1);
+    opt.initial_topk = source >= held_.begin ? e.topk_out[source] : e.topk_into_stage;
   }
   opt.compute_logits = false;
   opt.compute_loss = true;
@@ -82,9 +86,16 @@ StatusOr<std::vector<double>> PrefixCache::Commit(const IndexPattern& pattern, i
     opt.trace.hidden_in = opt.trace.topk = true;
     opt.trace_on_device = true;
     opt.trace_layers.assign(n, false);
-    for (int l = from; l < n; ++l) opt.trace_layers[l] = true;
-    ASSIGN_OR_RETURN(ForwardResult r, model_->Forward(sequences_[i], opt));
-    for (int l = from; l < n; ++l) {
+    const int first = std::max(from, held_.begin);
+    for (int l = first; l < held_.end; ++l) opt.trace_layers[l] = true;
+    ASSIGN_OR_RETURN(StageForward f, ForwardStage(*model_, stage_, sequences_[i], opt));
+    if (!f.ran) continue;  // the change begins after this stage: its cache stays valid
+    const ForwardResult& r = f.result;
+    if (!f.topk_in.empty()) {
+      Release(e.topk_into_stage);
+      e.topk_into_stage = Keep(model_->backend().ToDevice(f.topk_in));
+    }
+    for (int l = first; l < held_.end; ++l) {
       if (l > from) {  // the stream entering `from` is unchanged
         Release(e.hidden_in[l]);
         e.hidden_in[l] = Keep(r.layers[l].hidden_in);
@@ -104,8 +115,8 @@ StatusOr<std::vector<double>> PrefixCache::Score(const IndexPattern& pattern, in
   RETURN_IF_ERROR(model_->CheckPattern(pattern));
   std::vector<double> losses(sequences_.size());
   for (size_t i = 0; i < sequences_.size(); ++i) {
-    ASSIGN_OR_RETURN(ForwardResult r, model_->Forward(sequences_[i], ResumeAt(entries_[i], pattern, start)));
-    losses[i] = SumLosses(r.token_nll).nll;
+    ASSIGN_OR_RETURN(StageForward f, ForwardStage(*model_, stage_, sequences_[i], ResumeAt(entries_[i], pattern, start)));
+    losses[i] = SumLosses(f.result.token_nll).nll;  // 0 before the last stage
   }
   return losses;
 }

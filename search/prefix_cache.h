@@ -6,6 +6,11 @@
 // is found without storing it per layer). A pattern P' that equals the committed pattern P on
 // layers [0, l) sees exactly the same stream and buffer entering layer l, so its loss starts there.
 //
+// Under a pipeline (`stage` set) each stage caches its own layers' inputs, plus the indices buffer
+// that entered its first layer from the previous stage (a stage that begins with a Shared layer
+// resumes from it); a forward that starts at layer l starts on the stage holding l, and the
+// per-sequence losses are those of the last stage (zeros elsewhere).
+//
 // Where the tensors live: on the CPU backend, host f32; on CUDA, device tensors in the activation
 // dtype while `device_budget_bytes` lasts, host f32 copies after that (each costs an upload when
 // used). Scores are the per-sequence sums of next-token losses, computed on the backend.
@@ -18,13 +23,15 @@
 #include "core/tensor.h"
 #include "model/dsa_model.h"
 #include "model/pattern.h"
+#include "parallel/stage_forward.h"
 
 namespace indexcache {
 
 class PrefixCache {
  public:
   // `model` must outlive the cache. device_budget_bytes < 0: no limit.
-  PrefixCache(const DsaModel* model, std::vector<std::vector<int32_t>> sequences, int64_t device_budget_bytes = -1);
+  PrefixCache(const DsaModel* model, std::vector<std::vector<int32_t>> sequences, int64_t device_budget_bytes = -1,
+              StageContext stage = {});
 
   // Makes `pattern` the committed one, recomputing every sequence from layer `from` (its cached
   // input; from == 0 starts at the tokens) and refreshing the cache of layers >= from. The caller
@@ -46,6 +53,7 @@ class PrefixCache {
   struct Entry {
     std::vector<Tensor> hidden_in;  // [layer]: stream entering the layer (empty for layer 0)
     std::vector<Tensor> topk_out;   // [layer]: indices written by a Full layer (empty for Shared)
+    Tensor topk_into_stage;         // the indices buffer received from the previous pipeline stage
   };
   Status CheckPrefix(const IndexPattern& pattern, int layer, const char* what) const;
   // A forward of one sequence under `pattern` from the cached input of layer `start`, computing
@@ -56,6 +64,8 @@ class PrefixCache {
   void Release(const Tensor& t);
 
   const DsaModel* model_;
+  StageContext stage_;
+  LayerRange held_;  // this stage's layers
   std::vector<std::vector<int32_t>> sequences_;
   std::vector<Entry> entries_;
   IndexPattern committed_;

@@ -15,6 +15,8 @@
 #include "eval/retrieval_tasks.h"
 #include "model/dsa_model.h"
 #include "tools/commands.h"
+#include "tools/pipeline_flags.h"
+#include "trainer/comm.h"
 
 namespace indexcache {
 
@@ -57,10 +59,9 @@ class Progress {
   std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now(), last_ = start_;
 };
 
-}  // namespace
-
-Status RunEval(const Flags& flags) {
+Status EvalOnThisRank(const Flags& flags, Communicator& comm) {
   RETURN_IF_ERROR(CheckDeviceFlag(flags));
+  ASSIGN_OR_RETURN(std::unique_ptr<PipelineSetup> pipe, SetUpPipeline(flags, comm, *flags.Get("model")));
   ASSIGN_OR_RETURN(int64_t seq_len, flags.GetInt("seq-len", 0, 2, kMaxEvalSeqLen));
   ASSIGN_OR_RETURN(int64_t max_seqs, flags.GetInt("max-seqs", 0, 0, std::numeric_limits<int64_t>::max()));
   EvalOptions options;
@@ -71,7 +72,10 @@ Status RunEval(const Flags& flags) {
   if (flags.Has("pattern") && flags.Has("patterns")) return InvalidArgument("give --pattern or --patterns, not both");
 
   // --pattern keeps its old meaning (the model loads under it); --patterns are checked one by one.
-  ASSIGN_OR_RETURN(DsaModel model, DsaModel::Load(*flags.Get("model"), flags.Get("pattern"), flags.GetOr("device", "cpu")));
+  ASSIGN_OR_RETURN(DsaModel model, DsaModel::Load(*flags.Get("model"), flags.Get("pattern"), flags.GetOr("device", "cpu"),
+                                                  "--pattern", pipe->layers()));
+  EvalParallel parallel{pipe->Context(), &comm, pipe->grid.replica(), pipe->grid.replicas()};
+  options.parallel = &parallel;
   const int layers = static_cast<int>(model.config().num_layers);
   std::vector<NamedPattern> patterns;
   if (auto list = flags.Get("patterns")) {
@@ -97,6 +101,7 @@ Status RunEval(const Flags& flags) {
   Progress progress;
   options.progress = [&progress](const std::string& what) { progress(what); };
   ASSIGN_OR_RETURN(json report, EvaluatePatterns(model, windows, patterns, options));
+  if (comm.rank() != 0) return Status::Ok();  // every rank has the same report; rank 0 writes it
 
   // The single-pattern keys of earlier versions stay, for the first pattern.
   const json& first = report["patterns"][0];
@@ -134,6 +139,18 @@ Status RunEval(const Flags& flags) {
     std::printf("\n");
   }
   return Status::Ok();
+}
+
+}  // namespace
+
+Status RunEval(const Flags& flags) {
+  std::unique_ptr<Communicator> comm = Communicator::Create(nullptr, nullptr);
+  const Status status = EvalOnThisRank(flags, *comm);
+  if (!status.ok() && comm->world() > 1) {
+    std::fprintf(stderr, "[rank %d] indexcache eval: error: %s\n", comm->rank(), status.message().c_str());
+    comm->Abort(1);
+  }
+  return status;
 }
 
 }  // namespace indexcache

@@ -17,6 +17,7 @@
 #include "search/search_picture.h"
 #include "search/search_record.h"
 #include "tools/commands.h"
+#include "tools/pipeline_flags.h"
 #include "trainer/comm.h"
 #include "viz/svg_plot.h"
 
@@ -93,7 +94,12 @@ Status SearchOnThisRank(const Flags& flags, Communicator& comm) {
     }
   }
 
-  ASSIGN_OR_RETURN(DsaModel model, DsaModel::Load(*flags.Get("model"), std::nullopt, flags.GetOr("device", "cpu")));
+  ASSIGN_OR_RETURN(std::unique_ptr<PipelineSetup> pipe, SetUpPipeline(flags, comm, *flags.Get("model")));
+  ASSIGN_OR_RETURN(DsaModel model, DsaModel::Load(*flags.Get("model"), std::nullopt, flags.GetOr("device", "cpu"),
+                                                  "--pattern", pipe->layers()));
+  opt.stage = pipe->Context();
+  opt.replica = pipe->grid.replica();
+  opt.replicas = pipe->grid.replicas();
   const int n = static_cast<int>(model.config().num_layers);
   if (auto t = flags.Get("target")) {
     ASSIGN_OR_RETURN(opt.target_full, ParseTarget(*t, n));
@@ -102,7 +108,7 @@ Status SearchOnThisRank(const Flags& flags, Communicator& comm) {
   ASSIGN_OR_RETURN(std::vector<EvalWindow> windows,
                    ReadEvalWindows(*flags.Get("data"), seq_len, max_seqs, model.config().vocab_size));
   const int64_t total = static_cast<int64_t>(windows.size());
-  const int64_t first = total * comm.rank() / comm.world(), last = total * (comm.rank() + 1) / comm.world();
+  const int64_t first = total * opt.replica / opt.replicas, last = total * (opt.replica + 1) / opt.replicas;
   std::vector<std::vector<int32_t>> mine;
   for (int64_t i = first; i < last && i < total; ++i) mine.push_back(std::move(windows[i].tokens));
   windows.clear();

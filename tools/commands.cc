@@ -6,6 +6,8 @@
 
 #include "core/tensor.h"
 
+#include "tools/pipeline_flags.h"
+
 namespace indexcache {
 
 namespace {
@@ -42,6 +44,7 @@ const std::vector<Command>& AllCommands() {
         {"overlap-queries", "queries sampled per sequence for --overlap (0: every query with more than k keys)",
          false, false, "64"},
         {"overlap-seqs", "sequences probed for --overlap (the first ones)", false, false, "4"},
+        PipelineStagesFlag(), StageBoundariesFlag(),
         {"out", "write the JSON here, and the pictures next to it (FILE_overlap.svg, FILE_loss_by_position.svg, "
                 "FILE_tasks_pI.svg)"},
         kDevice, kJson},
@@ -68,6 +71,7 @@ const std::vector<Command>& AllCommands() {
         {"resume", "continue the search recorded in --out", true},
         {"stop-after-step", "stop after this many new steps (--resume continues), e.g. to fit a time slot", false, false, "0"},
         {"cache-mb", "device memory for the prefix cache in MiB (default: half of what is free; the rest on the host)"},
+        PipelineStagesFlag(), StageBoundariesFlag(),
         kDevice},
        RunSearch},
       {"train", "Training-aware IndexCache: fine-tunes the Full layers' indexers with the multi-layer distillation "

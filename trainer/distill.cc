@@ -8,7 +8,7 @@ namespace indexcache {
 
 Status DistillSequence(const DsaModel& model, const IndexPattern& pattern, DistillMode mode, const StudentSet& students,
                        const std::vector<int32_t>& tokens, double scale, StudentSet* grads, DistillStats* stats,
-                       DistillTargets targets) {
+                       DistillTargets targets, const StageContext* stage) {
   const ModelConfig& c = model.config();
   Backend& be = model.backend();
   ForwardOptions opts;
@@ -18,10 +18,12 @@ Status DistillSequence(const DsaModel& model, const IndexPattern& pattern, Disti
   opts.trace.indexer_inputs = true;
   opts.trace.topk = true;
   opts.trace_on_device = true;
-  ASSIGN_OR_RETURN(ForwardResult r, model.Forward(tokens, opts));
+  ASSIGN_OR_RETURN(StageForward stage_forward, ForwardStage(model, stage ? *stage : StageContext{}, tokens, opts));
+  const ForwardResult& r = stage_forward.result;
+  const LayerRange held = stage ? stage->layers(pattern.num_layers()) : LayerRange{0, pattern.num_layers()};
   const int64_t T = static_cast<int64_t>(tokens.size()), HI = c.index_n_heads, D = c.index_head_dim;
   const RopeTable rope = BuildRopeTable(c.rope, c.qk_rope_head_dim, 0, T);
-  for (int f = 0; f < pattern.num_layers(); ++f) {
+  for (int f = held.begin; f < held.end; ++f) {
     if (!pattern.is_full(f)) continue;
     auto it = students.find(f);
     if (it == students.end()) return Internal("no trainable indexer for Full layer " + std::to_string(f));
@@ -40,6 +42,10 @@ Status DistillSequence(const DsaModel& model, const IndexPattern& pattern, Disti
     args.w = act.w;
     const std::vector<int> teachers = targets == DistillTargets::kOwn ? std::vector<int>{f} : pattern.served_by(f);
     for (int j : teachers) {
+      if (j >= held.end) {
+        return InvalidArgument("Full layer " + std::to_string(f) + " serves layer " + std::to_string(j) +
+                               ", which is on another pipeline stage");
+      }
       args.attn_q.push_back(r.layers[j].attn_q);
       args.attn_kv.push_back(r.layers[j].attn_kv);
     }

@@ -11,6 +11,7 @@
 #include "core/status.h"
 #include "model/dsa_model.h"
 #include "model/indexer_student.h"
+#include "parallel/stage_forward.h"
 
 namespace indexcache {
 
@@ -35,8 +36,12 @@ struct DistillStats {
 // Gradients are of `scale` * sum over queries of L_f(t) (the trainer passes 1 / tokens of the
 // global batch, making each layer's objective its mean per-token loss); they are added into
 // `grads` (null: loss only).
+//
+// Under a pipeline (`stage` set) the forward runs this stage's layers only (parallel/stage_forward.h:
+// the stream and indices buffer arrive from the previous stage and leave for the next), and only
+// this stage's Full layers are scored; each must serve only layers of the same stage.
 Status DistillSequence(const DsaModel& model, const IndexPattern& pattern, DistillMode mode, const StudentSet& students,
                        const std::vector<int32_t>& tokens, double scale, StudentSet* grads, DistillStats* stats,
-                       DistillTargets targets = DistillTargets::kServed);
+                       DistillTargets targets = DistillTargets::kServed, const StageContext* stage = nullptr);
 
 }  // namespace indexcache

@@ -64,7 +64,9 @@ StatusOr<ResumePoint> ReadResumePoint(const CheckpointInfo& ck, const ResumeExpe
   std::map<std::string, const Shape*> expected;
   for (const auto& [name, shape] : expect.params) expected[name] = &shape;
   for (const std::string& name : weights->names()) {
-    if (!expected.count(name)) return DataLoss(weights->path() + ": unexpected tensor '" + name + "'");
+    if (!expected.count(name) && !expect.other_tensors_allowed) {
+      return DataLoss(weights->path() + ": unexpected tensor '" + name + "'");
+    }
   }
   for (const auto& [name, shape] : expect.params) {
     if (!weights->Has(name)) return NotFound(weights->path() + ": missing tensor '" + name + "'");

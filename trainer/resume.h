@@ -29,6 +29,8 @@ struct ResumeExpectations {
   std::vector<std::pair<std::string, Shape>> params;  // trained tensors, exact names and shapes
   int64_t total_steps = 0;                            // the config's `steps`
   std::string pattern;                                // the run's pattern (F/S letters)
+  // A pipeline stage trains some of the checkpoint's tensors: the other stages' may be present.
+  bool other_tensors_allowed = false;
 };
 
 // One checkpoint read and validated; nothing of the run has been changed yet.

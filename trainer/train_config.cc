@@ -187,6 +187,7 @@ void FillDefaults(TrainConfig* c) {
   if (!c->has_seed()) c->set_seed(0);
   if (!c->has_max_nonfinite_steps()) c->set_max_nonfinite_steps(3);
   if (!c->has_device()) c->set_device("cpu");
+  if (!c->parallel().has_pipeline_stages()) c->mutable_parallel()->set_pipeline_stages(1);
 }
 
 // Syntax only: the letter count is checked against the model's layers when it loads. Reuses
@@ -323,6 +324,10 @@ Status Validate(const TrainConfig& c, const Resolver& r) {
   if (c.device() != "cpu" && c.device() != "cuda") {
     return r.Error("device", "must be \"cpu\" or \"cuda\" (got \"" + c.device() + "\")");
   }
+  if (c.parallel().pipeline_stages() < 1 || c.parallel().pipeline_stages() > 4096) {
+    return r.Error("parallel.pipeline_stages",
+                   "must be in [1, 4096] (got " + std::to_string(c.parallel().pipeline_stages()) + ")");
+  }
   return Status::Ok();
 }
 
@@ -441,17 +446,23 @@ Status CheckWorldSize(const TrainConfig& config, int world_size) {
   if (world_size < 1) {
     return InvalidArgument("world size must be >= 1 (got " + std::to_string(world_size) + ")");
   }
-  const int64_t per_step = config.micro_batch() * world_size;
+  const int stages = config.parallel().pipeline_stages();
+  if (world_size % stages != 0) {
+    return InvalidArgument("field 'parallel.pipeline_stages' (" + std::to_string(stages) +
+                           ") must divide the number of ranks (" + std::to_string(world_size) + ")");
+  }
+  const int replicas = world_size / stages;
+  const int64_t per_step = config.micro_batch() * replicas;
   if (config.global_batch() % per_step != 0) {
     return InvalidArgument("field 'global_batch' (" + std::to_string(config.global_batch()) +
                            ") must be a multiple of micro_batch (" + std::to_string(config.micro_batch()) +
-                           ") x ranks (" + std::to_string(world_size) + ")");
+                           ") x data-parallel replicas (" + std::to_string(replicas) + ")");
   }
   return Status::Ok();
 }
 
 int64_t GradAccumulationSteps(const TrainConfig& config, int world_size) {
-  return config.global_batch() / (config.micro_batch() * world_size);
+  return config.global_batch() / (config.micro_batch() * (world_size / config.parallel().pipeline_stages()));
 }
 
 std::string LossModeName(TrainConfig::LossMode mode) { return TrainConfig::LossMode_Name(mode); }

@@ -41,7 +41,8 @@ Status ResolveTrainConfig(TrainConfig* config, const std::string& source,
 // and stores it in each checkpoint.
 std::string ResolvedConfigText(const TrainConfig& config);
 
-// Checks that global_batch splits evenly over `world_size` ranks of micro_batch sequences.
+// Checks that the ranks form parallel.pipeline_stages x D replicas and that global_batch splits
+// evenly over the D replicas in micro_batch sequences.
 Status CheckWorldSize(const TrainConfig& config, int world_size);
 
 // Micro-batches each rank accumulates per optimizer step (after CheckWorldSize passed).

@@ -278,6 +278,21 @@ TEST(TrainConfigTest, WorldSizeMustDivideTheBatch) {
   EXPECT_NE(s.message().find("global_batch"), std::string::npos) << s.message();
 }
 
+TEST(TrainConfigTest, PipelineStagesSplitTheRanksIntoReplicas) {
+  const auto config = ParseTrainConfig(std::string(kMinimal) + "micro_batch: 2\nparallel { pipeline_stages: 2 }\n",
+                                       "x.textproto");
+  ASSERT_TRUE(config.ok()) << config.status().ToString();
+  EXPECT_TRUE(CheckWorldSize(*config, 2).ok());  // 2 stages x 1 replica
+  EXPECT_TRUE(CheckWorldSize(*config, 4).ok());  // 2 stages x 2 replicas
+  EXPECT_EQ(GradAccumulationSteps(*config, 4), GradAccumulationSteps(*config, 2) / 2);
+  const Status s = CheckWorldSize(*config, 3);
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(s.message().find("parallel.pipeline_stages"), std::string::npos) << s.message();
+  const auto bad = ParseTrainConfig(std::string(kMinimal) + "parallel { pipeline_stages: 0 }\n", "x.textproto");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("parallel.pipeline_stages"), std::string::npos);
+}
+
 TEST(TrainConfigTest, LossModeNames) {
   EXPECT_EQ(LossModeName(TrainConfig::DENSE), "DENSE");
   EXPECT_EQ(LossModeName(TrainConfig::SPARSE), "SPARSE");

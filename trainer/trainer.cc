@@ -17,12 +17,15 @@
 #include "optim/adamw.h"
 #include "optim/clip.h"
 #include "optim/schedule.h"
+#include "parallel/pipeline_grid.h"
+#include "parallel/stage_split.h"
 #include "trainer/checkpoint.h"
 #include "trainer/distill.h"
 #include "trainer/export.h"
 #include "trainer/metrics_log.h"
 #include "trainer/nccl_comm.h"
 #include "trainer/resume.h"
+#include "trainer/pipeline_reduce.h"
 
 namespace indexcache {
 
@@ -94,17 +97,54 @@ Status SyncModel(DsaModel* model, const IndexerSet& masters) {
   return Status::Ok();
 }
 
-// Runs `sequences` through DistillSequence with gradients scaled by `scale`.
+// Runs `sequences` through DistillSequence with gradients scaled by `scale` (through this rank's
+// pipeline stage when `stage` is set: the sequences stream through the stages back to back).
 Status Accumulate(const DsaModel& model, const IndexPattern& pattern, DistillMode mode, DistillTargets targets,
                   const StudentSet& students, const std::vector<std::vector<int32_t>>& sequences, double scale,
-                  StudentSet* grads, DistillStats* stats) {
+                  StudentSet* grads, DistillStats* stats, const StageContext* stage) {
   for (const auto& seq : sequences) {
-    RETURN_IF_ERROR(DistillSequence(model, pattern, mode, students, seq, scale, grads, stats, targets));
+    RETURN_IF_ERROR(DistillSequence(model, pattern, mode, students, seq, scale, grads, stats, targets, stage));
   }
   return Status::Ok();
 }
 
+// Each slot's position among the slots of every Full layer of `pattern` (all stages): layer
+// order, five tensors per layer, as Slots() orders them.
+std::vector<int> GlobalSlotIndex(const std::vector<Slot>& slots, const IndexPattern& pattern) {
+  std::vector<int> out;
+  for (const Slot& s : slots) {
+    int layer = -1;
+    std::sscanf(s.name.c_str(), "model.layers.%d.", &layer);
+    int rank_among_full = 0;
+    for (int l = 0; l < layer; ++l) rank_among_full += pattern.is_full(l) ? 1 : 0;
+    out.push_back(rank_among_full * 5 + static_cast<int>(out.size() % 5));
+  }
+  return out;
+}
+
 double Seconds(Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double>(b - a).count(); }
+
+// Prints each stage's busy share of one step ([compute, wait] seconds per stage) next to the
+// forward-only GPipe schedule's ideal fill/drain share (P - 1) / (M + P - 1) for M sequences per
+// replica; returns the measured idle share (mean over stages).
+double PrintPipelineTimes(const std::vector<double>& stage_seconds, int64_t sequences) {
+  const int P = static_cast<int>(stage_seconds.size() / 2);
+  double idle = 0.0;
+  std::string busy;
+  for (int s = 0; s < P; ++s) {
+    const double c = stage_seconds[2 * s], w = stage_seconds[2 * s + 1];
+    const double share = c + w > 0 ? w / (c + w) : 0.0;
+    idle += share / P;
+    char part[64];
+    std::snprintf(part, sizeof(part), "%s%.0f%%", s ? " " : "", 100.0 * (1.0 - share));
+    busy += part;
+  }
+  std::printf("pipeline | stages busy %s | fill/drain + transfer overhead %.1f%% (ideal fill/drain %.1f%% for %lld "
+              "sequences over %d stages)\n",
+              busy.c_str(), 100.0 * idle, 100.0 * (P - 1) / double(sequences + P - 1),
+              static_cast<long long>(sequences), P);
+  return idle;
+}
 
 }  // namespace
 
@@ -114,12 +154,37 @@ Status RunTraining(const TrainConfig& cfg, const TrainRunOptions& run, Communica
   if (lead) std::printf("== resolved config (%d rank%s)\n%s", comm.world(), comm.world() > 1 ? "s" : "",
                         ResolvedConfigText(cfg).c_str());
 
-  // --- model, pattern and the trainable masters -------------------------------------------------
+  // --- pipeline grid, stage split, model, pattern and the trainable masters -------------------------
   const std::optional<std::string> pattern_spec =
       cfg.pattern().empty() ? std::nullopt : std::optional<std::string>(cfg.pattern());
+  ASSIGN_OR_RETURN(PipelineGrid grid, PipelineGrid::Create(comm, cfg.parallel().pipeline_stages(),
+                                                           "field 'parallel.pipeline_stages'"));
+  ASSIGN_OR_RETURN(ModelConfig model_config, LoadModelConfig(cfg.model_dir()));
+  IndexPattern split_pattern = model_config.pattern;
+  if (pattern_spec) {
+    ASSIGN_OR_RETURN(split_pattern, IndexPattern::Parse(*pattern_spec, static_cast<int>(model_config.num_layers)));
+  }
+  StageSplitRequest split_request;
+  split_request.stages = grid.stages();
+  split_request.pattern = &split_pattern;
+  split_request.what = "field 'parallel.stage_boundaries'";
+  if (!cfg.parallel().stage_boundaries().empty()) {
+    ASSIGN_OR_RETURN(split_request.boundaries, ParseStageBoundaries(cfg.parallel().stage_boundaries(), split_request.what));
+  }
+  ASSIGN_OR_RETURN(StageSplit split, ChooseStageSplit(model_config, split_request));
+  PipelineTimes pipeline_times;
+  StageContext stage_context;
+  if (grid.stages() > 1) {
+    stage_context = {&split, grid.stage(), &grid.pipeline(), &pipeline_times};
+    if (lead) std::printf("== pipeline: %d stages x %d replicas, layers %s\n", grid.stages(), grid.replicas(),
+                          split.ToString().c_str());
+  }
+  const StageContext* stage = grid.stages() > 1 ? &stage_context : nullptr;
   ASSIGN_OR_RETURN(DsaModel model, DsaModel::Load(cfg.model_dir(), pattern_spec, cfg.device(),
-                                                  run.pattern_source.empty() ? "field 'pattern'" : run.pattern_source));
+                                                  run.pattern_source.empty() ? "field 'pattern'" : run.pattern_source,
+                                                  split.stages[grid.stage()]));
   const IndexPattern pattern = model.pattern();
+  const LayerRange held = model.layer_range();
   const DistillMode mode = cfg.loss_mode() == TrainConfig::SPARSE ? DistillMode::kSparse : DistillMode::kDense;
   const DistillTargets targets = cfg.served_layers() == TrainConfig::OWN ? DistillTargets::kOwn : DistillTargets::kServed;
   // With targets kOwn each Full layer distils towards itself only: one served layer each.
@@ -130,14 +195,18 @@ Status RunTraining(const TrainConfig& cfg, const TrainRunOptions& run, Communica
                                         mode == DistillMode::kSparse)
                       .WithContext(model.config().source));
   IndexerSet masters;
-  for (int l = 0; l < pattern.num_layers(); ++l) {
+  for (int l = held.begin; l < held.end; ++l) {
     if (pattern.is_full(l)) masters.emplace(l, model.weights().layers[l].indexer);
   }
   const std::vector<Slot> slots = Slots(masters);
+  const std::vector<int> global_slot = GlobalSlotIndex(slots, pattern);
+  const int total_slots = 5 * pattern.num_full();
   Backend& be = model.backend();
-  // GPU ranks sum gradients with NCCL on the device; CPU ranks with MPI on the host.
+  // GPU ranks sum gradients with NCCL on the device; CPU ranks with MPI on the host. Either way
+  // over this stage's data-parallel replicas only.
+  Communicator& replicas = grid.stage_replicas();
   std::unique_ptr<NcclCommunicator> nccl;
-  if (be.device() == Device::kCuda && comm.world() > 1) nccl = NcclCommunicator::Create(comm);
+  if (be.device() == Device::kCuda && replicas.world() > 1) nccl = NcclCommunicator::Create(replicas);
   NamedTensors params;
   int64_t num_params = 0;
   for (const Slot& s : slots) {
@@ -178,9 +247,10 @@ Status RunTraining(const TrainConfig& cfg, const TrainRunOptions& run, Communica
   }
   auto evaluate = [&]() -> StatusOr<double> {
     RETURN_IF_ERROR(eval_sampler->Restore(eval_start));
-    ASSIGN_OR_RETURN(SequenceSampler::Batch batch, eval_sampler->NextBatch(comm.rank(), comm.world()));
+    ASSIGN_OR_RETURN(SequenceSampler::Batch batch, eval_sampler->NextBatch(grid.replica(), grid.replicas()));
     DistillStats stats;
-    RETURN_IF_ERROR(Accumulate(model, pattern, mode, targets, PlaceStudents(be, masters), batch, 0.0, nullptr, &stats));
+    RETURN_IF_ERROR(Accumulate(model, pattern, mode, targets, PlaceStudents(be, masters), batch, 0.0, nullptr, &stats,
+                               stage));
     double totals[2] = {stats.loss_sum, static_cast<double>(stats.queries)};
     comm.AllReduceSum(totals, 2);
     return totals[1] > 0 ? totals[0] / totals[1] : 0.0;
@@ -200,12 +270,20 @@ Status RunTraining(const TrainConfig& cfg, const TrainRunOptions& run, Communica
     for (const Slot& s : slots) expect.params.emplace_back(s.name, s.shape);
     expect.total_steps = cfg.steps();
     expect.pattern = pattern.ToString();
+    // Rank 0 writes one checkpoint with every stage's indexers; a stage checks and loads its own.
+    expect.other_tensors_allowed = grid.stages() > 1;
     // The parts the trainer owns load here; each validates before it changes anything.
     auto apply = [&](const ResumePoint& point) -> Status {
       const std::string state_path = JoinPath(point.path, kCheckpointStateFile);
       StatusOr<SamplerCursor> cursor = CursorFromJson(point.cursor);
       if (!cursor.ok()) return cursor.status().WithContext(state_path);
-      RETURN_IF_ERROR(LoadAdamWState(JoinPath(point.path, kCheckpointOptimizerFile), &adam));
+      // A pipeline stage reads the optimizer state of its own parameters only.
+      auto own_tensor = [&](const std::string& tensor) {
+        return std::any_of(slots.begin(), slots.end(), [&](const Slot& s) {
+          return tensor == s.name + kExpAvgSuffix || tensor == s.name + kExpAvgSqSuffix;
+        });
+      };
+      RETURN_IF_ERROR(LoadAdamWState(JoinPath(point.path, kCheckpointOptimizerFile), &adam, own_tensor));
       if (adam.step() != point.adamw_step) {
         return DataLoss(JoinPath(point.path, kCheckpointOptimizerFile) + ": AdamW step " + std::to_string(adam.step()) +
                         " differs from " + state_path + "'s adamw_step " + std::to_string(point.adamw_step));
@@ -251,6 +329,11 @@ Status RunTraining(const TrainConfig& cfg, const TrainRunOptions& run, Communica
 
   auto save = [&](int64_t next_step) -> Status {
     if (ckpt_dir.empty()) return Status::Ok();
+    NamedTensors all_params = params, all_state = adam.ExportState().tensors;
+    if (grid.stages() > 1 && grid.replica() == 0) {  // replica 0's stages hand their pieces to rank 0
+      ASSIGN_OR_RETURN(all_params, GatherToFirstStage(grid.pipeline(), params, int64_t{1} << 32));
+      ASSIGN_OR_RETURN(all_state, GatherToFirstStage(grid.pipeline(), adam.ExportState().tensors, int64_t{1} << 32));
+    }
     if (lead) {
       // Never persist non-finite weights: a NaN checkpoint would be resumed from, and pruning
       // would then delete the last good one. Every saved checkpoint is finite, so keep_last
@@ -264,8 +347,8 @@ Status RunTraining(const TrainConfig& cfg, const TrainRunOptions& run, Communica
         }
       }
       CheckpointContents contents;
-      contents.tensors[kCheckpointWeightsFile] = params;
-      contents.tensors[kCheckpointOptimizerFile] = adam.ExportState().tensors;
+      contents.tensors[kCheckpointWeightsFile] = all_params;
+      contents.tensors[kCheckpointOptimizerFile] = all_state;
       // "adamw.step" is where LoadAdamWState finds the optimizer's step count.
       contents.tensor_metadata = {{"step", std::to_string(next_step)}, {"adamw.step", std::to_string(adam.step())}};
       contents.json[kCheckpointStateFile] = {{"step", next_step},
@@ -274,7 +357,8 @@ Status RunTraining(const TrainConfig& cfg, const TrainRunOptions& run, Communica
                                              {"nonfinite_in_row", nonfinite_in_row},
                                              {"pattern", pattern.ToString()},
                                              {"model_dir", cfg.model_dir()},
-                                             {"world", comm.world()}};
+                                             {"world", comm.world()},
+                                             {"pipeline_stages", grid.stages()}};
       contents.text[kCheckpointConfigFile] = ResolvedConfigText(cfg);
       ASSIGN_OR_RETURN(std::string path, WriteCheckpoint(ckpt_dir, next_step, contents));
       RETURN_IF_ERROR(PruneCheckpoints(ckpt_dir, cfg.checkpoint().keep_last()).status());
@@ -295,27 +379,38 @@ Status RunTraining(const TrainConfig& cfg, const TrainRunOptions& run, Communica
   while (step < cfg.steps()) {
     const auto t0 = Clock::now();
     if (fail_rank && std::atoi(fail_rank) == comm.rank()) return Internal("injected failure (INDEXCACHE_TEST_FAIL_RANK)");
-    ASSIGN_OR_RETURN(SequenceSampler::Batch batch, sampler->NextBatch(comm.rank(), comm.world()));
+    ASSIGN_OR_RETURN(SequenceSampler::Batch batch, sampler->NextBatch(grid.replica(), grid.replicas()));
+    const PipelineTimes times_before = pipeline_times;
     const StudentSet students = PlaceStudents(be, masters);
     Tensor flat = be.Alloc(DType::kF32, {num_params});  // zeroed gradients, all layers
     StudentSet grads = GradientViews(flat, slots);
     DistillStats stats;
     for (size_t i = 0; i < batch.size(); i += micro) {
       const std::vector<std::vector<int32_t>> part(batch.begin() + i, batch.begin() + std::min(batch.size(), i + micro));
-      RETURN_IF_ERROR(Accumulate(model, pattern, mode, targets, students, part, scale, &grads, &stats));
+      RETURN_IF_ERROR(Accumulate(model, pattern, mode, targets, students, part, scale, &grads, &stats, stage));
     }
-    // Sum gradients over ranks (one flat buffer, bucketed), then the optimizer works on the host.
+    // Sum gradients over this stage's replicas (one flat buffer, bucketed), then the optimizer
+    // works on the host.
     if (nccl) nccl->AllReduceSum(flat.data<float>(), num_params, nullptr);
     Tensor host_grads = be.ToHost(flat);
-    if (!nccl) comm.AllReduceSum(host_grads.data<float>(), num_params);
+    if (!nccl) replicas.AllReduceSum(host_grads.data<float>(), num_params);
     double totals[2] = {stats.loss_sum, static_cast<double>(stats.queries)};
     comm.AllReduceSum(totals, 2);
     const double loss = totals[1] > 0 ? totals[0] / totals[1] : 0.0;
+    // Each stage's compute and waiting seconds this step, gathered over the pipeline for the log.
+    std::vector<double> stage_seconds(2 * grid.stages(), 0.0);
+    if (stage) {
+      stage_seconds[2 * grid.stage()] = pipeline_times.compute_s - times_before.compute_s;
+      stage_seconds[2 * grid.stage() + 1] = pipeline_times.wait_s - times_before.wait_s;
+      grid.pipeline().AllReduceSum(stage_seconds.data(), static_cast<int64_t>(stage_seconds.size()));
+    }
 
     std::vector<FloatSpan> grad_spans;
     for (const Slot& s : slots) grad_spans.push_back({host_grads.data<float>() + s.offset, s.size});
     const double lr = schedule.LearningRate(step);
-    const bool finite = std::isfinite(loss) && !AnyNonFinite(grad_spans);
+    // Norm and finiteness over every stage's gradients: all stages clip alike and skip alike.
+    const GradientCheck check = PipelineGradientCheck(grad_spans, global_slot, total_slots, grid.pipeline());
+    const bool finite = std::isfinite(loss) && check.finite;
     double grad_norm = std::numeric_limits<double>::quiet_NaN();
     if (!finite) {
       ++nonfinite_in_row;
@@ -329,7 +424,11 @@ Status RunTraining(const TrainConfig& cfg, const TrainRunOptions& run, Communica
       }
     } else {
       nonfinite_in_row = 0;
-      grad_norm = ClipGradNorm(grad_spans, cfg.clip_grad_norm());
+      grad_norm = check.norm;
+      const float clip = ClipCoefficient(grad_norm, cfg.clip_grad_norm());
+      if (clip != 1.0f) {
+        for (const FloatSpan& g : grad_spans) ScaleInPlace(g.data, g.size, clip);
+      }
       adam.Step(grad_spans, lr);
       RETURN_IF_ERROR(SyncModel(&model, masters));
     }
@@ -346,6 +445,10 @@ Status RunTraining(const TrainConfig& cfg, const TrainRunOptions& run, Communica
       m.tokens_per_s = double(cfg.global_batch()) * cfg.seq_len() / Seconds(t0, t1);
       const double eta = Seconds(start_time, t1) / steps_this_run * double(cfg.steps() - step);
       std::printf("%s\n", FormatProgressLine(m, cfg.steps(), eta).c_str());
+      if (stage) {
+        const double idle = PrintPipelineTimes(stage_seconds, static_cast<int64_t>(batch.size()));
+        if (jsonl) RETURN_IF_ERROR(jsonl->WriteScalars(step, {{"pipeline_idle_fraction", idle}}));
+      }
       std::fflush(stdout);
       if (jsonl) RETURN_IF_ERROR(jsonl->Write(m));
       if (tensorboard) RETURN_IF_ERROR(tensorboard->Write(m));

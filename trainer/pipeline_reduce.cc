@@ -1,0 +1,42 @@
+#include "trainer/pipeline_reduce.h"
+
+#include <cmath>
+
+#include "optim/clip.h"
+#include "parallel/tensor_messages.h"
+
+namespace indexcache {
+
+namespace {
+constexpr int kCheckpointTag = 21;
+}  // namespace
+
+GradientCheck PipelineGradientCheck(const std::vector<FloatSpan>& spans, const std::vector<int>& global_index,
+                                    int total, Communicator& pipeline) {
+  std::vector<double> table(static_cast<size_t>(total) + 1, 0.0);  // the last entry counts non-finite stages
+  for (size_t i = 0; i < spans.size(); ++i) table[global_index[i]] = SumOfSquares(spans[i].data, spans[i].size);
+  table[total] = AnyNonFinite(spans) ? 1.0 : 0.0;
+  pipeline.AllReduceSum(table.data(), static_cast<int64_t>(table.size()));
+  GradientCheck check;
+  double sum = 0.0;
+  for (int i = 0; i < total; ++i) sum += table[i];
+  check.norm = std::sqrt(sum);
+  check.finite = table[total] == 0.0;
+  return check;
+}
+
+StatusOr<NamedTensors> GatherToFirstStage(Communicator& pipeline, const NamedTensors& mine, int64_t max_elements) {
+  if (pipeline.rank() != 0) {
+    SendNamedTensors(pipeline, mine, 0, kCheckpointTag);
+    return NamedTensors();
+  }
+  NamedTensors all = mine;
+  for (int s = 1; s < pipeline.world(); ++s) {
+    ASSIGN_OR_RETURN(NamedTensors part, RecvNamedTensors(pipeline, s, kCheckpointTag, max_elements,
+                                                         "checkpoint tensors from pipeline stage " + std::to_string(s)));
+    for (auto& p : part) all.push_back(std::move(p));
+  }
+  return all;
+}
+
+}  // namespace indexcache
