@@ -110,22 +110,31 @@ uint8_t FloatToFp8E4M3(float f) {
   return sign | best;
 }
 
+namespace {
+// Element i of a T array at `src`, which need not be aligned for T: safetensors data sections may
+// start at any byte offset, and a misaligned typed load is undefined behaviour (and traps on some
+// CPUs). The fixed-size memcpy compiles to a plain load.
+template <typename T>
+T LoadUnaligned(const void* src, int64_t i) {
+  T v;
+  std::memcpy(&v, static_cast<const unsigned char*>(src) + i * static_cast<int64_t>(sizeof(T)), sizeof(T));
+  return v;
+}
+}  // namespace
+
 void ConvertToFloat(DType dtype, const void* src, float* dst, int64_t count) {
   switch (dtype) {
     case DType::kF32: std::memcpy(dst, src, count * 4); return;
     case DType::kF64: {
-      const double* s = static_cast<const double*>(src);
-      for (int64_t i = 0; i < count; ++i) dst[i] = static_cast<float>(s[i]);
+      for (int64_t i = 0; i < count; ++i) dst[i] = static_cast<float>(LoadUnaligned<double>(src, i));
       return;
     }
     case DType::kBF16: {
-      const uint16_t* s = static_cast<const uint16_t*>(src);
-      for (int64_t i = 0; i < count; ++i) dst[i] = Bf16ToFloat(s[i]);
+      for (int64_t i = 0; i < count; ++i) dst[i] = Bf16ToFloat(LoadUnaligned<uint16_t>(src, i));
       return;
     }
     case DType::kF16: {
-      const uint16_t* s = static_cast<const uint16_t*>(src);
-      for (int64_t i = 0; i < count; ++i) dst[i] = F16ToFloat(s[i]);
+      for (int64_t i = 0; i < count; ++i) dst[i] = F16ToFloat(LoadUnaligned<uint16_t>(src, i));
       return;
     }
     case DType::kF8E4M3: {
@@ -136,13 +145,11 @@ void ConvertToFloat(DType dtype, const void* src, float* dst, int64_t count) {
       return;
     }
     case DType::kI32: {
-      const int32_t* s = static_cast<const int32_t*>(src);
-      for (int64_t i = 0; i < count; ++i) dst[i] = static_cast<float>(s[i]);
+      for (int64_t i = 0; i < count; ++i) dst[i] = static_cast<float>(LoadUnaligned<int32_t>(src, i));
       return;
     }
     case DType::kI64: {
-      const int64_t* s = static_cast<const int64_t*>(src);
-      for (int64_t i = 0; i < count; ++i) dst[i] = static_cast<float>(s[i]);
+      for (int64_t i = 0; i < count; ++i) dst[i] = static_cast<float>(LoadUnaligned<int64_t>(src, i));
       return;
     }
     case DType::kBool: case DType::kU8: {

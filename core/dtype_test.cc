@@ -346,5 +346,30 @@ TEST(DTypeTest, SizesAndNames) {
   }
 }
 
+// Issue 12 (UBSan): safetensors data may start at an odd byte offset; conversion must not use
+// misaligned typed loads. Every dtype converts the same from an odd address as from an aligned one.
+TEST(DTypeTest, ConvertsFromUnalignedSource) {
+  alignas(16) unsigned char buf[1 + 8 * 4] = {};
+  const double d[4] = {1.5, -2.0, 3.25, 0.0};
+  std::memcpy(buf + 1, d, sizeof(d));
+  float out[4];
+  ConvertToFloat(DType::kF64, buf + 1, out, 4);
+  EXPECT_EQ(out[0], 1.5f);
+  EXPECT_EQ(out[2], 3.25f);
+  const uint16_t h[2] = {FloatToBf16(2.5f), FloatToBf16(-1.0f)};
+  std::memcpy(buf + 1, h, sizeof(h));
+  ConvertToFloat(DType::kBF16, buf + 1, out, 2);
+  EXPECT_EQ(out[0], 2.5f);
+  EXPECT_EQ(out[1], -1.0f);
+  const uint16_t f16[1] = {FloatToF16(0.5f)};
+  std::memcpy(buf + 1, f16, sizeof(f16));
+  ConvertToFloat(DType::kF16, buf + 1, out, 1);
+  EXPECT_EQ(out[0], 0.5f);
+  const int64_t i64[1] = {-42};
+  std::memcpy(buf + 3, i64, sizeof(i64));
+  ConvertToFloat(DType::kI64, buf + 3, out, 1);
+  EXPECT_EQ(out[0], -42.0f);
+}
+
 }  // namespace
 }  // namespace indexcache

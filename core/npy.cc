@@ -60,22 +60,27 @@ StatusOr<Tensor> ReadNpy(const std::string& path) {
   ASSIGN_OR_RETURN(std::string descr, DictValue(header, "descr", path));
   ASSIGN_OR_RETURN(std::string fortran, DictValue(header, "fortran_order", path));
   ASSIGN_OR_RETURN(std::string shape_text, DictValue(header, "shape", path));
-  if (fortran.find("False") == std::string::npos) return InvalidArgument(path + ": Fortran-order arrays are not supported");
+  // An exact match: "Falsey" or "False_" are not Python's False.
+  while (!fortran.empty() && fortran.back() == ' ') fortran.pop_back();
+  if (fortran == "True") return InvalidArgument(path + ": Fortran-order arrays are not supported");
+  if (fortran != "False") {
+    return DataLoss(path + ": malformed .npy header: 'fortran_order' must be True or False, got '" +
+                    Printable(fortran, 32) + "'");
+  }
   DType dtype;
   if (descr == "<f4") dtype = DType::kF32;
   else if (descr == "<f8") dtype = DType::kF64;
   else if (descr == "<i4") dtype = DType::kI32;
   else if (descr == "<i8") dtype = DType::kI64;
-  else return InvalidArgument(path + ": unsupported .npy dtype '" + descr + "' (need <f4, <f8, <i4 or <i8)");
+  else return InvalidArgument(path + ": unsupported .npy dtype '" + Printable(descr) + "' (need <f4, <f8, <i4 or <i8)");
   // Dimensions and the byte count are bounded as they are parsed (no std::stoll, which throws, and
   // no product that wraps), and the byte count is checked against the file before allocating.
   constexpr uint64_t kMax = static_cast<uint64_t>(std::numeric_limits<int64_t>::max());
-  const uint64_t elem_size = static_cast<uint64_t>(DTypeSize(dtype));
   const auto malformed = [&]() {
-    return DataLoss(path + ": malformed or oversized shape '(" + shape_text + ")' in .npy header");
+    return DataLoss(path + ": malformed or oversized shape '(" + Printable(shape_text) + ")' in .npy header");
   };
   Shape shape;
-  uint64_t nbytes = elem_size;
+  uint64_t nbytes = 0;
   size_t p = 0;
   while (p < shape_text.size()) {
     while (p < shape_text.size() && (shape_text[p] == ' ' || shape_text[p] == ',')) ++p;
@@ -88,11 +93,14 @@ StatusOr<Tensor> ReadNpy(const std::string& path) {
       ++q;
     }
     if (q == p) return malformed();
-    if (dim != 0 && nbytes > kMax / dim) return malformed();
-    nbytes *= dim;
     shape.push_back(static_cast<int64_t>(dim));
     p = q;
   }
+  // The same check as every tensor's: the product of the dimensions, zero ones counted as 1, must
+  // not overflow (a zero dimension does not make a (0, 2^40, 2^40) shape's strides small).
+  auto checked = CheckedNumBytes(dtype, shape);
+  if (!checked.ok()) return malformed();
+  nbytes = static_cast<uint64_t>(*checked);
   const uint64_t data_start = header_start + header_len;
   if (size - data_start < nbytes) {
     return DataLoss(path + ": truncated .npy data (" + std::to_string(size - data_start) + " bytes for shape " +

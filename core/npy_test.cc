@@ -204,6 +204,36 @@ TEST_F(NpyErrorTest, HugeShapeIsAnErrorNotACrash) {
   }
 }
 
+TEST_F(NpyErrorTest, ZeroDimensionDoesNotHideAnOverflowingShape) {
+  // Issue 12 (UBSan): (0, 999999, 922337203685403) has zero elements, but its strides overflow.
+  WriteBytes(path_, NpyFile(1, "{'descr': '<f4', 'fortran_order': False, 'shape': (0, 999999, 922337203685403), }", ""));
+  ExpectError(ReadNpy(path_).status(), path_);
+  // A zero dimension with a sane rest is still fine.
+  WriteBytes(path_, NpyFile(1, "{'descr': '<f4', 'fortran_order': False, 'shape': (0, 3), }", ""));
+  auto t = ReadNpy(path_);
+  ASSERT_TRUE(t.ok()) << t.status().ToString();
+  EXPECT_EQ(t->numel(), 0);
+}
+
+// Found by fuzz/npy_fuzz.cc: a header value holding a newline made a two-line error.
+TEST_F(NpyErrorTest, EchoedHeaderValuesStayOnOneLine) {
+  WriteBytes(path_, NpyFile(1, "{'descr': '<\nf4', 'fortran_order': False, 'shape': (1,), }", "abcd"));
+  auto t = ReadNpy(path_);
+  ExpectError(t.status(), path_);
+  EXPECT_EQ(t.status().message().find('\n'), std::string::npos) << t.status().ToString();
+}
+
+TEST_F(NpyErrorTest, FortranOrderMustBeExactlyFalse) {
+  // Issue 12: "Falsey" used to pass a substring match.
+  for (const std::string value : {"Falsey", "NotFalse", "false", "0"}) {
+    SCOPED_TRACE(value);
+    WriteBytes(path_, NpyFile(1, "{'descr': '<f4', 'fortran_order': " + value + ", 'shape': (1,), }", "abcd"));
+    auto t = ReadNpy(path_);
+    ExpectError(t.status(), path_);
+    EXPECT_NE(t.status().message().find("fortran_order"), std::string::npos) << t.status().ToString();
+  }
+}
+
 TEST_F(NpyErrorTest, HeaderPastEndAndMissingKeys) {
   std::string bytes = NpyFile(1, "{'descr': '<f4', 'fortran_order': False, 'shape': (1,), }", "abcd");
   bytes[9] = 0x7f;  // header length 0x7fxx, far past the end of the file

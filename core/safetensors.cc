@@ -6,8 +6,11 @@
 #include <cstring>
 #include <limits>
 #include <set>
+#include <tuple>
 
 #include <nlohmann/json.hpp>
+
+#include "core/json_util.h"
 
 namespace indexcache {
 
@@ -16,6 +19,20 @@ using json = nlohmann::json;
 namespace {
 // A header over 100 MB is not a real checkpoint; the same bound the reference library uses.
 constexpr uint64_t kMaxHeaderBytes = 100ull << 20;
+
+// A shard name from model.safetensors.index.json must be a plain file name inside the model
+// directory: no separators, no "..", not absolute. Otherwise the readers would open any file the
+// index names (/etc/passwd) and `export`, which rewrites shards under --out, would write outside it.
+Status CheckShardName(const std::string& index_path, const std::string& tensor, const std::string& file) {
+  const bool plain = !file.empty() && file != "." && file != ".." && file.find('/') == std::string::npos &&
+                     file.find('\\') == std::string::npos &&
+                     std::none_of(file.begin(), file.end(), [](char c) { return static_cast<unsigned char>(c) < 0x20 || c == 0x7f; });
+  if (plain) return Status::Ok();
+  json shown = file.substr(0, 80);
+  return DataLoss(index_path + ": weight_map['" + Printable(tensor, 120) + "'] names shard " +
+                  shown.dump(-1, ' ', false, json::error_handler_t::replace) +
+                  ", which is not a plain file name in the model directory");
+}
 }  // namespace
 
 StatusOr<std::shared_ptr<SafetensorsFile>> SafetensorsFile::Open(const std::string& path) {
@@ -41,6 +58,8 @@ StatusOr<std::shared_ptr<SafetensorsFile>> SafetensorsFile::Open(const std::stri
   st->file_ = file;
   const uint64_t data_start = 8 + header_len;
   const uint64_t data_size = file->size() - data_start;
+  // (begin, end, name) of every tensor, to check that together they tile the data section.
+  std::vector<std::tuple<uint64_t, uint64_t, std::string>> spans;
   for (auto it = header.begin(); it != header.end(); ++it) {
     const std::string& name = it.key();
     const json& v = it.value();
@@ -89,7 +108,25 @@ StatusOr<std::shared_ptr<SafetensorsFile>> SafetensorsFile::Open(const std::stri
     }
     e.begin = data_start + begin;
     e.end = data_start + end;
+    spans.emplace_back(begin, end, name);
     st->entries_.emplace(name, std::move(e));
+  }
+  // As the reference implementation requires: sorted by offset, the tensors' byte ranges are
+  // contiguous, start at 0 and end exactly at the end of the file. Overlapping, gapped or shifted
+  // offsets would otherwise load some other tensor's bytes (or padding) without any error.
+  std::sort(spans.begin(), spans.end());
+  uint64_t expected_begin = 0;
+  for (const auto& [begin, end, name] : spans) {
+    if (begin != expected_begin) {
+      return DataLoss(path + ": tensor '" + name + "': invalid data_offsets [" + std::to_string(begin) + ", " +
+                      std::to_string(end) + "): " + (begin < expected_begin ? "overlaps" : "leaves a gap after") +
+                      " the previous tensor (expected to start at " + std::to_string(expected_begin) + ")");
+    }
+    expected_begin = end;
+  }
+  if (expected_begin != data_size) {
+    return DataLoss(path + ": invalid data_offsets: the tensors cover " + std::to_string(expected_begin) + " of the " +
+                    std::to_string(data_size) + " bytes after the header");
   }
   return st;
 }
@@ -106,6 +143,13 @@ StatusOr<Tensor> SafetensorsFile::Get(const std::string& name) const {
   const Entry& e = it->second;
   // Mapped pages are read-only; the const_cast only satisfies Tensor's pointer type.
   void* data = const_cast<uint8_t*>(file_->data() + e.begin);
+  // The format does not align tensors (a header of odd length puts them at odd offsets), while
+  // readers use typed pointers: such a tensor is returned as an aligned copy instead of a view.
+  if (reinterpret_cast<uintptr_t>(data) % static_cast<uintptr_t>(DTypeSize(e.dtype)) != 0) {
+    Tensor copy = Tensor::Zeros(e.dtype, e.shape);
+    std::memcpy(copy.raw(), data, e.end - e.begin);
+    return copy;
+  }
   return Tensor::View(e.dtype, e.shape, data, file_);
 }
 
@@ -116,13 +160,17 @@ StatusOr<SafetensorsCheckpoint> SafetensorsCheckpoint::Open(const std::string& d
   const std::string index_path = JoinPath(dir, "model.safetensors.index.json");
   if (FileExists(index_path)) {
     ASSIGN_OR_RETURN(std::string text, ReadFileToString(index_path));
-    json index = json::parse(text, nullptr, false);
+    json index = json::parse(text, nullptr, /*allow_exceptions=*/false);
     if (index.is_discarded() || !index.is_object() || !index.contains("weight_map") ||
         !index["weight_map"].is_object()) {
       return DataLoss(index_path + ": malformed index (need an object 'weight_map')");
     }
     for (auto it = index["weight_map"].begin(); it != index["weight_map"].end(); ++it) {
-      if (!it.value().is_string()) return DataLoss(index_path + ": weight_map['" + it.key() + "'] is not a string");
+      if (!it.value().is_string()) {
+        return DataLoss(index_path + ": weight_map['" + it.key().substr(0, 120) + "'] is not a string (got " +
+                        JsonBrief(it.value()) + ")");
+      }
+      RETURN_IF_ERROR(CheckShardName(index_path, it.key(), it.value().get<std::string>()));
       ckpt.shard_of_[it.key()] = it.value().get<std::string>();
     }
     // Shards open lazily, but a shard the index names and the directory lacks (an incomplete
@@ -132,8 +180,8 @@ StatusOr<SafetensorsCheckpoint> SafetensorsCheckpoint::Open(const std::string& d
       if (!checked.insert(file).second) continue;
       const std::string shard_path = JoinPath(dir, file);
       if (!FileExists(shard_path)) {
-        return NotFound(index_path + ": shard '" + file + "' (holding tensor '" + name + "') not found at " +
-                        shard_path);
+        return NotFound(index_path + ": shard '" + Printable(file) + "' (holding tensor '" + Printable(name) +
+                        "') not found at " + Printable(shard_path, 200));
       }
     }
     return ckpt;

@@ -397,6 +397,67 @@ TEST_F(BadFileTest, TruncatedDataSection) {
   ExpectError(OpenStatus(), StatusCode::kDataLoss, {path_, "'last'"});
 }
 
+// Issue 12: data_offsets that overlap, leave gaps or are shifted by one loaded garbage. They must
+// tile the data section exactly, as the reference library requires ("invalid offset").
+TEST_F(BadFileTest, OverlappingGappedOrShiftedOffsetsAreRejected) {
+  const std::string data(8, 'x');
+  // Overlap: both tensors read bytes [0, 4).
+  WriteHeader(R"({"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]},
+                  "b": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}})", data);
+  ExpectError(OpenStatus(), StatusCode::kDataLoss, {path_, "data_offsets"});
+  // Gap: bytes [4, 5) belong to nobody.
+  WriteHeader(R"({"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]},
+                  "b": {"dtype": "U8", "shape": [3], "data_offsets": [5, 8]}})", data);
+  ExpectError(OpenStatus(), StatusCode::kDataLoss, {path_, "'b'", "gap"});
+  // Shifted by one: starts at 1, so byte 0 is unused and the section is not covered.
+  WriteHeader(R"({"a": {"dtype": "F32", "shape": [1], "data_offsets": [1, 5]}})", std::string(5, 'x'));
+  ExpectError(OpenStatus(), StatusCode::kDataLoss, {path_, "'a'"});
+  // Trailing bytes after the last tensor.
+  WriteHeader(R"({"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}})", std::string(6, 'x'));
+  ExpectError(OpenStatus(), StatusCode::kDataLoss, {path_, "4 of the 6 bytes"});
+  // Out of order in the header but contiguous once sorted is fine (the format does not require
+  // header order), as are zero-sized tensors.
+  WriteHeader(R"({"b": {"dtype": "F32", "shape": [1], "data_offsets": [4, 8]},
+                  "a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]},
+                  "e": {"dtype": "F32", "shape": [0], "data_offsets": [8, 8]}})", data);
+  EXPECT_TRUE(SafetensorsFile::Open(path_).ok());
+}
+
+// Issue 12 (UBSan): a header of odd length puts the data at an odd offset; typed reads of a view
+// there were misaligned. Get() returns an aligned copy with the same bytes.
+TEST_F(BadFileTest, MisalignedDataIsReadThroughAnAlignedCopy) {
+  const std::string header = R"({"w": {"dtype": "BF16", "shape": [3], "data_offsets": [0, 6]}} )";
+  ASSERT_EQ((8 + header.size()) % 2, 1u) << "the test needs an odd data offset";
+  const std::string data("\x80\x3f\x00\x40\x40\x40", 6);  // bf16 1.0, 2.0, 3.0
+  WriteHeader(header, data);
+  auto file = SafetensorsFile::Open(path_);
+  ASSERT_TRUE(file.ok()) << file.status().ToString();
+  auto t = (*file)->Get("w");
+  ASSERT_TRUE(t.ok());
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(t->raw()) % 2, 0u);
+  EXPECT_EQ(Bytes(*t), data);
+  const Tensor f = t->ToFloat32();
+  EXPECT_EQ(f.data<float>()[0], 1.0f);
+  EXPECT_EQ(f.data<float>()[2], 3.0f);
+}
+
+// Issue 12: shard names from the index were joined unchecked, so "../x" or "/etc/passwd" made
+// the readers open (and export overwrite) files outside the model directory.
+TEST(SafetensorsCheckpointTest, ShardNamesMustBePlainFileNames) {
+  const std::string dir = MakeTempDir();
+  ASSERT_TRUE(WriteSafetensors(JoinPath(dir, "model-1.safetensors"), {{"w", Patterned(DType::kF32, {1}, 1)}}).ok());
+  // A control character (found by the shard-index fuzzer: a newline made a two-line error) is no
+  // plain file name either.
+  for (const std::string bad : {"../model-1.safetensors", "/etc/passwd", "sub/model-1.safetensors", "..", "",
+                                "model-1.safet\\nsors", "model-1\\u0001.safetensors"}) {
+    SCOPED_TRACE(bad);
+    WriteBytes(JoinPath(dir, "model.safetensors.index.json"),
+               R"({"weight_map": {"w": ")" + bad + R"("}})");
+    ExpectError(SafetensorsCheckpoint::Open(dir).status(), StatusCode::kDataLoss,
+                {"model.safetensors.index.json", "'w'", "plain file name"});
+  }
+}
+
 TEST_F(BadFileTest, MissingTensorIsNotFound) {
   ASSERT_TRUE(WriteSafetensors(path_, {{"present", Patterned(DType::kF32, {1}, 1)}}).ok());
   auto file = SafetensorsFile::Open(path_);

@@ -1,5 +1,8 @@
 #include "core/status.h"
 
+#include <algorithm>
+#include <cstdio>
+
 namespace indexcache {
 
 const char* StatusCodeName(StatusCode code) {
@@ -31,5 +34,28 @@ Status DataLoss(std::string message) { return Status(StatusCode::kDataLoss, std:
 Status Unimplemented(std::string message) { return Status(StatusCode::kUnimplemented, std::move(message)); }
 Status Internal(std::string message) { return Status(StatusCode::kInternal, std::move(message)); }
 Status IoError(std::string message) { return Status(StatusCode::kIoError, std::move(message)); }
+
+std::string Printable(const std::string& text, size_t max_len) {
+  std::string out;
+  const size_t n = std::min(text.size(), max_len);
+  for (size_t i = 0; i < n; ++i) {
+    const unsigned char c = static_cast<unsigned char>(text[i]);
+    if (c == '\n') {
+      out += "\\n";
+    } else if (c == '\r') {
+      out += "\\r";
+    } else if (c == '\t') {
+      out += "\\t";
+    } else if (c < 0x20 || c == 0x7f) {
+      char buf[8];
+      std::snprintf(buf, sizeof(buf), "\\x%02x", c);
+      out += buf;
+    } else {
+      out.push_back(static_cast<char>(c));
+    }
+  }
+  if (text.size() > max_len) out += "...";
+  return out;
+}
 
 }  // namespace indexcache

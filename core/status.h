@@ -45,6 +45,11 @@ class [[nodiscard]] Status {
   std::string message_;
 };
 
+// `text` (a value from a file or the command line) made fit to echo inside a one-line message:
+// control characters (newlines included) become escapes like "\n" or "\x01", and anything past
+// `max_len` bytes becomes "...".
+std::string Printable(const std::string& text, size_t max_len = 64);
+
 Status InvalidArgument(std::string message);
 Status NotFound(std::string message);
 Status DataLoss(std::string message);
@@ -55,9 +60,9 @@ Status IoError(std::string message);
 template <typename T>
 class [[nodiscard]] StatusOr {
  public:
-  StatusOr(const Status& status) : status_(status) {  // NOLINT: implicit by design
-    if (status_.ok()) status_ = Internal("StatusOr constructed from an OK status without a value");
-  }
+  // Initialised, not assigned: nvcc warns on assigning a [[nodiscard]] type (CUDA headers include this).
+  StatusOr(const Status& status)  // NOLINT: implicit by design
+      : status_(status.ok() ? Internal("StatusOr constructed from an OK status without a value") : status) {}
   StatusOr(T value) : value_(std::move(value)) {}  // NOLINT: implicit by design
 
   bool ok() const { return status_.ok(); }

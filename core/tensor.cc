@@ -2,6 +2,9 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <new>
+
+#include "core/limits.h"
 
 namespace indexcache {
 
@@ -14,31 +17,69 @@ std::string ShapeToString(const Shape& shape) {
   return s + "]";
 }
 
+namespace {
+// Every partial product stays below this, so stride arithmetic (offset * stride, + 1) and byte
+// counts (x 8) cannot overflow int64 either.
+constexpr int64_t kMaxExtent = int64_t{1} << 62;
+}  // namespace
+
+StatusOr<int64_t> CheckedNumElements(const Shape& shape) {
+  int64_t extent = 1;  // product with zero dimensions counted as 1: the largest stride
+  bool zero = false;
+  for (int64_t d : shape) {
+    if (d < 0) return InvalidArgument("shape " + ShapeToString(shape) + " has a negative dimension");
+    if (d == 0) {
+      zero = true;
+      continue;
+    }
+    if (__builtin_mul_overflow(extent, d, &extent) || extent > kMaxExtent) {
+      return InvalidArgument("shape " + ShapeToString(shape) + " is too large (its size overflows)");
+    }
+  }
+  return zero ? 0 : extent;
+}
+
 int64_t NumElements(const Shape& shape) {
-  int64_t n = 1;
-  for (int64_t d : shape) n *= d;
-  return n;
+  auto n = CheckedNumElements(shape);
+  if (!n.ok()) throw AllocationError(n.status().message());
+  return *n;
+}
+
+StatusOr<int64_t> CheckedNumBytes(DType dtype, const Shape& shape) {
+  ASSIGN_OR_RETURN(const int64_t n, CheckedNumElements(shape));
+  const int64_t elem = DTypeSize(dtype);
+  if (n > kMaxTensorBytes / elem) {
+    return InvalidArgument("a " + std::string(DTypeName(dtype)) + " tensor of shape " + ShapeToString(shape) +
+                           " is too large (over " + std::to_string(kMaxTensorBytes >> 40) + " TiB)");
+  }
+  return n * elem;
 }
 
 std::vector<int64_t> ContiguousStrides(const Shape& shape) {
+  (void)NumElements(shape);  // throws before any stride product could wrap
   std::vector<int64_t> strides(shape.size());
   int64_t stride = 1;
   for (int64_t i = static_cast<int64_t>(shape.size()) - 1; i >= 0; --i) {
     strides[i] = stride;
-    stride *= shape[i];
+    stride *= shape[i];  // bounded: at most the extent CheckedNumElements allowed
   }
   return strides;
 }
 
 Tensor Tensor::Zeros(DType dtype, Shape shape) {
+  auto nbytes = CheckedNumBytes(dtype, shape);
+  if (!nbytes.ok()) throw AllocationError(nbytes.status().message());
   Tensor t;
   t.dtype_ = dtype;
   t.shape_ = std::move(shape);
   t.strides_ = ContiguousStrides(t.shape_);
-  const size_t bytes = static_cast<size_t>(std::max<int64_t>(t.nbytes(), 1));
+  const size_t bytes = static_cast<size_t>(std::max<int64_t>(*nbytes, 1));
   // 64-byte alignment suits Eigen's vectorised maps and AVX-512 loads.
   void* p = std::aligned_alloc(64, (bytes + 63) / 64 * 64);
-  IC_CHECK(p != nullptr);
+  if (p == nullptr) {
+    throw AllocationError("out of memory: cannot allocate " + std::to_string(bytes) + " bytes for a " +
+                          DTypeName(dtype) + " tensor of shape " + ShapeToString(t.shape_));
+  }
   std::memset(p, 0, bytes);
   t.owner_ = std::shared_ptr<void>(p, std::free);
   t.data_ = p;

@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -20,13 +21,28 @@ enum class Device { kCpu, kCuda };
 
 using Shape = std::vector<int64_t>;
 std::string ShapeToString(const Shape& shape);
+
+// Thrown when a tensor's size overflows, exceeds kMaxTensorBytes (core/limits.h) or cannot be
+// allocated. Sizes from user input are bounded where they enter (config load, flag parsing), so
+// this is the last line of defence: the command boundary (tools/commands.cc) turns it, like
+// std::bad_alloc, into one error line instead of an abort or a heap overflow from a wrapped size.
+class AllocationError : public std::length_error {
+ public:
+  using std::length_error::length_error;
+};
+
+// The element count, or an error when a dimension is negative or the product of the dimensions
+// (zero dimensions counted as 1, so that strides cannot overflow either) exceeds 2^62.
+StatusOr<int64_t> CheckedNumElements(const Shape& shape);
+// The element count; throws AllocationError where CheckedNumElements fails.
 int64_t NumElements(const Shape& shape);
 
 class Tensor {
  public:
   Tensor() = default;
 
-  // A new zero-filled contiguous host tensor.
+  // A new zero-filled contiguous host tensor. Throws AllocationError when the size overflows, is
+  // over kMaxTensorBytes or the memory is not there.
   static Tensor Zeros(DType dtype, Shape shape);
   // A contiguous view of memory kept alive by `owner` (for example an mmap).
   static Tensor View(DType dtype, Shape shape, void* data, std::shared_ptr<void> owner,
@@ -66,6 +82,10 @@ class Tensor {
   std::shared_ptr<void> owner_;
 };
 
+// Row-major strides; throws AllocationError when they overflow (see CheckedNumElements).
 std::vector<int64_t> ContiguousStrides(const Shape& shape);
+// Bytes of a contiguous `dtype` tensor of `shape`, or an error naming the shape when it overflows
+// or exceeds kMaxTensorBytes.
+StatusOr<int64_t> CheckedNumBytes(DType dtype, const Shape& shape);
 
 }  // namespace indexcache

@@ -142,7 +142,18 @@ StatusOr<SequenceSampler::Batch> SequenceSampler::NextBatch(int rank, int world)
   for (int64_t i = 0; i < per_rank; ++i) {
     // Stream position (epoch_, position_) + rank * per_rank + i, carried into later epochs.
     const int64_t ahead = position_ + rank * per_rank + i;
-    ASSIGN_OR_RETURN(auto seq, ReadWindow(WindowAt(epoch_ + ahead / windows_, ahead % windows_)));
+    const int64_t w = WindowAt(epoch_ + ahead / windows_, ahead % windows_);
+    ASSIGN_OR_RETURN(auto seq, ReadWindow(w));
+    if (options_.vocab_size > 0) {
+      for (size_t j = 0; j < seq.size(); ++j) {
+        if (seq[j] >= 0 && seq[j] < options_.vocab_size) continue;
+        const auto [doc, offset] = WindowStart(w);
+        return InvalidArgument(source_->name() + ": document " + std::to_string(doc) + ", token " +
+                               std::to_string(offset + static_cast<int64_t>(j)) + ": id " + std::to_string(seq[j]) +
+                               " is outside the model's vocabulary [0, " + std::to_string(options_.vocab_size) +
+                               ")" + (options_.cross_documents ? " (offsets count from the window's first document)" : ""));
+      }
+    }
     batch.push_back(std::move(seq));
   }
   epoch_ += (position_ + g) / windows_;

@@ -43,6 +43,9 @@ struct SamplerOptions {
   int64_t global_batch = 1;  // sequences per step over all ranks, >= 1
   uint64_t seed = 0;
   bool cross_documents = false;
+  // > 0: every token id must be in [0, vocab_size); NextBatch names the data file, document and
+  // offset of one that is not (the model's own check could only say "position 5").
+  int64_t vocab_size = 0;
 };
 
 struct SamplerCursor {

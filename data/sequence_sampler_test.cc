@@ -284,6 +284,23 @@ TEST(SequenceSampler, NoWindowIsAnError) {
   EXPECT_FALSE(SequenceSampler::Create(nullptr, {4, 1, 0, false}).ok());
 }
 
+// Issue 12: "token id 300 at position 5 is outside the vocabulary" named neither the data file
+// nor the document. With vocab_size set, the sampler names both (doc d holds ids d*1000 + i).
+TEST(SequenceSampler, TokenOutsideTheVocabularyNamesFileDocumentAndOffset) {
+  SamplerOptions o{4, 14, 0, false};
+  o.vocab_size = 2005;  // documents 0..2 fit (ids < 2025 only up to 2004); document 2 token 5 is 2005
+  auto s = MakeSampler(o);
+  ASSERT_NE(s, nullptr);
+  const auto b = s->NextBatch(0, 1);
+  ASSERT_FALSE(b.ok());
+  const std::string& m = b.status().message();
+  EXPECT_EQ(m.rfind("test-docs: document ", 0), 0u) << m;
+  EXPECT_NE(m.find("is outside the model's vocabulary [0, 2005)"), std::string::npos) << m;
+  o.vocab_size = 6000;
+  auto ok = MakeSampler(o);
+  EXPECT_TRUE(ok->NextBatch(0, 1).ok());
+}
+
 TEST(SequenceSampler, ReadsFromATokenShardAndReportsDamagedTokens) {
   std::string tmpl = JoinPath(::testing::TempDir(), "sampler_test_XXXXXX");
   std::vector<char> buf(tmpl.begin(), tmpl.end());

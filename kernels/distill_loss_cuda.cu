@@ -612,4 +612,27 @@ void DistillLossCuda(const DistillLossCudaParams& p) {
   CUDA_CHECK(cudaGetLastError());
 }
 
+Status DistillLossCudaSupports(const DistillLossCudaSizes& s) {
+  const auto unsupported = [](const std::string& what, const std::string& supported) {
+    return Unimplemented(what + " is not supported by the CUDA distillation loss kernel (supported: " + supported + ")");
+  };
+  const auto field = [](const char* name, int64_t v) { return std::string("field '") + name + "' = " + std::to_string(v); };
+  if (s.index_heads < 1 || s.index_heads > kMaxRows) return unsupported(field("index_n_heads", s.index_heads), "1 to 128");
+  if (s.attention_heads < 1 || s.attention_heads > kMaxRows) {
+    return unsupported(field("num_attention_heads", s.attention_heads), "1 to 128");
+  }
+  if (s.index_head_dim < 8 || s.index_head_dim % 8 != 0 || s.index_head_dim > 256) {
+    return unsupported(field("index_head_dim", s.index_head_dim), "a multiple of 8 up to 256");
+  }
+  if (s.latent_dim < 8 || s.latent_dim % 8 != 0) {
+    return unsupported("kv_lora_rank + qk_rope_head_dim = " + std::to_string(s.latent_dim), "a multiple of 8");
+  }
+  if (s.max_served < 1 || s.max_served > kDistillMaxServed) {
+    return unsupported("a pattern whose Full layer serves " + std::to_string(s.max_served) + " layers",
+                       "at most " + std::to_string(kDistillMaxServed) + " layers per Full layer, itself included");
+  }
+  if (s.sparse && (s.topk < 1 || s.topk > (1 << 20))) return unsupported(field("index_topk", s.topk), "1 to 2^20");
+  return Status::Ok();
+}
+
 }  // namespace indexcache

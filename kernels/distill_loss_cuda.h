@@ -36,6 +36,8 @@
 // Unsupported shapes or a short workspace abort with a message.
 #pragma once
 
+#include "core/status.h"
+
 #include <cstddef>
 #include <cstdint>
 
@@ -82,5 +84,14 @@ size_t DistillLossCudaWorkspaceBytes(const DistillLossCudaParams& p);
 
 // Asynchronous on p.stream.
 void DistillLossCuda(const DistillLossCudaParams& p);
+
+// The model sizes DistillLossCuda supports (the shared-memory fit of a given device is checked
+// at launch): checked when training starts on CUDA. `max_served` is the most layers one Full layer
+// serves (itself included) under the pattern. Errors name the config field.
+struct DistillLossCudaSizes {
+  int64_t index_heads = 0, index_head_dim = 0, attention_heads = 0, latent_dim = 0, max_served = 0, topk = 0;
+  bool sparse = false;
+};
+indexcache::Status DistillLossCudaSupports(const DistillLossCudaSizes& sizes);
 
 }  // namespace indexcache

@@ -1525,4 +1525,17 @@ void IndexerTopkCuda(const IndexerTopkCudaParams& p) {
   CUDA_CHECK(cudaGetLastError());
 }
 
+Status IndexerTopkCudaSupports(const IndexerTopkCudaSizes& s) {
+  const auto unsupported = [](const char* name, int64_t v, const std::string& supported) {
+    return Unimplemented(std::string("field '") + name + "' = " + std::to_string(v) +
+                         " is not supported by the CUDA indexer top-k kernel (supported: " + supported + ")");
+  };
+  if (s.heads < 1 || s.heads > kMaxHeads) return unsupported(s.heads_name, s.heads, "1 to " + std::to_string(kMaxHeads));
+  if (s.head_dim != 32 && s.head_dim != 64 && s.head_dim != 128) {
+    return unsupported(s.head_dim_name, s.head_dim, "32, 64 or 128");
+  }
+  if (s.topk < 1 || s.topk > kMaxTopk) return unsupported(s.topk_name, s.topk, "1 to " + std::to_string(kMaxTopk));
+  return Status::Ok();
+}
+
 }  // namespace indexcache

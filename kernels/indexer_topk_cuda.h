@@ -69,6 +69,8 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime_api.h>
 
+#include "core/status.h"
+
 namespace indexcache {
 
 // Which algorithm IndexerTopkCuda runs (see above). kAuto picks split keys for T <= 64 when the
@@ -100,5 +102,16 @@ size_t IndexerTopkCudaWorkspaceBytes(const IndexerTopkCudaParams& p);
 
 // Asynchronous on p.stream. Unsupported shapes or a short workspace abort with a message.
 void IndexerTopkCuda(const IndexerTopkCudaParams& p);
+
+// The model-level sizes IndexerTopkCuda supports, checked when a model loads (as FlashMLA checks
+// before dispatch) so that an unsupported checkpoint is one error line, not an abort mid-forward.
+// Errors name each size by the caller's name for it (config.json's field names by default).
+struct IndexerTopkCudaSizes {
+  int64_t heads = 0, head_dim = 0, topk = 0;
+  const char* heads_name = "index_n_heads";
+  const char* head_dim_name = "index_head_dim";
+  const char* topk_name = "index_topk";
+};
+indexcache::Status IndexerTopkCudaSupports(const IndexerTopkCudaSizes& sizes);
 
 }  // namespace indexcache

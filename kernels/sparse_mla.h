@@ -6,6 +6,7 @@
 //   out[t, h] = sum_j softmax_j(scale * q[t, h] . kv[i_j]) * kv[i_j, 0:d_v]
 //   lse[t, h] = log sum_j exp(scale * q[t, h] . kv[i_j])     (natural log)
 // A query with no valid index gets out = 0 and lse = +inf (so exp(s - lse) = 0 downstream).
+// NaN scores propagate (out and lse NaN); they are never taken for "no valid key".
 // Duplicate indices count once each, as a gather-based implementation would.
 #pragma once
 

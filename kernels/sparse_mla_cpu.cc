@@ -19,17 +19,28 @@ void SparseMlaCpu(const SparseMlaParams& p) {
         const int32_t* idx = p.indices + t * p.topk;
         float* out = p.out + (t * p.H + h) * p.d_v;
         float max_logit = -std::numeric_limits<float>::infinity();
+        int64_t valid = 0;
+        bool nan = false;
         for (int64_t j = 0; j < p.topk; ++j) {
           if (idx[j] < 0 || idx[j] >= p.L) continue;
+          ++valid;
           const float* kv = p.kv + static_cast<int64_t>(idx[j]) * p.d_qk;
           float dot = 0.0f;
           for (int64_t d = 0; d < p.d_qk; ++d) dot += qh[d] * kv[d];
           logits[j] = dot * p.scale;
+          nan = nan || std::isnan(logits[j]);
           max_logit = std::max(max_logit, logits[j]);
         }
-        if (max_logit == -std::numeric_limits<float>::infinity()) {
+        // "No valid key" means no index in range, not "no score above -inf": std::max drops NaN,
+        // and treating NaN scores as absent keys used to launder them into finite zeros.
+        if (valid == 0) {
           std::fill(out, out + p.d_v, 0.0f);
           if (p.lse) p.lse[t * p.H + h] = std::numeric_limits<float>::infinity();
+          continue;
+        }
+        if (nan) {
+          std::fill(out, out + p.d_v, std::numeric_limits<float>::quiet_NaN());
+          if (p.lse) p.lse[t * p.H + h] = std::numeric_limits<float>::quiet_NaN();
           continue;
         }
         std::fill(acc.begin(), acc.end(), 0.0);

@@ -80,4 +80,14 @@ void SparseMlaGenericCuda(const SparseMlaCudaParams& p, cudaStream_t stream) {
   CUDA_CHECK(cudaGetLastError());
 }
 
+Status SparseMlaCudaSupports(int64_t d_qk, int64_t d_v, int64_t topk, const char* topk_name) {
+  if (d_qk == 576 && d_v == 512) return Status::Ok();  // the wgmma kernel: any topk, any heads
+  if (topk < 0 || topk > kMaxTopk) {
+    return Unimplemented(std::string("field '") + topk_name + "' = " + std::to_string(topk) +
+                         " is not supported by the CUDA sparse MLA kernel for these head sizes (supported: up to " +
+                         std::to_string(kMaxTopk) + "; kv_lora_rank 512 + qk_rope_head_dim 64 has no limit)");
+  }
+  return Status::Ok();
+}
+
 }  // namespace indexcache

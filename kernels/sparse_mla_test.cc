@@ -142,6 +142,21 @@ TEST(SparseMlaTest, AllMinusOneGivesZeroAndInfiniteLse) {
   }
 }
 
+// Issue 12: all-NaN scores were taken for "no valid key" (max(-inf, NaN) = -inf) and laundered
+// into finite zeros. NaN must come out as NaN, for the forward's non-finite check to see it.
+TEST(SparseMlaTest, NaNScoresPropagateInsteadOfBecomingZeros) {
+  Inputs in = Random(5);
+  for (int64_t d = 0; d < D_QK; ++d) in.q[(6 * H + 1) * D_QK + d] = std::numeric_limits<float>::quiet_NaN();
+  in.q[(9 * H + 2) * D_QK] = std::numeric_limits<float>::quiet_NaN();  // one NaN component
+  const Outputs o = RunSparseMla(in);
+  for (int64_t th : {6 * H + 1, 9 * H + 2}) {
+    EXPECT_TRUE(std::isnan(o.lse[th]));
+    for (int64_t d = 0; d < D_V; ++d) EXPECT_TRUE(std::isnan(o.out[th * D_V + d])) << th << " " << d;
+  }
+  // Other queries are untouched.
+  EXPECT_TRUE(std::isfinite(o.lse[6 * H]));
+}
+
 TEST(SparseMlaTest, LseIsNaturalLogSumExp) {
   // One query, hand-checkable: keys a and b only; lse = log(e^{la} + e^{lb}).
   Inputs in = Random(4);

@@ -13,6 +13,8 @@
 #include "core/status.h"
 #include "core/tensor.h"
 #include "kernels/rope.h"
+#include "model/config.h"
+#include "model/pattern.h"
 
 namespace indexcache {
 
@@ -56,6 +58,17 @@ class Backend {
   virtual Device device() const = 0;
   virtual DType activation_dtype() const = 0;
 
+  // --- what this backend supports ---------------------------------------------------------------
+  // Whether every kernel the forward uses supports the model's sizes. DsaModel checks this when a
+  // model loads, so that an unsupported checkpoint is one error naming the config field, never an
+  // abort inside a kernel. The CPU reference supports everything.
+  virtual Status SupportsModel(const ModelConfig& /*config*/) const { return Status::Ok(); }
+  // The same for distillation training under `pattern` (checked when training starts).
+  virtual Status SupportsTraining(const ModelConfig& /*config*/, const IndexPattern& /*pattern*/,
+                                  bool /*sparse*/) const {
+    return Status::Ok();
+  }
+
   // --- memory ---------------------------------------------------------------------------------
   virtual Tensor Alloc(DType dtype, Shape shape) = 0;  // zero-filled
   // A weight from host fp32 data in the backend's weight dtype (CPU: f32, borrowing `data`, which
@@ -71,6 +84,18 @@ class Backend {
   virtual int64_t FreeDeviceBytes() { return -1; }
   // A copy of x converted to `dtype` (float types only); x itself if it already has it.
   virtual Tensor Convert(const Tensor& x, DType dtype) = 0;
+
+  // --- non-finite detection -----------------------------------------------------------------------
+  // The forward notes its per-layer activations here and reads the result once at its end, so a
+  // NaN or Inf anywhere is an error naming the first layer that produced one (and kernels that
+  // would drop NaN scores cannot launder it into finite wrong output). Cheap: one scan per noted
+  // tensor, queued without a host round trip.
+  // Clears the record (asynchronous).
+  virtual void ResetNonFinite() = 0;
+  // Records `tag` if the float tensor x holds a NaN or an Inf (asynchronous).
+  virtual void NoteNonFinite(const Tensor& x, int32_t tag) = 0;
+  // The smallest tag recorded since the last reset, or -1 for none; synchronises with the host.
+  virtual int32_t FirstNonFinite() = 0;
 
   // dst[dst_row + i, :] = src[i, :] (decode caches).
   virtual void CopyRows(const Tensor& src, int64_t dst_row, Tensor* dst) = 0;

@@ -263,5 +263,57 @@ TEST(ConfigTest, ErrorsNameTheField) {
   EXPECT_FALSE(ParseModelConfig(json::array(), kSrc).ok());
 }
 
+// Issue 12: sizes of unbounded magnitude crashed the binary (heap overflows from wrapped
+// products) or were truncated by casts (num_hidden_layers 2^32 + 3 ran as 3 layers). Every size
+// is bounded at load, and the error names the field.
+TEST(ConfigTest, SizesAreBounded) {
+  ExpectError(With({{"index_topk", int64_t{1} << 62}}), {"index_topk", "4611686018427387904"});
+  ExpectError(With({{"num_hidden_layers", (int64_t{1} << 32) + 3}}), {"num_hidden_layers"});
+  ExpectError(With({{"num_hidden_layers", int64_t{1000000000000}}}), {"num_hidden_layers"});
+  ExpectError(With({{"vocab_size", 18446744073709551615ull}}), {"vocab_size"});
+  ExpectError(With({{"hidden_size", int64_t{1} << 40}}), {"hidden_size"});
+  ExpectError(With({{"num_attention_heads", 1 << 20}}), {"num_attention_heads"});
+  ExpectError(With({{"n_routed_experts", int64_t{1} << 33}}), {"n_routed_experts"});
+  ExpectError(With({{"max_position_embeddings", int64_t{1} << 40}}), {"max_position_embeddings"});
+  ExpectError(With({{"index_n_heads", 100000}}), {"index_n_heads"});
+}
+
+// Issue 12: nlohmann exceptions escaped (`quant_method: 5` aborted with type_error.302), and a
+// deeply nested value overflowed the stack while the message was built.
+TEST(ConfigTest, WrongJsonTypesAreErrorsNotExceptions) {
+  ExpectError(With({{"quantization_config", {{"quant_method", 5}}}}), {"quantization_config.quant_method", "string"});
+  ExpectError(With({{"quantization_config", {{"quant_method", "fp8"}, {"fmt", 3}}}}), {"quantization_config.fmt"});
+  ExpectError(With({{"quantization_config", 7}}), {"quantization_config"});
+  ExpectError(With({{"hidden_act", json::array({1})}}), {"hidden_act"});
+  ExpectError(With({{"model_type", 3}}), {"model_type"});
+  ExpectError(With({{"mlp_layer_types", {"dense", 4, "dense", "dense", "dense"}}}), {"mlp_layer_types"});
+  const std::string deep = std::string(300000, '[') + std::string(300000, ']');
+  json j = Base();
+  j["hidden_size"] = json::parse(deep);
+  auto c = ParseModelConfig(j, kSrc);
+  ASSERT_FALSE(c.ok());
+  EXPECT_LT(c.status().message().size(), 200u) << "the bad value must not be echoed in full";
+  // Built by parsing: copying a deep value (as an initializer list would) recurses too.
+  json j2 = json::parse("{\"indexer_types\": [" + deep + ", \"shared\", \"shared\", \"shared\", \"shared\"]}");
+  j2.update(Base());
+  c = ParseModelConfig(j2, kSrc);
+  ASSERT_FALSE(c.ok());
+  EXPECT_LT(c.status().message().size(), 200u);
+}
+
+// Issue 12: lenient rope parsing. A non-string rope_type silently meant default rope, and yarn's
+// factor could be negative.
+TEST(ConfigTest, RopeFieldsAreStrict) {
+  ExpectError(With({{"rope_scaling", {{"rope_type", 5}, {"factor", 2}}}}), {"rope_scaling.rope_type", "string"});
+  ExpectError(With({{"rope_parameters", {{"rope_type", json::array({"yarn"})}}}}), {"rope_parameters.rope_type"});
+  ExpectError(With({{"rope_scaling", {{"type", "yarn"}, {"factor", -1}, {"original_max_position_embeddings", 4096}}}}),
+              {"rope_scaling.factor", "positive"});
+  ExpectError(With({{"rope_scaling", {{"type", "yarn"}, {"factor", 0}, {"original_max_position_embeddings", 4096}}}}),
+              {"rope_scaling.factor"});
+  ExpectError(With({{"rope_scaling", {{"type", "yarn"}, {"factor", 4}, {"original_max_position_embeddings", -5}}}}),
+              {"rope_scaling.original_max_position_embeddings"});
+  ExpectError(With({{"rope_scaling", {{"type", "yarn"}, {"factor", 4}, {"truncate", "no"}}}}), {"rope_scaling.truncate"});
+}
+
 }  // namespace
 }  // namespace indexcache

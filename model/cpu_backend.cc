@@ -50,6 +50,19 @@ class CpuBackend final : public Backend {
     return out;
   }
 
+  void ResetNonFinite() override { first_nonfinite_ = -1; }
+  void NoteNonFinite(const Tensor& x, int32_t tag) override {
+    if (first_nonfinite_ >= 0 && first_nonfinite_ <= tag) return;
+    IC_CHECK(x.dtype() == DType::kF32);
+    const float* p = x.data<float>();
+    bool bad = false;
+    const int64_t n = x.numel();
+#pragma omp parallel for reduction(|| : bad) schedule(static)
+    for (int64_t i = 0; i < n; ++i) bad = bad || !std::isfinite(p[i]);
+    if (bad) first_nonfinite_ = tag;
+  }
+  int32_t FirstNonFinite() override { return first_nonfinite_; }
+
   void CopyRows(const Tensor& src, int64_t dst_row, Tensor* dst) override {
     const int64_t cols = dst->numel() / dst->size(0);
     std::memcpy(dst->data<float>() + dst_row * cols, src.data<float>(), src.numel() * sizeof(float));
@@ -254,6 +267,9 @@ class CpuBackend final : public Backend {
                       x.numel() / x.size(0), y->data<float>());
   }
 
+
+ private:
+  int32_t first_nonfinite_ = -1;
 };
 
 }  // namespace

@@ -9,6 +9,7 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <map>
@@ -19,6 +20,7 @@
 #include "kernels/cross_entropy_cuda.h"
 #include "kernels/distill_loss_cuda.h"
 #include "kernels/elementwise_cuda.h"
+#include "kernels/finite_check_cuda.h"
 #include "kernels/indexer_topk_cuda.h"
 #include "kernels/norms_cuda.h"
 #include "kernels/sparse_mla_cuda.h"
@@ -48,7 +50,15 @@ class DevicePool : public std::enable_shared_from_this<DevicePool> {
         it->second.pop_back();
       }
     }
-    if (!p) CUDA_CHECK(cudaMalloc(&p, size));
+    if (!p) {
+      const cudaError_t err = cudaMalloc(&p, size);
+      if (err == cudaErrorMemoryAllocation) {
+        (void)cudaGetLastError();  // clear the sticky-free error so the process can report and exit
+        // Like a host allocation failure: one error line at the command boundary, not an abort.
+        throw AllocationError("out of GPU memory: cannot allocate " + std::to_string(size) + " bytes");
+      }
+      CUDA_CHECK(err);
+    }
     CUDA_CHECK(cudaMemsetAsync(p, 0, size, nullptr));
     std::weak_ptr<DevicePool> pool = shared_from_this();
     return std::shared_ptr<void>(p, [pool, size](void* q) {
@@ -89,7 +99,10 @@ class CudaBackend final : public Backend {
   void Synchronize() override { CUDA_CHECK(cudaDeviceSynchronize()); }
 
   Tensor Alloc(DType dtype, Shape shape) override {
-    const int64_t bytes = NumElements(shape) * DTypeSize(dtype);
+    // Checked like Tensor::Zeros: an overflowing or absurd size throws AllocationError.
+    auto checked = CheckedNumBytes(dtype, shape);
+    if (!checked.ok()) throw AllocationError(checked.status().message());
+    const int64_t bytes = *checked;
     std::shared_ptr<void> block = pool_->Get(static_cast<size_t>(bytes));
     return Tensor::View(dtype, std::move(shape), block.get(), block, Device::kCuda);
   }
@@ -141,6 +154,26 @@ class CudaBackend final : public Backend {
       IC_CHECK(false && "unsupported conversion");
     }
     return y;
+  }
+
+  // cudaMemsetAsync fills bytes: 0x7f7f7f7f is "no tag" (tags are layer numbers, far below it).
+  static constexpr int32_t kNoTag = 0x7f7f7f7f;
+  int32_t* NonFiniteFlag() {
+    if (nonfinite_flag_.empty()) {
+      nonfinite_flag_ = Alloc(DType::kI32, {1});
+      ResetNonFinite();
+    }
+    return nonfinite_flag_.data<int32_t>();
+  }
+  void ResetNonFinite() override { CUDA_CHECK(cudaMemsetAsync(NonFiniteFlag(), 0x7f, sizeof(int32_t), nullptr)); }
+  void NoteNonFinite(const Tensor& x, int32_t tag) override {
+    IC_CHECK(x.dtype() == DType::kBF16 || x.dtype() == DType::kF32);
+    NoteNonFiniteCuda(x.raw(), x.dtype() == DType::kBF16, x.numel(), tag, NonFiniteFlag(), nullptr);
+  }
+  int32_t FirstNonFinite() override {
+    int32_t tag = kNoTag;
+    CUDA_CHECK(cudaMemcpy(&tag, NonFiniteFlag(), sizeof(int32_t), cudaMemcpyDeviceToHost));
+    return tag >= kNoTag ? -1 : tag;
   }
 
   void CopyRows(const Tensor& src, int64_t dst_row, Tensor* dst) override {
@@ -234,6 +267,31 @@ class CudaBackend final : public Backend {
         &alpha, B(kv_b) + d.nope * d.kv_lora, CUDA_R_16BF, static_cast<int>(d.kv_lora), (d.nope + d.v) * d.kv_lora,
         out_lat.raw(), CUDA_R_16BF, static_cast<int>(H * d.kv_lora), d.kv_lora, &beta, out->raw(), CUDA_R_16BF,
         static_cast<int>(H * d.v), d.v, static_cast<int>(H), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+  }
+
+  // Each kernel's own Supports function (next to its dispatcher) decides; the errors name the
+  // config.json field.
+  Status SupportsModel(const ModelConfig& c) const override {
+    IndexerTopkCudaSizes indexer;
+    indexer.heads = c.index_n_heads;
+    indexer.head_dim = c.index_head_dim;
+    indexer.topk = c.index_topk;
+    RETURN_IF_ERROR(IndexerTopkCudaSupports(indexer));
+    return SparseMlaCudaSupports(c.latent_dim(), c.kv_lora_rank, c.index_topk);
+  }
+
+  Status SupportsTraining(const ModelConfig& c, const IndexPattern& pattern, bool sparse) const override {
+    DistillLossCudaSizes d;
+    d.index_heads = c.index_n_heads;
+    d.index_head_dim = c.index_head_dim;
+    d.attention_heads = c.num_heads;
+    d.latent_dim = c.latent_dim();
+    for (int l = 0; l < pattern.num_layers(); ++l) {
+      if (pattern.is_full(l)) d.max_served = std::max<int64_t>(d.max_served, pattern.served_by(l).size());
+    }
+    d.topk = c.index_topk;
+    d.sparse = sparse;
+    return DistillLossCudaSupports(d);
   }
 
   void SparseMla(const Tensor& q_abs, const Tensor& latent, const Tensor& indices, const MlaDims& d, float scale,
@@ -404,6 +462,7 @@ class CudaBackend final : public Backend {
 
   std::shared_ptr<DevicePool> pool_;
   cublasHandle_t cublas_ = nullptr;
+  Tensor nonfinite_flag_;  // one int32 on the device: the smallest tag noted, or >= kNoTag
 };
 
 }  // namespace

@@ -72,12 +72,14 @@ StatusOr<std::shared_ptr<Backend>> MakeBackend(const std::string& device) {
 }
 
 StatusOr<DsaModel> DsaModel::Load(const std::string& model_dir, const std::optional<std::string>& pattern_spec,
-                                  const std::string& device) {
+                                  const std::string& device, const std::string& pattern_source) {
   ASSIGN_OR_RETURN(std::shared_ptr<Backend> backend, MakeBackend(device));
   ASSIGN_OR_RETURN(ModelConfig config, LoadModelConfig(model_dir));
+  // Before any weight is read: a model the backend's kernels cannot run is one error line.
+  RETURN_IF_ERROR(backend->SupportsModel(config).WithContext(config.source));
   IndexPattern pattern = config.pattern;
   if (pattern_spec) {
-    ASSIGN_OR_RETURN(pattern, IndexPattern::Parse(*pattern_spec, static_cast<int>(config.num_layers)));
+    ASSIGN_OR_RETURN(pattern, IndexPattern::Parse(*pattern_spec, static_cast<int>(config.num_layers), pattern_source));
   }
   ASSIGN_OR_RETURN(SafetensorsCheckpoint ckpt, SafetensorsCheckpoint::Open(model_dir));
   std::vector<bool> indexer_layers(config.num_layers);
@@ -93,6 +95,7 @@ StatusOr<DsaModel> DsaModel::Load(const std::string& model_dir, const std::optio
 
 StatusOr<DsaModel> DsaModel::FromParts(ModelConfig config, ModelWeights weights, IndexPattern pattern,
                                        std::shared_ptr<Backend> backend) {
+  RETURN_IF_ERROR(backend->SupportsModel(config).WithContext(config.source));
   DsaModel m;
   m.config_ = std::move(config);
   m.weights_ = std::make_shared<ModelWeights>(std::move(weights));
@@ -131,6 +134,17 @@ Status DsaModel::SetIndexer(int layer, const IndexerWeights& w) {
   PlaceIndexer(L.indexer, backend_.get(), &placed_.layers[layer].indexer);
   placed_.layers[layer].has_indexer = true;
   return Status::Ok();
+}
+
+Status DsaModel::NonFiniteError(int32_t tag) const {
+  const std::string where = config_.source.empty() ? std::string("model") : DirName(config_.source);
+  if (tag >= config_.num_layers) {
+    return InvalidArgument(where + ": the logits hold NaN or Inf although every layer's output was finite "
+                           "(check model.norm.weight and lm_head.weight)");
+  }
+  const std::string layer = std::to_string(tag);
+  return InvalidArgument(where + ": layer " + layer + " (model.layers." + layer +
+                         ".*) produced NaN or Inf; its weights or the layers before it hold non-finite values");
 }
 
 Status DsaModel::SetPattern(IndexPattern pattern) {
@@ -193,8 +207,11 @@ StatusOr<std::vector<double>> DsaModel::NextTokenNll(const Tensor& h, const std:
     const std::vector<double> part = be.CrossEntropyRows(logits, targets);
     for (int64_t i = 0; i < rows; ++i) {
       if (!std::isfinite(part[i])) {
-        return DataLoss("the model's logits at position " + std::to_string(r0 + i) +
-                        " are not finite (NaN or Inf in the weights or activations)");
+        // Every layer's output was checked finite before the loss: the final norm or lm_head.
+        const std::string where = config_.source.empty() ? std::string("model") : DirName(config_.source);
+        return InvalidArgument(where + ": the logits at position " + std::to_string(r0 + i) +
+                               " hold NaN or Inf although every layer's output was finite (check "
+                               "model.norm.weight and lm_head.weight)");
       }
     }
     nll.insert(nll.end(), part.begin(), part.end());
@@ -239,6 +256,7 @@ StatusOr<ForwardResult> DsaModel::Forward(const std::vector<int32_t>& tokens, co
 
   ForwardResult result;
   result.layers.resize(num_layers);
+  be.ResetNonFinite();
   Tensor h = be.Alloc(adt, {T, Hd});  // the residual stream
   if (start == 0) {
     for (int64_t t = 0; t < T; ++t) {
@@ -344,6 +362,11 @@ StatusOr<ForwardResult> DsaModel::Forward(const std::vector<int32_t>& tokens, co
     if (trace && opt.trace.topk) trace->topk = keep(topk);
 
     // --- Sparse MLA over the selected latents, then values and o_proj ----------------------------
+    // The sparse MLA kernels' running max (fmaxf) ignores NaN scores, so a NaN query or latent
+    // need not reach the layer's output: check both here, before they can become finite wrong
+    // output.
+    be.NoteNonFinite(q_abs, l);
+    be.NoteNonFinite(latent, l);
     Tensor out_lat = be.Alloc(adt, {T, NH, c.kv_lora_rank});
     Tensor lse = be.Alloc(DType::kF32, {T, NH});
     be.SparseMla(q_abs, latent, topk, dims, attn_scale, &out_lat, &lse);
@@ -365,6 +388,7 @@ StatusOr<ForwardResult> DsaModel::Forward(const std::vector<int32_t>& tokens, co
     } else {
       Mlp(be, W.mlp, x2, &h, /*accumulate=*/true);
     }
+    be.NoteNonFinite(h, l);  // the layer's output (the residual stream)
   }
 
   if (cache) cache->length += T;
@@ -377,8 +401,11 @@ StatusOr<ForwardResult> DsaModel::Forward(const std::vector<int32_t>& tokens, co
     be.RmsNorm(last, placed_.final_norm, eps, &hn);
     Tensor logits = be.Alloc(DType::kF32, {rows, c.vocab_size});
     be.Linear(hn, placed_.lm_head, &logits);
+    be.NoteNonFinite(logits, num_layers);
     result.logits = be.ToHost(logits);
   }
+  // One read per forward: NaN or Inf anywhere is an error naming where it first appeared.
+  if (const int32_t bad = be.FirstNonFinite(); bad >= 0) return NonFiniteError(bad);
   if (end == num_layers && opt.compute_loss) {
     ASSIGN_OR_RETURN(result.token_nll, NextTokenNll(h, tokens));
   }

@@ -97,8 +97,10 @@ class DsaModel {
   // Loads config.json and the safetensors weights. `pattern_spec` (the CLI's --pattern) overrides
   // the config's pattern keys. Indexer weights load for every layer that has them; Full layers
   // must have them.
+  // `pattern_source` names where pattern_spec came from in errors (a train config field, not the
+  // command line, for the trainer).
   static StatusOr<DsaModel> Load(const std::string& model_dir, const std::optional<std::string>& pattern_spec = {},
-                                 const std::string& device = "cpu");
+                                 const std::string& device = "cpu", const std::string& pattern_source = "--pattern");
   static StatusOr<DsaModel> FromParts(ModelConfig config, ModelWeights weights, IndexPattern pattern,
                                       std::shared_ptr<Backend> backend);
 
@@ -129,6 +131,10 @@ class DsaModel {
   // On the heap so its address is stable: the CPU backend's weights borrow its memory.
   std::shared_ptr<ModelWeights> weights_;
   std::shared_ptr<Backend> backend_;
+  // The error for a forward whose activations first turned NaN/Inf at `tag` (a layer; num_layers
+  // for the logits).
+  Status NonFiniteError(int32_t tag) const;
+
   BackendWeights placed_;
   IndexPattern pattern_;
 };

@@ -7,6 +7,8 @@
 
 #include <gtest/gtest.h>
 
+#include <functional>
+
 #include "data/token_array.h"
 #include "model/dsa_model.h"
 
@@ -291,6 +293,46 @@ TEST(DecodeTest, ChunkedPrefillEqualsOnePrefill) {
     EXPECT_LE(MaxRelRowDiff(r->logits, 0, ref->logits, done, chunk), 1e-5) << "chunk at " << done;
     done += chunk;
   }
+}
+
+// Issue 12: non-finite results exited 0 ("loss nan", generate printing 0 0 0), and a NaN
+// inside a layer came out as finite wrong logits. The forward fails naming the first layer.
+StatusOr<DsaModel> WithEditedWeights(const char* dir, const std::function<void(ModelWeights*)>& edit) {
+  ASSIGN_OR_RETURN(ModelConfig config, LoadModelConfig(dir));
+  ASSIGN_OR_RETURN(SafetensorsCheckpoint ckpt, SafetensorsCheckpoint::Open(dir));
+  std::vector<bool> indexer_layers(config.num_layers);
+  for (int l = 0; l < config.num_layers; ++l) indexer_layers[l] = config.pattern.is_full(l);
+  ASSIGN_OR_RETURN(ModelWeights weights, LoadModelWeights(config, ckpt, indexer_layers));
+  edit(&weights);
+  IndexPattern pattern = config.pattern;
+  return DsaModel::FromParts(std::move(config), std::move(weights), std::move(pattern),
+                             std::shared_ptr<Backend>(MakeCpuBackend()));
+}
+
+TEST(DsaModelTest, NonFiniteActivationsAreAnErrorNamingTheFirstLayer) {
+  const std::vector<int32_t> tokens = Load(kGlm).tokens;
+  // A NaN in layer 2's attention output projection: layers 0 and 1 are fine.
+  auto model = WithEditedWeights(kGlm, [](ModelWeights* w) { w->layers[2].o(3, 5) = NAN; });
+  ASSERT_TRUE(model.ok()) << model.status().ToString();
+  auto r = model->Forward(tokens);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("layer 2 (model.layers.2.*)"), std::string::npos) << r.status().ToString();
+  EXPECT_NE(r.status().message().find(kGlm), std::string::npos) << r.status().ToString();
+  // A NaN in the queries (q_b) of layer 1: sparse MLA must not turn it into finite output.
+  model = WithEditedWeights(kGlm, [](ModelWeights* w) { w->layers[1].q_b.row(0).setConstant(NAN); });
+  ASSERT_TRUE(model.ok());
+  r = model->Forward(tokens);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("layer 1 "), std::string::npos) << r.status().ToString();
+  // A NaN final norm: every layer is finite, the logits are not.
+  model = WithEditedWeights(kGlm, [](ModelWeights* w) { w->final_norm(0) = NAN; });
+  ASSERT_TRUE(model.ok());
+  r = model->Forward(tokens);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("model.norm.weight"), std::string::npos) << r.status().ToString();
+  // And a clean model right after is unaffected (the record is per forward).
+  Loaded clean = Load(kGlm);
+  EXPECT_TRUE(clean.model.Forward(tokens).ok());
 }
 
 }  // namespace

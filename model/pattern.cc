@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "core/file_util.h"
+#include "core/json_util.h"
 
 namespace indexcache {
 
@@ -85,7 +86,7 @@ StatusOr<IndexPattern> IndexPattern::FromConfig(const json& config, int num_laye
       const json& t = types[l];
       if (t == "full") full[l] = true;
       else if (t == "shared") full[l] = false;
-      else return InvalidArgument(where + "[" + std::to_string(l) + "] is " + t.dump() + " (need \"full\" or \"shared\")");
+      else return InvalidArgument(where + "[" + std::to_string(l) + "] is " + JsonBrief(t) + " (need \"full\" or \"shared\")");
     }
     return FromFlags(std::move(full), where);
   }

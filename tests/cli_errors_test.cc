@@ -219,5 +219,105 @@ TEST_F(CliErrorsTest, HelpWorks) {
   }
 }
 
+// ---- Issue 12: hostile sizes, JSON types and files ----------------------------------------
+
+TEST_F(CliErrorsTest, ConfigSizesOfUnboundedMagnitude) {
+  // index_topk 2^62 gave a 64-byte top-k buffer and a heap overflow.
+  EditConfig([](json* j) { (*j)["index_topk"] = int64_t{1} << 62; });
+  ExpectError(Logits(), {"config.json", "index_topk"});
+  // 2^32 + 3 layers ran as 3 layers after a cast; 1e12 layers aborted on an allocation.
+  EditConfig([](json* j) { (*j)["num_hidden_layers"] = (int64_t{1} << 32) + 3; });
+  ExpectError(Logits(), {"config.json", "num_hidden_layers"});
+  EditConfig([](json* j) { (*j)["num_hidden_layers"] = int64_t{1000000000000}; });
+  ExpectError("info --model " + dir_, {"config.json", "num_hidden_layers"});
+}
+
+TEST_F(CliErrorsTest, WrongJsonTypeIsOneLineNotAnException) {
+  // `quant_method: 5` aborted with nlohmann's type_error.302.
+  EditConfig([](json* j) { (*j)["quantization_config"] = {{"quant_method", 5}}; });
+  ExpectError("info --model " + dir_, {"config.json", "quantization_config.quant_method"});
+}
+
+TEST_F(CliErrorsTest, DeeplyNestedValueIsNotEchoed) {
+  // A 300,000-deep array in an integer field overflowed the stack while the message was built.
+  std::string text = *ReadFileToString(dir_ + "/config.json");
+  const std::string key = "\"hidden_size\": ";
+  const size_t at = text.find(key);
+  ASSERT_NE(at, std::string::npos);
+  const size_t value_end = text.find_first_of(",\n}", at + key.size());
+  const std::string deep = std::string(300000, '[') + std::string(300000, ']');
+  text.replace(at + key.size(), value_end - at - key.size(), deep);
+  ASSERT_TRUE(WriteFileAtomic(dir_ + "/config.json", text).ok());
+  ExpectError("info --model " + dir_, {"config.json", "hidden_size"});
+}
+
+TEST_F(CliErrorsTest, HugeMaxNewIsOneLine) {
+  // 2^62 read a 5,760-byte cache out of bounds; 1e12 aborted on an allocation.
+  const std::string gen = "generate --model " + dir_ + " --tokens " + dir_ + "/tokens.npy --max-new ";
+  ExpectError(gen + "4611686018427387904", {"--max-new"});
+  ExpectError(gen + "1000000000000", {"--max-new"});
+  ExpectError(gen + "99999999999999999999999", {"--max-new"});
+}
+
+TEST_F(CliErrorsTest, ShardNameOutsideTheModelDirectory) {
+  // The index named "../x" or an absolute path, and the readers opened it.
+  ASSERT_TRUE(WriteFileAtomic(dir_ + "/model.safetensors.index.json",
+                              R"({"weight_map": {"model.embed_tokens.weight": "/etc/passwd"}})").ok());
+  ExpectError("info --model " + dir_, {"model.safetensors.index.json", "plain file name"});
+}
+
+TEST_F(CliErrorsTest, ShiftedDataOffsetsAreRejected) {
+  // Every tensor's offsets moved by one byte (the data section grows by one): garbage loaded.
+  std::string text = *ReadFileToString(Weights());
+  uint64_t len;
+  std::memcpy(&len, text.data(), 8);
+  json header = json::parse(text.substr(8, len));
+  for (auto& [name, entry] : header.items()) {
+    if (name == "__metadata__") continue;
+    entry["data_offsets"][0] = entry["data_offsets"][0].get<uint64_t>() + 1;
+    entry["data_offsets"][1] = entry["data_offsets"][1].get<uint64_t>() + 1;
+  }
+  std::string h = header.dump();
+  while ((8 + h.size()) % 8) h.push_back(' ');
+  const uint64_t new_len = h.size();
+  std::string out(reinterpret_cast<const char*>(&new_len), 8);
+  out += h + "\x00" + text.substr(8 + len);
+  ASSERT_TRUE(WriteFileAtomic(Weights(), out).ok());
+  ExpectError(Logits(), {"model.safetensors", "data_offsets"});
+}
+
+// Issue 12: a NaN model.norm printed "loss nan" and generate emitted "0 0 0", both with exit 0;
+// a NaN inside a layer came out as finite wrong logits.
+TEST_F(CliErrorsTest, NonFiniteWeightsAreOneLineNamingWhere) {
+  auto poison = [&](const std::string& victim) {
+    RewriteWeights([&](NamedTensors* t) {
+      for (auto& [name, tensor] : *t) {
+        if (name != victim) continue;
+        ASSERT_EQ(tensor.dtype(), DType::kBF16);
+        tensor.data<uint16_t>()[0] = 0x7fc0;  // bf16 NaN
+      }
+    });
+  };
+  poison("model.norm.weight");
+  ExpectError("eval --model " + dir_ + " --data " + dir_ + "/tokens.npy --seq-len 18", {dir_, "model.norm.weight"});
+  ExpectError("generate --model " + dir_ + " --tokens " + dir_ + "/tokens.npy --max-new 3", {dir_, "model.norm.weight"});
+  ASSERT_TRUE(WriteFileAtomic(Weights(), *ReadFileToString(std::string(kFixture) + "/model.safetensors")).ok());
+  poison("model.layers.2.self_attn.o_proj.weight");
+  ExpectError(Logits(), {dir_, "layer 2 (model.layers.2.*)"});
+}
+
+TEST_F(CliErrorsTest, TrainFlagsAndEnumsAreChecked) {
+  const std::string train = "train --config configs/distill_tiny.textproto ";
+  // --set global_batch=1e9 aborted on bad_alloc; loss_mode=9 trained as DENSE; -5 was ignored.
+  ExpectError(train + "--set global_batch=1000000000", {"--set global_batch=1000000000", "global_batch"});
+  ExpectError(train + "--set loss_mode=9", {"loss_mode", "DENSE, SPARSE"});
+  ExpectError(train + "--stop-after-step -5", {"--stop-after-step"});
+  // A pattern of the wrong length from the config file was blamed on --pattern.
+  const CliResult r = RunCli(train + "--set pattern=FSFS");
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("--set pattern=FSFS: field 'pattern'"), std::string::npos) << r.output;
+  EXPECT_EQ(r.output.find("--pattern"), std::string::npos) << r.output;
+}
+
 }  // namespace
 }  // namespace indexcache

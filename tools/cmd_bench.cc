@@ -17,6 +17,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "core/limits.h"
+
 #include "core/cuda_check.h"
 #include "core/file_util.h"
 #include "kernels/bench_util.h"
@@ -135,7 +137,9 @@ StatusOr<std::vector<int64_t>> ParseInts(const std::string& text, const std::str
     } catch (...) {
       return InvalidArgument("--" + flag + ": '" + item + "' is not an integer");
     }
-    if (out.back() < 1) return InvalidArgument("--" + flag + ": values must be positive");
+    if (out.back() < 1 || out.back() > kMaxSeqLen) {
+      return InvalidArgument("--" + flag + ": values must be in [1, " + std::to_string(kMaxSeqLen) + "]");
+    }
   }
   if (out.empty()) return InvalidArgument("--" + flag + " is empty");
   return out;
@@ -154,7 +158,7 @@ double Seconds(const std::function<void()>& fn) {
 Status BenchDistill(const Flags& flags, json* out) {
   std::unique_ptr<Communicator> comm = Communicator::Create(nullptr, nullptr);
   ASSIGN_OR_RETURN(std::vector<int64_t> seqs, ParseInts(flags.GetOr("distill-seq", "8192,32768"), "distill-seq"));
-  ASSIGN_OR_RETURN(int64_t layers, flags.GetInt("distill-layers", 4));
+  ASSIGN_OR_RETURN(int64_t layers, flags.GetInt("distill-layers", 4, 1, kMaxLayers));
   const ModelConfig config = SyntheticV32Config(static_cast<int>(layers));
   ASSIGN_OR_RETURN(std::shared_ptr<Backend> backend, MakeBackend("cuda"));
   const IndexPattern pattern = *IndexPattern::Parse("1/" + std::to_string(layers), static_cast<int>(layers));
@@ -236,8 +240,7 @@ Status BenchDistill(const Flags& flags, json* out) {
 // search's (candidates x full forwards), and the measured time against the naive estimate.
 Status BenchSearch(const Flags& flags, json* out) {
   ASSIGN_OR_RETURN(std::vector<int64_t> seqs, ParseInts(flags.GetOr("search-seq", "8192,32768"), "search-seq"));
-  ASSIGN_OR_RETURN(int64_t layers, flags.GetInt("search-layers", 16));
-  if (layers < 2 || layers > 128) return InvalidArgument("--search-layers must be in [2, 128]");
+  ASSIGN_OR_RETURN(int64_t layers, flags.GetInt("search-layers", 16, 2, 128));
   const int n = static_cast<int>(layers);
   const ModelConfig config = SyntheticV32Config(n);
   ASSIGN_OR_RETURN(std::shared_ptr<Backend> backend, MakeBackend("cuda"));
@@ -307,10 +310,9 @@ Status BenchSearch(const Flags& flags, json* out) {
 Status RunBench(const Flags& flags) {
   if (!CudaDeviceAvailable()) return Unimplemented("bench needs a CUDA device; none is usable here");
   ASSIGN_OR_RETURN(std::vector<int64_t> contexts, ParseInts(flags.GetOr("contexts", "8192,32768,131072"), "contexts"));
-  ASSIGN_OR_RETURN(int64_t num_layers, flags.GetInt("layers", 8));
-  ASSIGN_OR_RETURN(int64_t chunk, flags.GetInt("chunk", 8192));
-  ASSIGN_OR_RETURN(int64_t decode_steps, flags.GetInt("decode-steps", 16));
-  if (num_layers < 1 || chunk < 1 || decode_steps < 1) return InvalidArgument("--layers, --chunk, --decode-steps must be positive");
+  ASSIGN_OR_RETURN(int64_t num_layers, flags.GetInt("layers", 8, 1, kMaxLayers));
+  ASSIGN_OR_RETURN(int64_t chunk, flags.GetInt("chunk", 8192, 1, kMaxSeqLen));
+  ASSIGN_OR_RETURN(int64_t decode_steps, flags.GetInt("decode-steps", 16, 1, kMaxSeqLen));
   std::vector<std::string> patterns;
   {
     std::stringstream ss(flags.GetOr("patterns", "all,1/2,1/4,1/8"));

@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <limits>
 
 #include <nlohmann/json.hpp>
 
@@ -60,14 +61,13 @@ class Progress {
 
 Status RunEval(const Flags& flags) {
   RETURN_IF_ERROR(CheckDeviceFlag(flags));
-  ASSIGN_OR_RETURN(int64_t seq_len, flags.GetInt("seq-len", 0));
-  ASSIGN_OR_RETURN(int64_t max_seqs, flags.GetInt("max-seqs", 0));
+  ASSIGN_OR_RETURN(int64_t seq_len, flags.GetInt("seq-len", 0, 2, kMaxEvalSeqLen));
+  ASSIGN_OR_RETURN(int64_t max_seqs, flags.GetInt("max-seqs", 0, 0, std::numeric_limits<int64_t>::max()));
   EvalOptions options;
-  ASSIGN_OR_RETURN(options.bucket, flags.GetInt("bucket", 0));
-  if (options.bucket < 0) return InvalidArgument("--bucket must be positive");
+  ASSIGN_OR_RETURN(options.bucket, flags.GetInt("bucket", 0, 0, kMaxEvalSeqLen));
   options.overlap = flags.GetBool("overlap");
-  ASSIGN_OR_RETURN(options.overlap_queries, flags.GetInt("overlap-queries", 64));
-  ASSIGN_OR_RETURN(options.overlap_windows, flags.GetInt("overlap-seqs", 4));
+  ASSIGN_OR_RETURN(options.overlap_queries, flags.GetInt("overlap-queries", 64, 0, kMaxEvalSeqLen));
+  ASSIGN_OR_RETURN(options.overlap_windows, flags.GetInt("overlap-seqs", 4, 0, int64_t{1} << 20));
   if (flags.Has("pattern") && flags.Has("patterns")) return InvalidArgument("give --pattern or --patterns, not both");
 
   // --pattern keeps its old meaning (the model loads under it); --patterns are checked one by one.

@@ -59,10 +59,7 @@ Status RunLogits(const Flags& flags) {
 
 Status RunGenerate(const Flags& flags) {
   RETURN_IF_ERROR(CheckDeviceFlag(flags));
-  ASSIGN_OR_RETURN(int64_t max_new, flags.GetInt("max-new", 0));
-  if (max_new < 1 || max_new > kMaxEvalSeqLen) {
-    return InvalidArgument("--max-new must be in [1, " + std::to_string(kMaxEvalSeqLen) + "]");
-  }
+  ASSIGN_OR_RETURN(int64_t max_new, flags.GetInt("max-new", 0, 1, kMaxEvalSeqLen));
   ASSIGN_OR_RETURN(DsaModel model, LoadModel(flags));
   const std::string tokens_path = *flags.Get("tokens");
   const int64_t V = model.config().vocab_size;

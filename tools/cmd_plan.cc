@@ -27,15 +27,6 @@ StatusOr<double> GetGb(const Flags& flags, const std::string& name, double def) 
   return gb;
 }
 
-StatusOr<int64_t> GetBoundedInt(const Flags& flags, const std::string& name, int64_t def, int64_t lo, int64_t hi) {
-  ASSIGN_OR_RETURN(int64_t v, flags.GetInt(name, def));
-  if (v < lo || v > hi) {
-    return InvalidArgument("--" + name + ": must be in " + std::to_string(lo) + ".." + std::to_string(hi) + ", got " +
-                           std::to_string(v));
-  }
-  return v;
-}
-
 std::string Gb(double bytes) {
   char buf[32];
   std::snprintf(buf, sizeof(buf), "%.1f", bytes / 1e9);
@@ -149,12 +140,12 @@ Status RunPlan(const Flags& flags) {
   PlanRequest r;
   ASSIGN_OR_RETURN(r.costs.mode, ParsePlanMode(flags.GetOr("mode", "eval")));
   ASSIGN_OR_RETURN(r.costs.device, DeviceProfileByName(flags.GetOr("gpu", "h200")));
-  ASSIGN_OR_RETURN(r.gpus, GetBoundedInt(flags, "gpus", 1, 1, 65536));
-  ASSIGN_OR_RETURN(r.costs.seq_len, GetBoundedInt(flags, "seq-len", 1, 1, int64_t{1} << 24));
-  ASSIGN_OR_RETURN(r.costs.chunk, GetBoundedInt(flags, "chunk", 8192, 1, int64_t{1} << 24));
-  ASSIGN_OR_RETURN(r.sequences, GetBoundedInt(flags, "sequences", 16, 1, int64_t{1} << 20));
-  ASSIGN_OR_RETURN(r.pipeline_stages, GetBoundedInt(flags, "pipeline-stages", 0, 0, 65536));
-  ASSIGN_OR_RETURN(r.gpus_per_node, GetBoundedInt(flags, "gpus-per-node", 8, 1, 1024));
+  ASSIGN_OR_RETURN(r.gpus, flags.GetInt("gpus", 1, 1, 65536));
+  ASSIGN_OR_RETURN(r.costs.seq_len, flags.GetInt("seq-len", 1, 1, int64_t{1} << 24));
+  ASSIGN_OR_RETURN(r.costs.chunk, flags.GetInt("chunk", 8192, 1, int64_t{1} << 24));
+  ASSIGN_OR_RETURN(r.sequences, flags.GetInt("sequences", 16, 1, int64_t{1} << 20));
+  ASSIGN_OR_RETURN(r.pipeline_stages, flags.GetInt("pipeline-stages", 0, 0, 65536));
+  ASSIGN_OR_RETURN(r.gpus_per_node, flags.GetInt("gpus-per-node", 8, 1, 1024));
   ASSIGN_OR_RETURN(double mem_gb, GetGb(flags, "gpu-mem-gb", r.costs.device.memory_gb));
   ASSIGN_OR_RETURN(double reserve_gb, GetGb(flags, "reserve-gb", 4));
   r.gpu_memory_bytes = static_cast<int64_t>(std::llround(mem_gb * 1e9));

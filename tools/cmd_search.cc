@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <limits>
 #include <sstream>
 
 #include <nlohmann/json.hpp>
@@ -68,11 +69,11 @@ json Settings(const Flags& flags, int64_t sequences, int64_t seq_len, int num_la
 Status SearchOnThisRank(const Flags& flags, Communicator& comm) {
   const bool lead = comm.rank() == 0;
   RETURN_IF_ERROR(CheckDeviceFlag(flags));
-  ASSIGN_OR_RETURN(int64_t seq_len, flags.GetInt("seq-len", 0));
-  ASSIGN_OR_RETURN(int64_t max_seqs, flags.GetInt("max-seqs", 0));
-  ASSIGN_OR_RETURN(int64_t stop_after, flags.GetInt("stop-after-step", 0));
-  if (stop_after < 0) return InvalidArgument("--stop-after-step must be >= 0");
-  ASSIGN_OR_RETURN(int64_t cache_mb, flags.GetInt("cache-mb", -1));
+  ASSIGN_OR_RETURN(int64_t seq_len, flags.GetInt("seq-len", 0, 2, kMaxEvalSeqLen));
+  ASSIGN_OR_RETURN(int64_t max_seqs, flags.GetInt("max-seqs", 0, 0, std::numeric_limits<int64_t>::max()));
+  ASSIGN_OR_RETURN(int64_t stop_after, flags.GetInt("stop-after-step", 0, 0, int64_t{1} << 40));
+  // MiB; bounded so that `cache_mb << 20` cannot overflow (-1: half the free device memory).
+  ASSIGN_OR_RETURN(int64_t cache_mb, flags.GetInt("cache-mb", -1, -1, int64_t{1} << 30));
   const std::string out = flags.GetOr("out", "search.json");
   std::vector<int> keep;
   if (auto k = flags.Get("keep-full")) {

@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/file_util.h"
+#include "core/limits.h"
 #include "model/config.h"
 #include "tools/commands.h"
 #include "trainer/checkpoint.h"
@@ -29,9 +30,16 @@ Status RunTrain(const Flags& flags) {
   if (!config.ok()) return fail(config.status());
   TrainRunOptions run;
   run.resume = flags.GetBool("resume");
-  auto stop = flags.GetInt("stop-after-step", 0);
+  // 0 means "do not stop early"; a negative value used to be ignored silently.
+  auto stop = flags.GetInt("stop-after-step", 0, 0, kMaxSteps);
   if (!stop.ok()) return fail(stop.status());
   run.stop_after_step = *stop;
+  // A pattern of the wrong length is blamed on where it was written: the last --set of it, or
+  // the config file.
+  run.pattern_source = *flags.Get("config") + ": field 'pattern'";
+  for (const std::string& o : flags.repeated("set")) {
+    if (o.rfind("pattern=", 0) == 0) run.pattern_source = "--set " + o + ": field 'pattern'";
+  }
   const Status status = RunTraining(*config, run, *comm);
   if (!status.ok()) return fail(status);
   return Status::Ok();

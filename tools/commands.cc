@@ -1,6 +1,10 @@
 #include "tools/commands.h"
 
 #include <cstdio>
+#include <new>
+#include <stdexcept>
+
+#include "core/tensor.h"
 
 namespace indexcache {
 
@@ -139,16 +143,31 @@ int RunCommand(const Command& command, const std::vector<std::string>& args) {
   auto flags = Flags::Parse(args, command.flags);
   if (!flags.ok()) {
     std::fprintf(stderr, "indexcache %s: error: %s (try --help)\n", command.name.c_str(),
-                 flags.status().message().c_str());
+                 Printable(flags.status().message(), 4096).c_str());
     return 1;
   }
   if (flags->help_requested()) {
     std::fputs(Flags::Usage(command.name, command.summary, command.flags).c_str(), stdout);
     return 0;
   }
-  const Status status = command.run(*flags);
+  // The last line of defence against sizes that passed every bound but still do not fit: an
+  // allocation that fails (std::bad_alloc), a container asked for more than max_size()
+  // (std::length_error) or a tensor whose size overflows (AllocationError) ends the command with
+  // one line, never an abort. Sizes from files and flags are bounded before this (core/limits.h).
+  Status status;
+  try {
+    status = command.run(*flags);
+  } catch (const AllocationError& e) {
+    status = InvalidArgument(std::string("a tensor is too large: ") + e.what());
+  } catch (const std::bad_alloc&) {
+    status = InvalidArgument("out of memory (an input size is too large for this machine)");
+  } catch (const std::length_error& e) {
+    status = InvalidArgument(std::string("a size is too large: ") + e.what());
+  }
   if (!status.ok()) {
-    std::fprintf(stderr, "indexcache %s: error: %s\n", command.name.c_str(), status.message().c_str());
+    // Printable(): whatever a message echoes (a value from a hostile file), it stays one line.
+    std::fprintf(stderr, "indexcache %s: error: %s\n", command.name.c_str(),
+                 Printable(status.message(), 4096).c_str());
     return 1;
   }
   return 0;

@@ -69,17 +69,25 @@ std::optional<std::string> Flags::Get(const std::string& name) const {
 
 std::string Flags::GetOr(const std::string& name, const std::string& def) const { return Get(name).value_or(def); }
 
-StatusOr<int64_t> Flags::GetInt(const std::string& name, int64_t def) const {
+StatusOr<int64_t> Flags::GetInt(const std::string& name, int64_t def, int64_t min_value, int64_t max_value) const {
   auto v = Get(name);
   if (!v) return def;
+  const std::string range = "[" + std::to_string(min_value) + ", " + std::to_string(max_value) + "]";
+  const std::string shown = Printable(*v, 40);
+  int64_t n = 0;
   try {
     size_t used = 0;
-    const int64_t n = std::stoll(*v, &used);
+    n = std::stoll(*v, &used);
     if (used != v->size()) throw std::invalid_argument("trailing");
-    return n;
+  } catch (const std::out_of_range&) {
+    return InvalidArgument("flag --" + name + " must be in " + range + ", got '" + shown + "'");
   } catch (...) {
-    return InvalidArgument("flag --" + name + " needs an integer, got '" + *v + "'");
+    return InvalidArgument("flag --" + name + " needs an integer in " + range + ", got '" + shown + "'");
   }
+  if (n < min_value || n > max_value) {
+    return InvalidArgument("flag --" + name + " must be in " + range + ", got " + std::to_string(n));
+  }
+  return n;
 }
 
 const std::vector<std::string>& Flags::repeated(const std::string& name) const {

@@ -32,7 +32,9 @@ class Flags {
   std::optional<std::string> Get(const std::string& name) const;
   std::string GetOr(const std::string& name, const std::string& def) const;
   bool GetBool(const std::string& name) const { return Has(name); }
-  StatusOr<int64_t> GetInt(const std::string& name, int64_t def) const;
+  // An integer in [min_value, max_value] (bounds from core/limits.h for sizes): an error names
+  // the flag and the range, so that no flag can feed an absurd size into an allocation.
+  StatusOr<int64_t> GetInt(const std::string& name, int64_t def, int64_t min_value, int64_t max_value) const;
   const std::vector<std::string>& repeated(const std::string& name) const;
 
  private:

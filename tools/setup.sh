@@ -17,6 +17,7 @@ PACKAGES=(
   libgtest-dev libgmock-dev                 # tests
   nlohmann-json3-dev                        # config.json, safetensors headers
   libopenmpi-dev openmpi-bin                # multi-rank training
+  clang-14 libclang-rt-14-dev               # libFuzzer + sanitizers: tools/fuzz.sh (tools/test.sh runs it)
 )
 
 if [[ "${1:-}" != "--no-apt" ]]; then

@@ -13,6 +13,7 @@
 
 #include "core/file_util.h"
 #include "core/safetensors.h"
+#include "trainer/fs_util.h"
 #include "model/config.h"
 
 namespace indexcache {
@@ -177,6 +178,15 @@ Status ExportModel(const std::string& model_dir, const IndexerSet& trained, cons
   if (FileExists(out_dir) || IsDirectory(out_dir)) return InvalidArgument(out_dir + ": already exists");
   const std::string tmp = out_dir + ".tmp." + std::to_string(::getpid());
   if (::mkdir(tmp.c_str(), 0755) != 0) return IoError(tmp + ": cannot create directory");
+  // Whatever ends the export early (an error return or an exception such as AllocationError),
+  // the partial output goes with it: only a complete directory is ever renamed to out_dir.
+  struct RemoveUnlessCommitted {
+    const std::string& path;
+    bool committed = false;
+    ~RemoveUnlessCommitted() {
+      if (!committed) (void)RemoveTree(path);
+    }
+  } cleanup{tmp};
 
   // 1. Shards: same names, trained indexers swapped in, Shared layers' indexers optionally dropped.
   std::map<std::string, std::string> weight_map;
@@ -221,7 +231,9 @@ Status ExportModel(const std::string& model_dir, const IndexerSet& trained, cons
     RETURN_IF_ERROR(WriteSafetensors(JoinPath(tmp, shard), tensors, file->metadata()));
   }
   const json index = {{"metadata", {{"total_size", total_size}}}, {"weight_map", weight_map}};
-  RETURN_IF_ERROR(WriteFileAtomic(JoinPath(tmp, "model.safetensors.index.json"), index.dump(2)));
+  // error_handler_t::replace: names that are not valid UTF-8 must not throw out of dump().
+  RETURN_IF_ERROR(WriteFileAtomic(JoinPath(tmp, "model.safetensors.index.json"),
+                                  index.dump(2, ' ', false, json::error_handler_t::replace)));
 
   // 2. config.json with the pattern keys.
   ASSIGN_OR_RETURN(std::string text, ReadFileToString(JoinPath(model_dir, "config.json")));
@@ -252,7 +264,7 @@ Status ExportModel(const std::string& model_dir, const IndexerSet& trained, cons
     }
     q["modules_to_not_convert"] = list;
   }
-  RETURN_IF_ERROR(WriteFileAtomic(JoinPath(tmp, "config.json"), cfg.dump(2)));
+  RETURN_IF_ERROR(WriteFileAtomic(JoinPath(tmp, "config.json"), cfg.dump(2, ' ', false, json::error_handler_t::replace)));
 
   // 3. The side files (tokenizer, generation config, ...) as they are; nothing else.
   if (DIR* d = ::opendir(model_dir.c_str())) {
@@ -275,6 +287,7 @@ Status ExportModel(const std::string& model_dir, const IndexerSet& trained, cons
   }
   RETURN_IF_ERROR(FsyncDirectory(tmp));
   if (::rename(tmp.c_str(), out_dir.c_str()) != 0) return IoError(out_dir + ": rename failed");
+  cleanup.committed = true;
   return FsyncDirectory(DirName(out_dir));
 }
 

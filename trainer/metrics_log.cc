@@ -154,6 +154,26 @@ Scalars StepMetrics::AllScalars() const {
 
 // ---- JsonlWriter ----
 
+Status TruncateJsonlAfterStep(const std::string& path, int64_t step) {
+  if (!FileExists(path)) return Status::Ok();
+  ASSIGN_OR_RETURN(const std::string text, ReadFileToString(path));
+  std::string kept;
+  size_t begin = 0;
+  while (begin < text.size()) {
+    size_t end = text.find('\n', begin);
+    if (end == std::string::npos) break;  // an unterminated last line: cut short by a crash
+    const std::string line = text.substr(begin, end - begin);
+    begin = end + 1;
+    const nlohmann::json j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+    if (j.is_discarded() || !j.is_object()) continue;
+    const auto it = j.find("step");
+    if (it == j.end() || !it->is_number_integer() || it->get<int64_t>() > step) continue;
+    kept += line + "\n";
+  }
+  if (kept.size() == text.size()) return Status::Ok();
+  return WriteFileAtomic(path, kept);
+}
+
 StatusOr<std::unique_ptr<JsonlWriter>> JsonlWriter::Open(const std::string& path, bool append) {
   RETURN_IF_ERROR(MakeDirectories(DirName(path)));
   std::unique_ptr<JsonlWriter> w(new JsonlWriter());

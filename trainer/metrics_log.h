@@ -56,6 +56,12 @@ struct StepMetrics {
 
 // ---- JSON lines ----
 
+// Drops every line of the JSON-lines file `path` whose "step" is above `step` (and any line that
+// is not a JSON object with an integer "step", such as one cut short by a crash), rewriting the
+// file atomically. A resumed run calls it with the step of its checkpoint, so steps the
+// interrupted run logged after that checkpoint do not appear twice. A missing file is fine.
+Status TruncateJsonlAfterStep(const std::string& path, int64_t step);
+
 class JsonlWriter {
  public:
   // Opens `path` for appending (a resumed run continues the same file; readers take the last

@@ -341,5 +341,21 @@ TEST(ProgressLineTest, RatesAndDurations) {
   EXPECT_EQ(FormatDuration(std::numeric_limits<double>::infinity()), "--");
 }
 
+// Issue 12: metrics.jsonl repeated steps after a resume. The resumed run drops what the
+// interrupted one logged after its checkpoint (and a line cut short by the kill).
+TEST(JsonlTruncateTest, KeepsOnlyStepsUpToTheResumedOne) {
+  char tmpl[] = "/tmp/indexcache_jsonl_XXXXXX";
+  ASSERT_NE(mkdtemp(tmpl), nullptr);
+  const std::string path = std::string(tmpl) + "/m.jsonl";
+  ASSERT_TRUE(WriteFileAtomic(path, "{\"step\": 1, \"loss\": 2}\n{\"step\": 2, \"eval_loss\": 1}\n"
+                                    "{\"step\": 3, \"loss\": 1}\n{\"step\": 4, \"lo").ok());
+  ASSERT_TRUE(TruncateJsonlAfterStep(path, 2).ok());
+  auto text = ReadFileToString(path);
+  ASSERT_TRUE(text.ok());
+  EXPECT_EQ(*text, "{\"step\": 1, \"loss\": 2}\n{\"step\": 2, \"eval_loss\": 1}\n");
+  EXPECT_TRUE(TruncateJsonlAfterStep(std::string(tmpl) + "/absent.jsonl", 2).ok());
+  EXPECT_EQ(std::system(("rm -rf " + std::string(tmpl)).c_str()), 0);
+}
+
 }  // namespace
 }  // namespace indexcache

@@ -10,6 +10,7 @@
 #include <map>
 
 #include "core/file_util.h"
+#include "core/limits.h"
 #include "model/pattern.h"
 
 namespace indexcache {
@@ -198,21 +199,48 @@ Status CheckPattern(const std::string& pattern, const Resolver& r) {
   return parsed.ok() ? Status::Ok() : parsed.status();
 }
 
+// Proto3 enums are open: text format and --set accept any number ("loss_mode: 9"), which used to
+// train as DENSE. Every enum field, in any sub-message, must hold one of its declared values.
+Status CheckEnumsClosed(const pb::Message& msg, const std::string& prefix, const Resolver& r) {
+  const pb::Reflection* refl = msg.GetReflection();
+  std::vector<const pb::FieldDescriptor*> fields;
+  refl->ListFields(msg, &fields);
+  for (const pb::FieldDescriptor* field : fields) {
+    const std::string name = prefix + field->name();
+    if (field->is_repeated()) continue;  // the config has no repeated fields today
+    if (field->cpp_type() == pb::FieldDescriptor::CPPTYPE_MESSAGE) {
+      RETURN_IF_ERROR(CheckEnumsClosed(refl->GetMessage(msg, field), name + ".", r));
+    } else if (field->cpp_type() == pb::FieldDescriptor::CPPTYPE_ENUM) {
+      const int value = refl->GetEnumValue(msg, field);
+      if (field->enum_type()->FindValueByNumber(value) == nullptr) {
+        return r.Error(name, "must be one of " + EnumNames(field->enum_type()) + " (got " + std::to_string(value) + ")");
+      }
+    }
+  }
+  return Status::Ok();
+}
+
 Status Validate(const TrainConfig& c, const Resolver& r) {
   if (c.model_dir().empty()) return r.Error("model_dir", "is required");
   RETURN_IF_ERROR(CheckPattern(c.pattern(), r));
   if (c.data().path().empty()) return r.Error("data.path", "is required");
 
+  // Sizes are bounded (core/limits.h) so that a typo such as global_batch=1000000000 is one clear
+  // line here, not an allocation failure deep in the sampler.
+  const auto in_range = [&](const std::string& field, int64_t v, int64_t lo, int64_t hi) -> Status {
+    if (v >= lo && v <= hi) return Status::Ok();
+    return r.Error(field, "must be in [" + std::to_string(lo) + ", " + std::to_string(hi) + "] (got " +
+                              std::to_string(v) + ")");
+  };
   if (!c.has_seq_len()) return r.Error("seq_len", "is required");
-  if (c.seq_len() <= 0) {
-    return r.Error("seq_len", "must be positive (got " + std::to_string(c.seq_len()) + ")");
-  }
+  RETURN_IF_ERROR(in_range("seq_len", c.seq_len(), 1, kMaxSeqLen));
   if (!c.has_global_batch()) return r.Error("global_batch", "is required");
-  if (c.global_batch() <= 0) {
-    return r.Error("global_batch", "must be positive (got " + std::to_string(c.global_batch()) + ")");
-  }
-  if (c.micro_batch() <= 0) {
-    return r.Error("micro_batch", "must be positive (got " + std::to_string(c.micro_batch()) + ")");
+  RETURN_IF_ERROR(in_range("global_batch", c.global_batch(), 1, kMaxBatch));
+  RETURN_IF_ERROR(in_range("micro_batch", c.micro_batch(), 1, kMaxBatch));
+  // Tokens per step: both factors are bounded, their product must be too (it sizes the batch).
+  if (c.global_batch() * c.seq_len() > kMaxBatch * 4096) {
+    return r.Error("global_batch", "x seq_len (" + std::to_string(c.global_batch() * c.seq_len()) +
+                                       " tokens per step) is too large (max " + std::to_string(kMaxBatch * 4096) + ")");
   }
   if (c.global_batch() % c.micro_batch() != 0) {
     return r.Error("global_batch", "(" + std::to_string(c.global_batch()) +
@@ -220,7 +248,8 @@ Status Validate(const TrainConfig& c, const Resolver& r) {
                                        std::to_string(c.micro_batch()) + ")");
   }
   if (!c.has_steps()) return r.Error("steps", "is required");
-  if (c.steps() <= 0) return r.Error("steps", "must be positive (got " + std::to_string(c.steps()) + ")");
+  RETURN_IF_ERROR(in_range("steps", c.steps(), 1, kMaxSteps));
+  RETURN_IF_ERROR(CheckEnumsClosed(c, "", r));
 
   // `!(x >= 0)` is also true for NaN, which text format accepts as "nan".
   const OptimizerConfig& opt = c.optimizer();

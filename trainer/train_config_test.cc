@@ -192,6 +192,29 @@ TEST(TrainConfigTest, MissingRequiredFieldsAreNamed) {
             std::string::npos);
 }
 
+// Issue 12: proto3 enums are open, so `--set loss_mode=9` printed 9 and trained as DENSE.
+TEST(TrainConfigTest, UnknownEnumNumbersAreRejected) {
+  const std::string from_set = ErrorOf(kMinimal, {"loss_mode=9"});
+  EXPECT_NE(from_set.find("loss_mode"), std::string::npos) << from_set;
+  EXPECT_NE(from_set.find("DENSE, SPARSE"), std::string::npos) << from_set;
+  const std::string from_file = ErrorOf(std::string(kMinimal) + "loss_mode: 7\n");
+  EXPECT_NE(from_file.find("loss_mode"), std::string::npos) << from_file;
+  EXPECT_TRUE(ParseTrainConfig(kMinimal, "x.textproto", {"loss_mode=1"}).ok());
+}
+
+// Issue 12: `--set global_batch=1000000000` aborted on an allocation failure.
+TEST(TrainConfigTest, SizesAreBounded) {
+  for (const std::string o : {"global_batch=1000000000", "seq_len=1000000000000", "micro_batch=4611686018427387904",
+                              "steps=4611686018427387904"}) {
+    SCOPED_TRACE(o);
+    const std::string e = ErrorOf(kMinimal, {o});
+    EXPECT_EQ(e.rfind("--set " + o + ": field '" + o.substr(0, o.find('=')) + "'", 0), 0u) << e;
+  }
+  // Each bounded alone, but too many tokens per step together.
+  const std::string e = ErrorOf(kMinimal, {"global_batch=1048576", "seq_len=1048576"});
+  EXPECT_NE(e.find("tokens per step"), std::string::npos) << e;
+}
+
 TEST(TrainConfigTest, ErrorBlamesTheOverrideThatSetTheField) {
   const std::string from_set = ErrorOf(kMinimal, {"optimizer.lr=-1"});
   EXPECT_EQ(from_set.rfind("--set optimizer.lr=-1: field 'optimizer.lr'", 0), 0u) << from_set;

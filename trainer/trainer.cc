@@ -22,6 +22,7 @@
 #include "trainer/export.h"
 #include "trainer/metrics_log.h"
 #include "trainer/nccl_comm.h"
+#include "trainer/resume.h"
 
 namespace indexcache {
 
@@ -116,10 +117,18 @@ Status RunTraining(const TrainConfig& cfg, const TrainRunOptions& run, Communica
   // --- model, pattern and the trainable masters -------------------------------------------------
   const std::optional<std::string> pattern_spec =
       cfg.pattern().empty() ? std::nullopt : std::optional<std::string>(cfg.pattern());
-  ASSIGN_OR_RETURN(DsaModel model, DsaModel::Load(cfg.model_dir(), pattern_spec, cfg.device()));
+  ASSIGN_OR_RETURN(DsaModel model, DsaModel::Load(cfg.model_dir(), pattern_spec, cfg.device(),
+                                                  run.pattern_source.empty() ? "field 'pattern'" : run.pattern_source));
   const IndexPattern pattern = model.pattern();
   const DistillMode mode = cfg.loss_mode() == TrainConfig::SPARSE ? DistillMode::kSparse : DistillMode::kDense;
   const DistillTargets targets = cfg.served_layers() == TrainConfig::OWN ? DistillTargets::kOwn : DistillTargets::kServed;
+  // With targets kOwn each Full layer distils towards itself only: one served layer each.
+  RETURN_IF_ERROR(model.backend()
+                      .SupportsTraining(model.config(),
+                                        targets == DistillTargets::kOwn ? IndexPattern::AllFull(pattern.num_layers())
+                                                                        : pattern,
+                                        mode == DistillMode::kSparse)
+                      .WithContext(model.config().source));
   IndexerSet masters;
   for (int l = 0; l < pattern.num_layers(); ++l) {
     if (pattern.is_full(l)) masters.emplace(l, model.weights().layers[l].indexer);
@@ -154,6 +163,7 @@ Status RunTraining(const TrainConfig& cfg, const TrainRunOptions& run, Communica
   sampler_options.global_batch = cfg.global_batch();
   sampler_options.seed = cfg.seed();
   sampler_options.cross_documents = cfg.data().cross_documents();
+  sampler_options.vocab_size = model.config().vocab_size;
   ASSIGN_OR_RETURN(std::unique_ptr<SequenceSampler> sampler, SequenceSampler::Create(source, sampler_options));
 
   // Evaluation data: a fixed global batch of eval windows, the same every time.
@@ -177,44 +187,58 @@ Status RunTraining(const TrainConfig& cfg, const TrainRunOptions& run, Communica
   };
 
   // --- resume --------------------------------------------------------------------------------------
+  // trainer/resume.h: the newest checkpoint whose every part is valid and consistent; older ones
+  // are tried when it is not (with a warning), and with none at all the run starts fresh.
   int64_t step = 0, nonfinite_in_row = 0;
   const std::string ckpt_dir = cfg.checkpoint().dir();
+  // Leftovers of saves killed midway are never read; only rank 0 writes the directory.
+  if (lead && !ckpt_dir.empty()) RETURN_IF_ERROR(RemoveStaleTempDirs(ckpt_dir).status());
+  bool resumed = false;
   if (run.resume) {
     if (ckpt_dir.empty()) return InvalidArgument("--resume needs checkpoint.dir");
-    ASSIGN_OR_RETURN(std::optional<CheckpointInfo> latest, LatestCheckpoint(ckpt_dir));
-    if (!latest) return NotFound(ckpt_dir + ": no checkpoint to resume from");
-    ASSIGN_OR_RETURN(NamedTensors saved, ReadCheckpointTensors(latest->path, kCheckpointWeightsFile));
-    for (const Slot& s : slots) {
-      const auto it = std::find_if(saved.begin(), saved.end(), [&](const auto& p) { return p.first == s.name; });
-      if (it == saved.end()) return NotFound(latest->path + "/" + kCheckpointWeightsFile + ": missing tensor '" + s.name + "'");
-      if (it->second.dtype() != DType::kF32 || it->second.numel() != s.size) {
-        return InvalidArgument(latest->path + "/" + kCheckpointWeightsFile + ": tensor '" + s.name + "' has the wrong shape or dtype");
+    ResumeExpectations expect;
+    for (const Slot& s : slots) expect.params.emplace_back(s.name, s.shape);
+    expect.total_steps = cfg.steps();
+    expect.pattern = pattern.ToString();
+    // The parts the trainer owns load here; each validates before it changes anything.
+    auto apply = [&](const ResumePoint& point) -> Status {
+      const std::string state_path = JoinPath(point.path, kCheckpointStateFile);
+      StatusOr<SamplerCursor> cursor = CursorFromJson(point.cursor);
+      if (!cursor.ok()) return cursor.status().WithContext(state_path);
+      RETURN_IF_ERROR(LoadAdamWState(JoinPath(point.path, kCheckpointOptimizerFile), &adam));
+      if (adam.step() != point.adamw_step) {
+        return DataLoss(JoinPath(point.path, kCheckpointOptimizerFile) + ": AdamW step " + std::to_string(adam.step()) +
+                        " differs from " + state_path + "'s adamw_step " + std::to_string(point.adamw_step));
       }
-      std::memcpy(s.param, it->second.raw(), s.size * sizeof(float));
+      return sampler->Restore(*cursor).WithContext(state_path);
+    };
+    std::vector<std::string> warnings;
+    ASSIGN_OR_RETURN(std::optional<ResumePoint> point, FindResumePoint(ckpt_dir, expect, apply, &warnings));
+    if (lead) {
+      for (const std::string& w : warnings) std::fprintf(stderr, "warning: %s\n", w.c_str());
     }
-    RETURN_IF_ERROR(LoadAdamWState(JoinPath(latest->path, kCheckpointOptimizerFile), &adam));
-    ASSIGN_OR_RETURN(json state, ReadCheckpointJson(latest->path, kCheckpointStateFile));
-    const std::string state_path = JoinPath(latest->path, kCheckpointStateFile);
-    if (!state.is_object() || !state.contains("cursor") || !state.contains("step") || !state["step"].is_number_integer()) {
-      return DataLoss(state_path + ": needs an integer 'step' and a 'cursor'");
+    if (point) {
+      for (size_t i = 0; i < slots.size(); ++i) {
+        std::memcpy(slots[i].param, point->weights[i].second.raw(), slots[i].size * sizeof(float));
+      }
+      step = point->step;
+      nonfinite_in_row = point->nonfinite_in_row;
+      RETURN_IF_ERROR(SyncModel(&model, masters));
+      resumed = true;
+      if (lead) std::printf("== resumed from %s at step %lld\n", point->path.c_str(), static_cast<long long>(step));
+    } else if (lead) {
+      std::fprintf(stderr, "notice: --resume: no checkpoint in %s; starting from step 0\n", ckpt_dir.c_str());
     }
-    ASSIGN_OR_RETURN(SamplerCursor cursor, CursorFromJson(state["cursor"]));
-    RETURN_IF_ERROR(sampler->Restore(cursor).WithContext(state_path));
-    step = state["step"].get<int64_t>();
-    if (state.contains("nonfinite_in_row") && state["nonfinite_in_row"].is_number_integer()) {
-      nonfinite_in_row = state["nonfinite_in_row"].get<int64_t>();
-    }
-    RETURN_IF_ERROR(SyncModel(&model, masters));
-    if (lead) std::printf("== resumed from %s at step %lld\n", latest->path.c_str(), static_cast<long long>(step));
-  } else if (lead && !ckpt_dir.empty()) {
-    RETURN_IF_ERROR(RemoveStaleTempDirs(ckpt_dir).status());
   }
 
   // --- logs ------------------------------------------------------------------------------------------
   std::unique_ptr<JsonlWriter> jsonl;
   std::unique_ptr<TensorBoardWriter> tensorboard;
   if (lead && !cfg.log().jsonl().empty()) {
-    ASSIGN_OR_RETURN(jsonl, JsonlWriter::Open(cfg.log().jsonl(), run.resume));
+    // A resumed run continues the log from its step: lines the interrupted run wrote after that
+    // checkpoint are dropped, so that no step appears twice.
+    if (resumed) RETURN_IF_ERROR(TruncateJsonlAfterStep(cfg.log().jsonl(), step));
+    ASSIGN_OR_RETURN(jsonl, JsonlWriter::Open(cfg.log().jsonl(), /*append=*/resumed));
   }
   if (lead && !cfg.log().tensorboard_dir().empty()) {
     ASSIGN_OR_RETURN(tensorboard, TensorBoardWriter::Create(cfg.log().tensorboard_dir()));
@@ -228,6 +252,17 @@ Status RunTraining(const TrainConfig& cfg, const TrainRunOptions& run, Communica
   auto save = [&](int64_t next_step) -> Status {
     if (ckpt_dir.empty()) return Status::Ok();
     if (lead) {
+      // Never persist non-finite weights: a NaN checkpoint would be resumed from, and pruning
+      // would then delete the last good one. Every saved checkpoint is finite, so keep_last
+      // pruning always keeps a finite one.
+      for (const Slot& s : slots) {
+        for (int64_t i = 0; i < s.size; ++i) {
+          if (!std::isfinite(s.param[i])) {
+            return Internal("step " + std::to_string(next_step) + ": tensor '" + s.name +
+                            "' is not finite; not saving a checkpoint (the previous ones are kept)");
+          }
+        }
+      }
       CheckpointContents contents;
       contents.tensors[kCheckpointWeightsFile] = params;
       contents.tensors[kCheckpointOptimizerFile] = adam.ExportState().tensors;

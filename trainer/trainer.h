@@ -18,6 +18,9 @@ namespace indexcache {
 struct TrainRunOptions {
   bool resume = false;          // continue from the latest checkpoint in checkpoint.dir
   int64_t stop_after_step = 0;  // > 0: stop (with a checkpoint) once this many steps are done
+  // Where the config's `pattern` came from, for messages ("x.textproto: field 'pattern'" or the
+  // --set that wrote it); empty: "field 'pattern'".
+  std::string pattern_source;
 };
 
 // Runs the whole job on this rank. Returns an error Status on this rank's failure; the caller

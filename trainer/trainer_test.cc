@@ -18,6 +18,7 @@
 #include "trainer/checkpoint.h"
 #include "trainer/comm.h"
 #include "trainer/export.h"
+#include "trainer/fs_util.h"
 #include "trainer/train_config.h"
 #include "trainer/trainer.h"
 #include "core/test_util.h"
@@ -184,6 +185,73 @@ TEST(TrainerTest, ExportReproducesTheCheckpointsLogits) {
     EXPECT_EQ(cfg["index_skip_topk_offset"], 1);
     auto ckpt_files = SafetensorsCheckpoint::Open(out);
     EXPECT_EQ(ckpt_files->Has("model.layers.1.self_attn.indexer.wk.weight"), !drop);
+  }
+}
+
+// Issue 12: a failed export left OUT.tmp.<pid>/ with partial shards behind.
+TEST(TrainerTest, FailedExportLeavesNothingBehind) {
+  const std::string dir = MakeTempDir();
+  auto model = DsaModel::Load(kModel, std::string("FSF"));
+  ASSERT_TRUE(model.ok());
+  IndexerSet trained;
+  trained[0] = model->weights().layers[0].indexer;
+  trained[0].wk = Matrix::Zero(2, 2);  // a size the checkpoint's tensor does not have
+  const std::string out = dir + "/exported";
+  const Status s = ExportModel(kModel, trained, *IndexPattern::Parse("FSF", 3), ExportOptions(), out);
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(s.message().find("wk.weight"), std::string::npos) << s.ToString();
+  EXPECT_FALSE(FileExists(out) || IsDirectory(out));
+  auto left = ListDirectory(dir);
+  ASSERT_TRUE(left.ok());
+  EXPECT_TRUE(left->empty()) << "left behind: " << left->front();
+}
+
+// Issue 12: resuming from NaN weights saved NaN checkpoints, and keep_last pruning then deleted
+// the last good one. A NaN newest checkpoint is now skipped (with a warning) for the newest
+// finite one, the run ends as an uninterrupted one would, and every checkpoint left is finite.
+TEST(TrainerTest, ResumeSkipsANonFiniteCheckpointAndNeverSavesOne) {
+  auto comm = Communicator::Create(nullptr, nullptr);
+  const std::string a = MakeTempDir(), b = MakeTempDir();
+  ASSERT_TRUE(RunTraining(Config(a), TrainRunOptions(), *comm).ok());
+  TrainRunOptions first_half;
+  first_half.stop_after_step = 2;
+  ASSERT_TRUE(RunTraining(Config(b, "", {"checkpoint.keep_last=1"}), first_half, *comm).ok());
+  // A poisoned step 3: step 2's parts relabelled, with a NaN weight.
+  const std::string two = b + "/ckpt/step_00000002";
+  auto weights = ReadCheckpointTensors(two, kCheckpointWeightsFile);
+  auto optimizer = ReadCheckpointTensors(two, kCheckpointOptimizerFile);
+  auto state = ReadCheckpointJson(two, kCheckpointStateFile);
+  ASSERT_TRUE(weights.ok() && optimizer.ok() && state.ok());
+  CheckpointContents poisoned;
+  NamedTensors w;
+  for (const auto& [name, t] : *weights) {
+    Tensor copy = Tensor::Zeros(t.dtype(), t.shape());
+    std::memcpy(copy.raw(), t.raw(), t.nbytes());
+    w.emplace_back(name, copy);
+  }
+  w.front().second.data<float>()[0] = NAN;
+  poisoned.tensors[kCheckpointWeightsFile] = w;
+  poisoned.tensors[kCheckpointOptimizerFile] = *optimizer;
+  poisoned.tensor_metadata = {{"step", "3"}, {"adamw.step", std::to_string((*state)["adamw_step"].get<int64_t>())}};
+  (*state)["step"] = 3;
+  poisoned.json[kCheckpointStateFile] = *state;
+  ASSERT_TRUE(WriteCheckpoint(b + "/ckpt", 3, poisoned).ok());
+
+  TrainRunOptions resume;
+  resume.resume = true;
+  const Status resumed = RunTraining(Config(b, "", {"checkpoint.keep_last=1"}), resume, *comm);
+  ASSERT_TRUE(resumed.ok()) << resumed.ToString();
+  for (const char* file : {kCheckpointWeightsFile, kCheckpointOptimizerFile}) {
+    EXPECT_EQ(ReadBytes(a + "/ckpt/step_00000006/" + file), ReadBytes(b + "/ckpt/step_00000006/" + file)) << file;
+  }
+  auto left = ListCheckpoints(b + "/ckpt");
+  ASSERT_TRUE(left.ok());
+  for (const CheckpointInfo& ck : *left) {
+    auto t = ReadCheckpointTensors(ck.path, kCheckpointWeightsFile);
+    ASSERT_TRUE(t.ok());
+    for (const auto& [name, tensor] : *t) {
+      for (int64_t i = 0; i < tensor.numel(); ++i) ASSERT_TRUE(std::isfinite(tensor.data<float>()[i])) << ck.path << " " << name;
+    }
   }
 }
 
