@@ -1,4 +1,4 @@
-#include "parallel/stage_split.h"
+#include "parallel/contiguous_split.h"
 
 #include <algorithm>
 #include <functional>

@@ -1,7 +1,7 @@
 // BalancedSplit against brute force: on small random problems it finds the fastest split that
 // fits, covers every item exactly once in order, respects forbidden cuts and the capacity, and
 // reports an impossible capacity as an error.
-#include "parallel/stage_split.h"
+#include "parallel/contiguous_split.h"
 
 #include <algorithm>
 #include <functional>

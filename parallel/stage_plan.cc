@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <cstdio>
 
-#include "parallel/stage_split.h"
+#include "parallel/contiguous_split.h"
 
 namespace indexcache {
 
