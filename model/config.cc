@@ -228,6 +228,7 @@ StatusOr<ModelConfig> ParseModelConfig(const json& j, const std::string& source)
   }
 
   ASSIGN_OR_RETURN(c.pattern, IndexPattern::FromConfig(j, static_cast<int>(c.num_layers), source));
+  c.shared_layers_lack_indexer = f.Has("indexer_types");
   return c;
 }
 

@@ -62,6 +62,8 @@ struct ModelConfig {
   RopeConfig rope;
   QuantConfig quant;
   IndexPattern pattern;  // from the config's pattern keys (all Full if none)
+  // `indexer_types` is given: Shared layers ship no indexer weights (GLM-5.2 checkpoints).
+  bool shared_layers_lack_indexer = false;
 
   int64_t qk_head_dim() const { return qk_nope_head_dim + qk_rope_head_dim; }
   // Absorbed (MQA) attention sizes: one shared latent per key.

@@ -1,12 +1,16 @@
 // indexcache info: what a model directory holds, from config.json and the safetensors headers
-// alone (no weights are read, so it is instant even for a 600B checkpoint).
+// alone (no weights are read, so it is instant even for a 600B checkpoint). A directory with
+// config.json and no safetensors (model.safetensors or model.safetensors.index.json), or
+// --config-only, gets the parameter count and dtypes from the config (parallel/weight_inventory.h).
 #include <cstdio>
 #include <map>
 
 #include <nlohmann/json.hpp>
 
 #include "core/safetensors.h"
+#include "core/file_util.h"
 #include "model/config.h"
+#include "parallel/weight_inventory.h"
 #include "tools/commands.h"
 
 namespace indexcache {
@@ -34,9 +38,30 @@ Status RunInfo(const Flags& flags) {
     ASSIGN_OR_RETURN(pattern, IndexPattern::Parse(*spec, static_cast<int>(c.num_layers)));
     pattern_source = "--pattern";
   }
-  ASSIGN_OR_RETURN(SafetensorsCheckpoint ckpt, SafetensorsCheckpoint::Open(dir));
   int64_t params = 0, indexer_params = 0;
   std::map<std::string, int64_t> dtype_tensors;
+  const bool config_only = flags.GetBool("config-only") || (!FileExists(JoinPath(dir, "model.safetensors")) &&
+                                                            !FileExists(JoinPath(dir, "model.safetensors.index.json")));
+  std::string params_source = "safetensors headers";
+  if (config_only) {
+    ASSIGN_OR_RETURN(WeightInventory inv, InventoryFromConfig(c));
+    params = inv.parameters();
+    indexer_params = inv.indexer_parameters();
+    params_source = "config.json (no weights read; MTP block not counted)";
+    auto count = [&](const WeightGroup& g) {
+      for (const WeightTensor& t : g.tensors) {
+        const char* dtype = t.fp32 ? "F32" : (t.fp8 && c.quant.fp8) ? "F8_E4M3" : "BF16";
+        dtype_tensors[dtype] += t.copies;
+      }
+    };
+    count(inv.embedding);
+    for (const WeightGroup& g : inv.layers) count(g);
+    count(inv.head);
+  }
+  SafetensorsCheckpoint ckpt;
+  if (!config_only) {
+    ASSIGN_OR_RETURN(ckpt, SafetensorsCheckpoint::Open(dir));
+  }
   for (const std::string& name : ckpt.names()) {
     ASSIGN_OR_RETURN(Tensor t, ckpt.Get(name));
     if (EndsWith(name, "_scale_inv")) continue;
@@ -46,7 +71,7 @@ Status RunInfo(const Flags& flags) {
   }
   for (int l = 0; l < c.num_layers; ++l) {
     const std::string probe = "model.layers." + std::to_string(l) + ".self_attn.indexer.wk.weight";
-    if (pattern.is_full(l) && !ckpt.Has(probe)) {
+    if (!config_only && pattern.is_full(l) && !ckpt.Has(probe)) {
       return InvalidArgument(dir + ": pattern " + pattern.ToString() + " makes layer " + std::to_string(l) +
                              " Full but tensor '" + probe + "' is missing");
     }
@@ -76,6 +101,7 @@ Status RunInfo(const Flags& flags) {
         {"n_routed_experts", c.n_routed_experts},
         {"rope", rope},
         {"parameters", params},
+        {"parameters_from", params_source},
         {"indexer_parameters", indexer_params},
         {"dtypes", dtype_tensors},
         {"fp8", c.quant.fp8},
@@ -106,7 +132,8 @@ Status RunInfo(const Flags& flags) {
   }
   std::printf("rope           %s, theta %g", rope, c.rope.theta);
   if (c.rope.type == RopeType::kYarn) std::printf(", factor %g, attention factor %.6g", c.rope.factor, c.rope.attention_factor);
-  std::printf("\nparameters     %s (indexers %s)\n", WithCommas(params).c_str(), WithCommas(indexer_params).c_str());
+  std::printf("\nparameters     %s (indexers %s; from %s)\n", WithCommas(params).c_str(),
+              WithCommas(indexer_params).c_str(), params_source.c_str());
   std::printf("dtypes        ");
   for (const auto& [dtype, n] : dtype_tensors) std::printf(" %s (%lld tensors)", dtype.c_str(), static_cast<long long>(n));
   std::printf("\n");

@@ -21,7 +21,11 @@ const FlagSpec kJson{"json", "print JSON instead of text", true};
 const std::vector<Command>& AllCommands() {
   static const std::vector<Command> kCommands = {
       {"info", "Prints a model's architecture, parameter count, weight dtypes and resolved IndexCache pattern.",
-       {kModel, kPattern, kJson}, RunInfo},
+       {kModel, kPattern,
+        {"config-only", "count parameters from config.json without reading safetensors (automatic when the "
+                        "directory has none)", true},
+        kJson},
+       RunInfo},
       {"logits", "Runs the model on token ids (.npy int32/int64, [T] or [B, T]) and writes float32 logits "
                  "([T, V] or [B, T, V]) to a .npy file.",
        {kModel, {"tokens", "token ids (.npy)", false, true}, {"out", "output .npy for the logits", false, true},
@@ -94,6 +98,27 @@ const std::vector<Command>& AllCommands() {
                           "'bf16' (kept bf16 inside an FP8 checkpoint) or 'fp8'", false, false, "checkpoint"},
         {"force", "allow --drop-shared-indexers where transformers would initialise the missing indexers randomly", true}},
        RunExport},
+      {"plan", "Pipeline x data-parallel plan of a model on N GPUs from its config.json alone (no weights needed): "
+               "the smallest number of pipeline stages whose stages fit in memory (the rest data-parallel), a "
+               "contiguous split balancing the estimated per-layer time (train: stages begin only at Full layers), "
+               "per-stage weight and workspace memory, which boundaries carry the indices buffer, pipeline efficiency "
+               "and the step time estimated from the measured throughputs in docs/benchmarks.md.",
+       {{"model", "model directory (only config.json is read)", false, true},
+        {"gpus", "number of GPUs", false, true},
+        {"seq-len", "tokens per sequence (one sequence = one micro-batch)", false, true},
+        {"mode", "train (distillation), eval or search", false, false, "eval"},
+        {"sequences", "sequences per step over all replicas (train: global batch; eval: the data; search: "
+                      "calibration sequences)", false, false, "16"},
+        {"pattern", "IndexCache pattern (F/S string, 1/N, all); default: the config's (search: all-F)"},
+        {"pipeline-stages", "force P stages (must divide --gpus); default: the smallest P that fits"},
+        {"gpu", "measured device profile: h200 or h100", false, false, "h200"},
+        {"gpu-mem-gb", "memory per GPU in GB (1e9 bytes); default: the device's (H200 141, H100 80)"},
+        {"reserve-gb", "per GPU, kept free for the CUDA context, library workspaces and allocator slack", false, false, "4"},
+        {"chunk", "query rows per forward piece (sizes the activations)", false, false, "8192"},
+        {"loss", "train: dense or sparse distillation loss", false, false, "dense"},
+        {"gpus-per-node", "GPUs per node (stage links across nodes are assumed slower)", false, false, "8"},
+        kJson},
+       RunPlan},
       {"bench", "GPU benchmarks: the device's ceilings (bf16 GEMM, copy), the fused indexer top-k and sparse MLA "
                 "kernels at DeepSeek-V3.2 sizes, and a stack of V3.2-shaped layers with random weights: prefill "
                 "time and decode tokens/s per context under patterns all-F, 1/2, 1/4, 1/8. Prints a markdown "

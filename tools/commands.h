@@ -30,6 +30,7 @@ Status RunBench(const Flags& flags);
 Status RunTrain(const Flags& flags);
 Status RunExport(const Flags& flags);
 Status RunSearch(const Flags& flags);
+Status RunPlan(const Flags& flags);
 // --device is cpu or cuda.
 Status CheckDeviceFlag(const Flags& flags);
 

@@ -26,6 +26,7 @@ const char kUsage[] =
     "  search   training-free IndexCache: greedy search for the Full layers by calibration loss\n"
     "  train    distill the Full layers' indexers (training-aware IndexCache), MPI data-parallel\n"
     "  export   an HF model directory with trained indexers and IndexCache pattern keys\n"
+    "  plan     pipeline x data-parallel stages, memory and step time of a model on N GPUs\n"
     "\n"
     "Run `indexcache <command> --help` for a command's flags.\n";
 
