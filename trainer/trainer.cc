@@ -160,9 +160,11 @@ Status RunTraining(const TrainConfig& cfg, const TrainRunOptions& run, Communica
   ASSIGN_OR_RETURN(PipelineGrid grid, PipelineGrid::Create(comm, cfg.parallel().pipeline_stages(),
                                                            "field 'parallel.pipeline_stages'"));
   ASSIGN_OR_RETURN(ModelConfig model_config, LoadModelConfig(cfg.model_dir()));
+  const std::string pattern_source = run.pattern_source.empty() ? "field 'pattern'" : run.pattern_source;
   IndexPattern split_pattern = model_config.pattern;
   if (pattern_spec) {
-    ASSIGN_OR_RETURN(split_pattern, IndexPattern::Parse(*pattern_spec, static_cast<int>(model_config.num_layers)));
+    ASSIGN_OR_RETURN(split_pattern,
+                     IndexPattern::Parse(*pattern_spec, static_cast<int>(model_config.num_layers), pattern_source));
   }
   StageSplitRequest split_request;
   split_request.stages = grid.stages();
@@ -180,8 +182,7 @@ Status RunTraining(const TrainConfig& cfg, const TrainRunOptions& run, Communica
                           split.ToString().c_str());
   }
   const StageContext* stage = grid.stages() > 1 ? &stage_context : nullptr;
-  ASSIGN_OR_RETURN(DsaModel model, DsaModel::Load(cfg.model_dir(), pattern_spec, cfg.device(),
-                                                  run.pattern_source.empty() ? "field 'pattern'" : run.pattern_source,
+  ASSIGN_OR_RETURN(DsaModel model, DsaModel::Load(cfg.model_dir(), pattern_spec, cfg.device(), pattern_source,
                                                   split.stages[grid.stage()]));
   const IndexPattern pattern = model.pattern();
   const LayerRange held = model.layer_range();
