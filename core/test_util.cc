@@ -41,8 +41,9 @@ std::string ReadBytes(const std::string& path) {
   return ss.str();
 }
 
-int RunShell(const std::string& cmd, std::string* output, int timeout_seconds) {
-  FILE* pipe = popen(("timeout " + std::to_string(timeout_seconds) + " " + cmd + " 2>&1").c_str(), "r");
+int RunShell(const std::string& cmd, std::string* output, int timeout_seconds, bool merge_stderr) {
+  const std::string full = "timeout " + std::to_string(timeout_seconds) + " " + cmd + (merge_stderr ? " 2>&1" : " 2>/dev/null");
+  FILE* pipe = popen(full.c_str(), "r");
   if (!pipe) return -1;
   char buf[4096];
   size_t n;

@@ -1,13 +1,12 @@
 // `indexcache plan` and config-only `indexcache info` through the real binary, on the shipped
 // real-model configs: the JSON has the documented fields and adds up; an impossible fit and bad
 // flags are one line each with exit code 1.
-#include <sys/wait.h>
-
-#include <cstdio>
 #include <string>
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
+
+#include "core/test_util.h"
 
 namespace indexcache {
 namespace {
@@ -21,14 +20,7 @@ struct Result {
 
 Result RunIndexcache(const std::string& args, bool with_stderr) {
   Result r;
-  const std::string cmd = "timeout 60 tools/indexcache " + args + (with_stderr ? " 2>&1" : " 2>/dev/null");
-  FILE* pipe = popen(cmd.c_str(), "r");
-  if (!pipe) return r;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof(buf), pipe)) > 0) r.out.append(buf, n);
-  const int status = pclose(pipe);
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  r.exit_code = RunShell("tools/indexcache " + args, &r.out, 60, with_stderr);
   return r;
 }
 
