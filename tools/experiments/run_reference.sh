@@ -16,6 +16,9 @@
 set -euo pipefail
 part=$1 out=$2
 BIN=${BIN:-.device-bin/indexcache}
+PY=${PY:-python3}
+# Overridable for a small dry run on the CPU (DEVICE=cpu SEQ=512 MAX_SEQS=2 SECS=20 PASSKEY=512).
+DEVICE=${DEVICE:-cuda} SEQ=${SEQ:-8192} MAX_SEQS=${MAX_SEQS:-0} SECS=${SECS:-130} PASSKEY=${PASSKEY:-2048,4096,8192}
 MODEL=models/reference
 UNIFORM_14=FSSSFSSSFSSSFSSS
 SEARCHED_14=FSSSSSFSSSFSSSFS   # greedy on calibration set A (docs/experiments/search_reference_1_8.json)
@@ -43,7 +46,8 @@ distill() {  # name pattern served_layers seconds
   rm -rf "$dir"
   timeout "$secs" "$BIN" train --config configs/reference_warmup.textproto --set pattern="$pattern" \
     --set served_layers="$served" --set optimizer.lr=3e-4 --set schedule.warmup_steps=5 --set steps=10000 \
-    --set checkpoint.dir="$dir" --set checkpoint.interval=10 --set log.jsonl="$out/distill_$name.jsonl" \
+    --set device=$DEVICE --set seq_len=$SEQ \
+    --set checkpoint.dir="$dir" --set checkpoint.interval=10 --set log.jsonl="$out/distill_$name.jsonl" --set log.interval=2 \
     > "$dir.log" 2>&1 || true   # the timeout ends the run; the last checkpoint is kept
   tail -3 "$dir.log"
   cp "$(ls -d "$dir"/step_* | tail -1)/weights.safetensors" "$out/distill_$name.safetensors"
@@ -51,17 +55,17 @@ distill() {  # name pattern served_layers seconds
 
 if [[ $part == part1 ]]; then
   prepare
-  "$BIN" search --model $MODEL --data /tmp/calib_B.npy --seq-len 8192 --target 1/4 --device cuda \
+  [[ -n ${SKIP_SEARCH:-} ]] || "$BIN" search --model $MODEL --data /tmp/calib_B.npy --seq-len $SEQ --max-seqs $MAX_SEQS --target 1/4 --device $DEVICE \
     --out "$out/search_B.json" 2>&1 | tail -6
   rm -f "$out/search_B.svg"
-  distill uniform_served $UNIFORM_14 SERVED 130
-  distill uniform_own $UNIFORM_14 OWN 130
-  distill searched_served $SEARCHED_14 SERVED 130
+  distill uniform_served $UNIFORM_14 SERVED $SECS
+  distill uniform_own $UNIFORM_14 OWN $SECS
+  distill searched_served $SEARCHED_14 SERVED $SECS
 elif [[ $part == part2 ]]; then
   in=$3
   evaluate() {  # name model_dir patterns
-    timeout 150 python3 tools/reference_model/evaluate.py --model "$2" --heldout .corpus/gpu/heldout_tokens.u16.xz \
-      --max-windows 6 --per-cell 2 --patterns "$3" --json "/tmp/eval_$1.json" 2>&1 | grep -E '"loss"|by_length' | head -4 || true
+    timeout 150 $PY tools/reference_model/evaluate.py --model "$2" --heldout .corpus/gpu/heldout_tokens.u16.xz \
+      --seq $SEQ --passkey-lengths $PASSKEY --device $DEVICE --max-windows 6 --per-cell 2 --patterns "$3" --json "/tmp/eval_$1.json" 2>&1 | grep -E '"loss"|by_length' | head -4 || true
   }
   searched_b=$(python3 -c "import json; print(json.load(open('$in/search_B.json'))['pattern'])")
   evaluate base $MODEL "all,$UNIFORM_14,$SEARCHED_14,$searched_b"
@@ -72,15 +76,15 @@ elif [[ $part == part2 ]]; then
     evaluate "$name" /tmp/model_$name "$pattern"
   done
   # Overlap heatmap, mass recall and retrieval tasks through indexcache itself, on the GPU.
-  python3 - <<'PY'
+  $PY - <<'PY'
 import lzma, numpy as np, tokenizers
 t = np.frombuffer(lzma.open(".corpus/gpu/heldout_tokens.u16.xz").read(), dtype="<u2")
 tok = tokenizers.Tokenizer.from_file("models/reference/tokenizer.json")
 open("/tmp/haystack.txt", "w").write(tok.decode(t[:200000].tolist()))
 PY
   python3 tools/make_tasks.py --tokenizer $MODEL/tokenizer.json --haystack /tmp/haystack.txt \
-    --lengths 2048,4096,8192 --depths 0.1,0.3,0.5,0.7,0.9 --per-cell 2 --seed 0 --out /tmp/tasks.jsonl
-  "$BIN" eval --model $MODEL --data $MODEL/heldout/heldout_sample_text_document --seq-len 8192 --device cuda \
+    --lengths $PASSKEY --depths 0.1,0.3,0.5,0.7,0.9 --per-cell 2 --seed 0 --out /tmp/tasks.jsonl
+  "$BIN" eval --model $MODEL --data $MODEL/heldout/heldout_sample_text_document --seq-len $SEQ --device $DEVICE \
     --patterns "all,$UNIFORM_14,$SEARCHED_14" --bucket 1024 --overlap --tasks /tmp/tasks.jsonl --out "$out/ic.json"
   python3 -c "
 import glob, json, os
