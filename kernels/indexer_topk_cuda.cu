@@ -42,6 +42,14 @@ int64_t CapacityFor(int64_t topk) {
 // ---------------------------------------------------------------------------------------------
 // Small device helpers.
 
+// A candidate buffer that would overflow is a bug in the compaction bookkeeping: stop the kernel
+// with a message instead of writing past the buffer (the cost is one compare per survivor).
+__device__ __noinline__ void CandidateOverflow(const char* where, int64_t t, int n, int cap) {
+  printf("indexer top-k: candidate buffer overflow in %s: query %lld, count %d, capacity %d\n", where,
+         static_cast<long long>(t), n, cap);
+  __trap();
+}
+
 // Order-preserving map float -> uint32 (larger float, larger key); exact inverse below.
 __device__ __forceinline__ uint32_t OrderedKey(float f) {
   const uint32_t u = __float_as_uint(f);
@@ -513,6 +521,7 @@ __global__ void __launch_bounds__(kThreads, 1) IndexerTopkMainKernel(const MainA
         if (ballot) {
           if (pass) {
             const int pos = count + __popc(ballot & ((1u << lane) - 1u));
+            if (pos >= a.cap) CandidateOverflow("main", t, pos, a.cap);
             my_scores[pos] = sc;
             my_idx[pos] = key;
           }
@@ -770,6 +779,7 @@ __global__ void __launch_bounds__(kThreads, 1) IndexerTopkMainWgmmaKernel(const 
           if (pass) {
             const int64_t tq = t0 + qw;  // pass implies key < end, so tq < T
             const int pos = base + __popc(ballot & ((1u << lane) - 1u));
+            if (pos >= a.cap) CandidateOverflow("main-wgmma", tq, pos, a.cap);
             a.cand_scores[tq * a.cap + pos] = sc;
             a.cand_idx[tq * a.cap + pos] = key;
           }
@@ -882,6 +892,7 @@ __global__ void __launch_bounds__(kThreads) IndexerTopkFinalizeKernel(const Fina
   float* gs = a.cand_scores + t * a.cap;
   int32_t* gi = a.cand_idx + t * a.cap;
   const int n = a.cand_count[t];
+  if (n < 0 || n > a.cap) CandidateOverflow("finalize", t, n, a.cap);
   const int r = min(a.topk, n);
   if (n > r) CompactCandidates(gs, gi, n, r, s_key, s_idx, sel);
 
