@@ -46,6 +46,7 @@ struct Case {
   float scale_sign = 1.f;       // scale = scale_sign / sqrt(D)
   int distinct_keys = 0;        // > 0: k[s] = k[s % distinct_keys] (exact score ties)
   bool require_strict = true;   // require a row with a clear k-th gap (not with topk 2048 of few rows)
+  float ramp = 0.f;             // k[s] *= 1 + ramp * s / L: scores grow (ramp > 0) or shrink along the keys
   uint32_t seed = 1;
 };
 
@@ -73,6 +74,12 @@ TEST_P(IndexerTopkCudaTest, MatchesCpu) {
   if (c.distinct_keys > 0) {
     for (int64_t s = c.distinct_keys; s < c.L; ++s) {
       std::copy_n(&k[(s % c.distinct_keys) * c.D], c.D, &k[s * c.D]);
+    }
+  }
+  if (c.ramp != 0.f) {
+    for (int64_t s = 0; s < c.L; ++s) {
+      const float f = 1.f + c.ramp * static_cast<float>(s) / static_cast<float>(c.L);
+      for (int64_t d = 0; d < c.D; ++d) k[s * c.D + d] *= f;
     }
   }
   const float inv_sqrt_h = 1.f / std::sqrt(static_cast<float>(c.H));
@@ -337,6 +344,25 @@ std::vector<Case> Cases() {
     c.seed = 16;
     v.push_back(c);
   }
+  {
+    // Scores that grow along the keys: every tile beats the threshold, so the candidate buffers of the
+    // prefill kernels (wgmma for D = 128 with 64 heads, mma for D = 64) fill and compact over and over.
+    Case c{"T64_L32768_H64_D128_k2048_ascending", 64, 32768, 64, 128, 2048, 32768 - 64};
+    c.ramp = 4.f;
+    c.require_strict = false;
+    c.seed = 17;
+    v.push_back(c);
+    Case d{"T64_L32768_H16_D64_k2048_ascending", 64, 32768, 16, 64, 2048, 32768 - 64};
+    d.ramp = 4.f;
+    d.require_strict = false;
+    d.seed = 18;
+    v.push_back(d);
+    Case e{"T256_L8192_H64_D128_k2048_descending", 256, 8192, 64, 128, 2048, 8192 - 256};
+    e.ramp = -0.9f;
+    e.require_strict = false;
+    e.seed = 19;
+    v.push_back(e);
+  }
   return v;
 }
 
@@ -350,11 +376,12 @@ INSTANTIATE_TEST_SUITE_P(Shapes, IndexerTopkCudaTest, ::testing::ValuesIn(Cases(
 // from both paths. The prefill shape (T = L = 4096, V3.2 heads) runs the wgmma main kernel.
 TEST(IndexerTopkCudaExtremes, OverflowingScoresStayInBounds) {
   if (!CudaDeviceAvailable()) GTEST_SKIP() << "no CUDA device";
-  for (const int64_t D : {int64_t{128}, int64_t{64}}) {
+  for (const int64_t D : {int64_t{128}, int64_t{64}}) for (const bool signed_weights : {true, false}) {
+    SCOPED_TRACE(signed_weights ? "signed weights (most sums NaN)" : "positive weights (sums +inf or finite)");
     const int64_t T = 4096, L = 4096, H = 64, topk = 2048;
     std::mt19937 rng(static_cast<uint32_t>(D));
     std::normal_distribution<float> normal(0.f, 1e19f);
-    std::uniform_real_distribution<float> uw(-1.f, 1.f);
+    std::uniform_real_distribution<float> uw(signed_weights ? -1.f : 0.f, 1.f);
     std::vector<float> q(T * H * D), k(L * D), w(T * H);
     for (float& v : q) v = normal(rng);
     for (float& v : k) v = normal(rng);
@@ -403,10 +430,12 @@ TEST(IndexerTopkCudaExtremes, OverflowingScoresStayInBounds) {
         ok = ok && !padding && row[j] >= 0 && row[j] <= t && seen.insert(row[j]).second;
       }
       selected += static_cast<int64_t>(seen.size());
+      // With positive weights no score is NaN, so every row selects min(topk, causal keys).
+      if (!signed_weights && static_cast<int64_t>(seen.size()) != std::min(topk, t + 1)) ok = false;
       if (!ok) ++bad_rows;
     }
     EXPECT_EQ(bad_rows, 0) << "D=" << D;
-    EXPECT_GT(selected, 0) << "D=" << D << ": some scores are finite or +inf and must be selected";
+    if (!signed_weights) EXPECT_GT(selected, 0) << "D=" << D;
   }
 }
 
