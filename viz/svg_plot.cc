@@ -76,7 +76,11 @@ std::string Shade(double t) {
 }  // namespace
 
 std::string RenderLinePlot(const LinePlot& plot) {
-  const double left = 70, right = 170, top = 40, bottom = 55;
+  // The legend sits right of the plot: leave room for its longest label (~7 px a character at 12 px).
+  size_t longest = 0;
+  for (const PlotSeries& s : plot.series) longest = std::max(longest, s.label.size());
+  const double left = 70, right = std::min(std::max(170.0, 44.0 + 7.0 * longest), 0.5 * plot.width), top = 40,
+               bottom = 55;
   const double pw = plot.width - left - right, ph = plot.height - top - bottom;
   double x0 = std::numeric_limits<double>::infinity(), x1 = -x0, y0 = x0, y1 = -x0;
   for (const PlotSeries& s : plot.series) {

@@ -18,7 +18,7 @@ part=$1 out=$2
 BIN=${BIN:-.device-bin/indexcache}
 PY=${PY:-python3}
 # Overridable for a small dry run on the CPU (DEVICE=cpu SEQ=512 MAX_SEQS=2 SECS=20 PASSKEY=512).
-DEVICE=${DEVICE:-cuda} SEQ=${SEQ:-8192} MAX_SEQS=${MAX_SEQS:-0} SECS=${SECS:-130} PASSKEY=${PASSKEY:-2048,4096,8192}
+DEVICE=${DEVICE:-cuda} SEQ=${SEQ:-8192} MAX_SEQS=${MAX_SEQS:-0} SECS=${SECS:-120} PASSKEY=${PASSKEY:-2048,4096,8192}
 MODEL=models/reference
 UNIFORM_14=FSSSFSSSFSSSFSSS
 SEARCHED_14=FSSSSSFSSSFSSSFS   # greedy on calibration set A (docs/experiments/search_reference_1_8.json)
