@@ -15,6 +15,7 @@
 #include "kernels/rope.h"
 #include "model/config.h"
 #include "model/pattern.h"
+#include "optim/adamw_update.h"
 
 namespace indexcache {
 
@@ -158,6 +159,14 @@ class Backend {
   // Per row r of logits [R, V] (f32): -log softmax(logits[r])[targets[r]], returned on the host in
   // fp64 (kernels/cross_entropy.h). Targets are in [0, V) (the caller's invariant).
   virtual std::vector<double> CrossEntropyRows(const Tensor& logits, const std::vector<int32_t>& targets) = 0;
+
+  // --- optimizer step on the backend (trainer/resident_optimizer.h); f32 buffers ------------------
+  // sum(x[i]^2) in fp64, returned on the host: optim/clip.h's SumOfSquares on the CPU, a
+  // deterministic two-pass reduction on CUDA (optim/clip_cuda.h). Not finite iff x is not.
+  virtual double SumOfSquares(const Tensor& x) = 0;
+  // One AdamW step over p, m, v (updated in place) with gradient g, all f32 of one size
+  // (optim/adamw_update.h: the same element arithmetic on both backends).
+  virtual void AdamWUpdate(Tensor* p, Tensor* m, Tensor* v, const Tensor& g, const AdamWScalars& s) = 0;
 
   // y[i] = x[rows[i]]
   virtual void GatherRows(const Tensor& x, const std::vector<int32_t>& rows, Tensor* y) = 0;

@@ -12,6 +12,8 @@
 #include "kernels/norms.h"
 #include "kernels/sparse_mla.h"
 #include "model/backend.h"
+#include "optim/adamw_update.h"
+#include "optim/clip.h"
 
 namespace indexcache {
 
@@ -101,6 +103,12 @@ class CpuBackend final : public Backend {
 
   void Add(const Tensor& x, Tensor* y) override { AddCpu(x.data<float>(), x.numel(), y->data<float>()); }
 
+
+  double SumOfSquares(const Tensor& x) override { return indexcache::SumOfSquares(x.data<float>(), x.numel()); }
+
+  void AdamWUpdate(Tensor* p, Tensor* m, Tensor* v, const Tensor& g, const AdamWScalars& s) override {
+    AdamWUpdateCpu(p->data<float>(), m->data<float>(), v->data<float>(), g.data<float>(), p->numel(), s);
+  }
 
   void Scale(Tensor* x, float s) override { ScaleCpu(x->data<float>(), x->numel(), s); }
 

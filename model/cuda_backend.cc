@@ -26,6 +26,8 @@
 #include "kernels/sparse_mla_cuda.h"
 #include "kernels/sparse_mla_generic_cuda.h"
 #include "model/backend.h"
+#include "optim/adamw_cuda.h"
+#include "optim/clip_cuda.h"
 
 namespace indexcache {
 
@@ -213,6 +215,19 @@ class CudaBackend final : public Backend {
   }
 
   void Add(const Tensor& x, Tensor* y) override { AddCuda(B(x), x.numel(), B(*y), nullptr); }
+
+  double SumOfSquares(const Tensor& x) override {
+    if (sum_sq_.empty()) sum_sq_ = Alloc(DType::kF64, {1 + kSumOfSquaresWorkspace});
+    double* d = sum_sq_.data<double>();
+    SumOfSquaresCuda<double>(x.data<float>(), x.numel(), d, d + 1, /*accumulate=*/false, nullptr);
+    double total = 0.0;
+    CUDA_CHECK(cudaMemcpy(&total, d, sizeof(double), cudaMemcpyDeviceToHost));
+    return total;
+  }
+
+  void AdamWUpdate(Tensor* p, Tensor* m, Tensor* v, const Tensor& g, const AdamWScalars& s) override {
+    AdamWUpdateCuda(p->data<float>(), m->data<float>(), v->data<float>(), g.data<float>(), p->numel(), s, nullptr);
+  }
 
   void Scale(Tensor* x, float s) override {
     if (x->dtype() == DType::kF32) {
@@ -462,6 +477,7 @@ class CudaBackend final : public Backend {
 
   std::shared_ptr<DevicePool> pool_;
   cublasHandle_t cublas_ = nullptr;
+  Tensor sum_sq_;          // f64 [1 + kSumOfSquaresWorkspace]: SumOfSquares' result and scratch
   Tensor nonfinite_flag_;  // one int32 on the device: the smallest tag noted, or >= kNoTag
 };
 

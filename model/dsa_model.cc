@@ -138,6 +138,26 @@ Status DsaModel::SetIndexer(int layer, const IndexerWeights& w) {
   return Status::Ok();
 }
 
+Status DsaModel::SetIndexerOnBackend(int layer, const BackendIndexer& f32) {
+  if (layer < 0 || layer >= config_.num_layers) return InvalidArgument("no layer " + std::to_string(layer));
+  if (!weights_->layers[layer].loaded || !placed_.layers[layer].has_indexer) {
+    return InvalidArgument("layer " + std::to_string(layer) + " has no placed indexer on this stage");
+  }
+  BackendIndexer& placed = placed_.layers[layer].indexer;
+  const std::pair<Tensor*, const Tensor*> fields[] = {{&placed.wq_b, &f32.wq_b},
+                                                      {&placed.wk, &f32.wk},
+                                                      {&placed.k_norm_weight, &f32.k_norm_weight},
+                                                      {&placed.k_norm_bias, &f32.k_norm_bias},
+                                                      {&placed.weights_proj, &f32.weights_proj}};
+  for (const auto& [dst, src] : fields) {
+    if (src->dtype() != DType::kF32 || src->shape() != dst->shape()) {
+      return InvalidArgument("indexer weights for layer " + std::to_string(layer) + " have the wrong shapes");
+    }
+  }
+  for (const auto& [dst, src] : fields) *dst = backend_->Convert(*src, dst->dtype());
+  return Status::Ok();
+}
+
 Status DsaModel::NonFiniteError(int32_t tag) const {
   const std::string where = config_.source.empty() ? std::string("model") : DirName(config_.source);
   if (tag >= config_.num_layers) {

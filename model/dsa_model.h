@@ -115,6 +115,10 @@ class DsaModel {
   // Replaces layer `layer`'s indexer (host copy and backend copy): the trainer keeps the model's
   // indexers equal to its fp32 master weights after every optimizer step.
   Status SetIndexer(int layer, const IndexerWeights& weights);
+  // Replaces the backend copy of layer `layer`'s indexer from f32 tensors already on the backend
+  // (the trainer's device-resident masters), converting to the placed dtypes on the device; the
+  // host copy (weights().layers[layer].indexer) is left as it was. Shapes are checked.
+  Status SetIndexerOnBackend(int layer, const BackendIndexer& f32);
   // Checks that every Full layer of `pattern` has indexer weights.
   Status CheckPattern(const IndexPattern& pattern) const;
   Status SetPattern(IndexPattern pattern);

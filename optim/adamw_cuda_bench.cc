@@ -62,7 +62,7 @@ std::vector<Result> BenchAll(int64_t n) {
                      MedianUs([&] { SumOfSquaresCuda<double>(g, n, sum64, work64, false, nullptr); }), 4.0 * n));
   out.push_back(Make("sum of squares fp32", n,
                      MedianUs([&] { SumOfSquaresCuda<float>(g, n, sum32, work32, false, nullptr); }), 4.0 * n));
-  out.push_back(Make("scale in place", n, MedianUs([&] { ScaleCuda(g, n, 1.0f, nullptr); }), 8.0 * n));
+  out.push_back(Make("scale in place", n, MedianUs([&] { ScaleGradientCuda(g, n, 1.0f, nullptr); }), 8.0 * n));
   for (void* b : {static_cast<void*>(p), static_cast<void*>(m), static_cast<void*>(v), static_cast<void*>(g),
                   static_cast<void*>(sum64), static_cast<void*>(work64), static_cast<void*>(sum32),
                   static_cast<void*>(work32)}) {

@@ -95,7 +95,7 @@ void SumOfSquaresCuda(const float* x, int64_t n, Acc* out, Acc* workspace, bool 
 template void SumOfSquaresCuda<double>(const float*, int64_t, double*, double*, bool, cudaStream_t);
 template void SumOfSquaresCuda<float>(const float*, int64_t, float*, float*, bool, cudaStream_t);
 
-void ScaleCuda(float* x, int64_t n, float scale, cudaStream_t stream) {
+void ScaleGradientCuda(float* x, int64_t n, float scale, cudaStream_t stream) {
   if (n <= 0) return;
   constexpr int kScaleThreads = 256;
   ScaleKernel<<<static_cast<unsigned>((n + kScaleThreads - 1) / kScaleThreads), kScaleThreads, 0, stream>>>(

@@ -5,7 +5,7 @@
 //   for each i: SumOfSquaresCuda(g_i, n_i, d_total, d_work, /*accumulate=*/i > 0, stream);
 //   copy *d_total to the host; norm = sqrt(total);      (skip the step if it is not finite)
 //   coef = ClipCoefficient(norm, max_norm);             (optim/clip.h)
-//   if (coef != 1) for each i: ScaleCuda(g_i, n_i, coef, stream);
+//   if (coef != 1) for each i: ScaleGradientCuda(g_i, n_i, coef, stream);
 #pragma once
 
 #include <cstdint>
@@ -29,6 +29,6 @@ extern template void SumOfSquaresCuda<double>(const float*, int64_t, double*, do
 extern template void SumOfSquaresCuda<float>(const float*, int64_t, float*, float*, bool, cudaStream_t);
 
 // x[i] *= scale in fp32, x: n values in device memory. Asynchronous on `stream`.
-void ScaleCuda(float* x, int64_t n, float scale, cudaStream_t stream);
+void ScaleGradientCuda(float* x, int64_t n, float scale, cudaStream_t stream);
 
 }  // namespace indexcache

@@ -1,5 +1,5 @@
 // SumOfSquaresCuda (fp64 and fp32) against SumOfSquares, run-to-run determinism, accumulation over
-// several buffers against GlobalGradNorm, and ScaleCuda against ScaleInPlace, on random odd
+// several buffers against GlobalGradNorm, and ScaleGradientCuda against ScaleInPlace, on random odd
 // sizes. Skips without a CUDA device (CI has none).
 #include "optim/clip_cuda.h"
 
@@ -107,7 +107,7 @@ TEST(ClipCudaTest, AccumulatesAcrossBuffersToTheGlobalNorm) {
   EXPECT_NEAR(coef, 0.25, 1e-6);
   for (size_t i = 0; i < host.size(); ++i) {
     ScaleInPlace(host[i].data(), static_cast<int64_t>(host[i].size()), coef);
-    ScaleCuda(device[i]->ptr, static_cast<int64_t>(host[i].size()), coef, nullptr);
+    ScaleGradientCuda(device[i]->ptr, static_cast<int64_t>(host[i].size()), coef, nullptr);
     EXPECT_EQ(device[i]->ToHost(), host[i]) << "buffer " << i;
   }
 }
@@ -118,7 +118,7 @@ TEST(ClipCudaTest, ScaleMatchesCpu) {
     std::vector<float> x = Random(n, static_cast<uint32_t>(n + 2));
     DeviceBuffer<float> dx(n);
     dx.CopyFrom(x);
-    ScaleCuda(dx.ptr, n, 0.3125f, nullptr);
+    ScaleGradientCuda(dx.ptr, n, 0.3125f, nullptr);
     ScaleInPlace(x.data(), n, 0.3125f);
     const std::vector<float> got = dx.ToHost();
     double diff = 0.0, norm = 0.0;

@@ -25,6 +25,11 @@ struct GradientCheck {
 GradientCheck PipelineGradientCheck(const std::vector<FloatSpan>& spans, const std::vector<int>& global_index,
                                     int total, Communicator& pipeline);
 
+// The same from per-slot sums of squares already computed (e.g. on the GPU): a slot is non-finite
+// iff its sum is (a float's square never overflows a double).
+GradientCheck PipelineGradientCheckFromSums(const std::vector<double>& sums, const std::vector<int>& global_index,
+                                            int total, Communicator& pipeline);
+
 // Stage 0 receives every stage's `mine` appended in stage order (the global parameter order of
 // contiguous stages); other stages send theirs and get an empty list back.
 StatusOr<NamedTensors> GatherToFirstStage(Communicator& pipeline, const NamedTensors& mine, int64_t max_elements);

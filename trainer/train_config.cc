@@ -169,6 +169,7 @@ void FillDefaults(TrainConfig* c) {
   if (!opt->has_beta2()) opt->set_beta2(0.95);
   if (!opt->has_eps()) opt->set_eps(1e-8);
   if (!opt->has_weight_decay()) opt->set_weight_decay(0.0);
+  if (!opt->has_on_host()) opt->set_on_host(false);
 
   ScheduleConfig* sched = c->mutable_schedule();
   if (!sched->has_kind()) sched->set_kind("constant");

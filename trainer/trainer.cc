@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <optional>
 
 #include <nlohmann/json.hpp>
 
@@ -24,6 +25,7 @@
 #include "trainer/export.h"
 #include "trainer/metrics_log.h"
 #include "trainer/nccl_comm.h"
+#include "trainer/resident_optimizer.h"
 #include "trainer/resume.h"
 #include "trainer/pipeline_reduce.h"
 
@@ -236,6 +238,13 @@ Status RunTraining(const TrainConfig& cfg, const TrainRunOptions& run, Communica
   sampler_options.vocab_size = model.config().vocab_size;
   ASSIGN_OR_RETURN(std::unique_ptr<SequenceSampler> sampler, SequenceSampler::Create(source, sampler_options));
 
+  // With optimizer.on_host false the step runs on the backend (trainer/resident_optimizer.h): the
+  // students are views of its flat weights, created after a resume has loaded the masters.
+  std::optional<ResidentAdamW> resident;
+  auto current_students = [&]() {
+    return resident ? GradientViews(resident->params(), slots) : PlaceStudents(be, masters);
+  };
+
   // Evaluation data: a fixed global batch of eval windows, the same every time.
   std::unique_ptr<SequenceSampler> eval_sampler;
   SamplerCursor eval_start;
@@ -250,8 +259,7 @@ Status RunTraining(const TrainConfig& cfg, const TrainRunOptions& run, Communica
     RETURN_IF_ERROR(eval_sampler->Restore(eval_start));
     ASSIGN_OR_RETURN(SequenceSampler::Batch batch, eval_sampler->NextBatch(grid.replica(), grid.replicas()));
     DistillStats stats;
-    RETURN_IF_ERROR(Accumulate(model, pattern, mode, targets, PlaceStudents(be, masters), batch, 0.0, nullptr, &stats,
-                               stage));
+    RETURN_IF_ERROR(Accumulate(model, pattern, mode, targets, current_students(), batch, 0.0, nullptr, &stats, stage));
     double totals[2] = {stats.loss_sum, static_cast<double>(stats.queries)};
     comm.AllReduceSum(totals, 2);
     return totals[1] > 0 ? totals[0] / totals[1] : 0.0;
@@ -330,6 +338,11 @@ Status RunTraining(const TrainConfig& cfg, const TrainRunOptions& run, Communica
 
   auto save = [&](int64_t next_step) -> Status {
     if (ckpt_dir.empty()) return Status::Ok();
+    if (resident) {  // the host masters and AdamW are the checkpoint's source
+      std::vector<float*> host_masters;
+      for (const Slot& s : slots) host_masters.push_back(s.param);
+      RETURN_IF_ERROR(resident->Download(host_masters, &adam));
+    }
     NamedTensors all_params = params, all_state = adam.ExportState().tensors;
     if (grid.stages() > 1 && grid.replica() == 0) {  // replica 0's stages hand their pieces to rank 0
       ASSIGN_OR_RETURN(all_params, GatherToFirstStage(grid.pipeline(), params, int64_t{1} << 32));
@@ -369,6 +382,17 @@ Status RunTraining(const TrainConfig& cfg, const TrainRunOptions& run, Communica
     return Status::Ok();
   };
 
+  if (!cfg.optimizer().on_host()) {
+    std::vector<ResidentSlot> rslots;
+    std::vector<const float*> host_masters;
+    for (const Slot& s : slots) {
+      rslots.push_back({s.name, s.offset, s.shape});
+      host_masters.push_back(s.param);
+    }
+    ASSIGN_OR_RETURN(ResidentAdamW r, ResidentAdamW::Create(be, std::move(rslots), host_masters, adam));
+    resident.emplace(std::move(r));
+  }
+
   // --- steps ---------------------------------------------------------------------------------------
   const int64_t micro = cfg.micro_batch();
   const double scale = 1.0 / (double(cfg.global_batch()) * double(cfg.seq_len()));
@@ -382,7 +406,7 @@ Status RunTraining(const TrainConfig& cfg, const TrainRunOptions& run, Communica
     if (fail_rank && std::atoi(fail_rank) == comm.rank()) return Internal("injected failure (INDEXCACHE_TEST_FAIL_RANK)");
     ASSIGN_OR_RETURN(SequenceSampler::Batch batch, sampler->NextBatch(grid.replica(), grid.replicas()));
     const PipelineTimes times_before = pipeline_times;
-    const StudentSet students = PlaceStudents(be, masters);
+    const StudentSet students = current_students();
     Tensor flat = be.Alloc(DType::kF32, {num_params});  // zeroed gradients, all layers
     StudentSet grads = GradientViews(flat, slots);
     DistillStats stats;
@@ -390,11 +414,15 @@ Status RunTraining(const TrainConfig& cfg, const TrainRunOptions& run, Communica
       const std::vector<std::vector<int32_t>> part(batch.begin() + i, batch.begin() + std::min(batch.size(), i + micro));
       RETURN_IF_ERROR(Accumulate(model, pattern, mode, targets, students, part, scale, &grads, &stats, stage));
     }
-    // Sum gradients over this stage's replicas (one flat buffer, bucketed), then the optimizer
-    // works on the host.
+    // Sum gradients over this stage's replicas (one flat buffer, bucketed): NCCL on the device, or
+    // MPI on the host (CPU ranks; the CPU backend's host copy is the buffer itself).
     if (nccl) nccl->AllReduceSum(flat.data<float>(), num_params, nullptr);
-    Tensor host_grads = be.ToHost(flat);
-    if (!nccl) replicas.AllReduceSum(host_grads.data<float>(), num_params);
+    Tensor host_grads;
+    if (!resident || (!nccl && replicas.world() > 1)) host_grads = be.ToHost(flat);
+    if (!nccl && replicas.world() > 1) {
+      replicas.AllReduceSum(host_grads.data<float>(), num_params);
+      if (resident) flat = be.ToDevice(host_grads);
+    }
     double totals[2] = {stats.loss_sum, static_cast<double>(stats.queries)};
     comm.AllReduceSum(totals, 2);
     const double loss = totals[1] > 0 ? totals[0] / totals[1] : 0.0;
@@ -407,10 +435,14 @@ Status RunTraining(const TrainConfig& cfg, const TrainRunOptions& run, Communica
     }
 
     std::vector<FloatSpan> grad_spans;
-    for (const Slot& s : slots) grad_spans.push_back({host_grads.data<float>() + s.offset, s.size});
+    if (!resident) {
+      for (const Slot& s : slots) grad_spans.push_back({host_grads.data<float>() + s.offset, s.size});
+    }
     const double lr = schedule.LearningRate(step);
     // Norm and finiteness over every stage's gradients: all stages clip alike and skip alike.
-    const GradientCheck check = PipelineGradientCheck(grad_spans, global_slot, total_slots, grid.pipeline());
+    const GradientCheck check =
+        resident ? PipelineGradientCheckFromSums(resident->SumsOfSquares(flat), global_slot, total_slots, grid.pipeline())
+                 : PipelineGradientCheck(grad_spans, global_slot, total_slots, grid.pipeline());
     const bool finite = std::isfinite(loss) && check.finite;
     double grad_norm = std::numeric_limits<double>::quiet_NaN();
     if (!finite) {
@@ -427,11 +459,20 @@ Status RunTraining(const TrainConfig& cfg, const TrainRunOptions& run, Communica
       nonfinite_in_row = 0;
       grad_norm = check.norm;
       const float clip = ClipCoefficient(grad_norm, cfg.clip_grad_norm());
-      if (clip != 1.0f) {
-        for (const FloatSpan& g : grad_spans) ScaleInPlace(g.data, g.size, clip);
+      if (resident) {
+        if (clip != 1.0f) be.Scale(&flat, clip);
+        resident->Step(flat, lr);
+        for (const auto& [layer, s] : GradientViews(resident->params(), slots)) {
+          RETURN_IF_ERROR(model.SetIndexerOnBackend(
+              layer, BackendIndexer{s.wq_b, s.wk, s.k_norm_weight, s.k_norm_bias, s.weights_proj}));
+        }
+      } else {
+        if (clip != 1.0f) {
+          for (const FloatSpan& g : grad_spans) ScaleInPlace(g.data, g.size, clip);
+        }
+        adam.Step(grad_spans, lr);
+        RETURN_IF_ERROR(SyncModel(&model, masters));
       }
-      adam.Step(grad_spans, lr);
-      RETURN_IF_ERROR(SyncModel(&model, masters));
     }
     ++step;
     ++steps_this_run;

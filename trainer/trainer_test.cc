@@ -126,6 +126,37 @@ TEST(TrainerTest, ResumedRunEndsBitwiseEqualToUninterruptedRun) {
   EXPECT_NE(std::memcmp(wk.raw(), model->weights().layers[0].indexer.k_norm_bias.data(), wk.nbytes()), 0);
 }
 
+TEST(TrainerTest, BackendOptimizerStepEqualsTheHostAdamWBitwise) {
+  // optimizer.on_host false (the default) steps on the backend (trainer/resident_optimizer.h); on
+  // the CPU backend it must give exactly the host AdamW's weights, optimizer state and losses, with
+  // and without clipping, with weight decay (norms and biases in the no-decay group), in both loss
+  // modes, and with the model's indexers refreshed after every step (sparse mode selects with them).
+  auto comm = Communicator::Create(nullptr, nullptr);
+  for (const char* mode : {"DENSE", "SPARSE"}) {
+    for (const char* clip : {"0", "0.05"}) {
+      std::map<std::string, std::string> dirs;
+      for (const char* on_host : {"true", "false"}) {
+        const std::string dir = MakeTempDir();
+        const TrainConfig c = Config(dir, std::string("loss_mode: ") + mode + "\n",
+                                     {std::string("optimizer.on_host=") + on_host, std::string("clip_grad_norm=") + clip,
+                                      "optimizer.weight_decay=0.1"});
+        const Status s = RunTraining(c, TrainRunOptions(), *comm);
+        ASSERT_TRUE(s.ok()) << s.ToString();
+        dirs[on_host] = dir;
+      }
+      const std::string where = std::string(mode) + " clip " + clip;
+      EXPECT_EQ(Losses(dirs["true"] + "/metrics.jsonl"), Losses(dirs["false"] + "/metrics.jsonl")) << where;
+      for (const char* step : {"step_00000003", "step_00000006"}) {
+        for (const char* file : {kCheckpointWeightsFile, kCheckpointOptimizerFile}) {
+          EXPECT_EQ(ReadBytes(dirs["true"] + "/ckpt/" + step + "/" + file),
+                    ReadBytes(dirs["false"] + "/ckpt/" + step + "/" + file))
+              << where << " " << step << " " << file;
+        }
+      }
+    }
+  }
+}
+
 TEST(TrainerTest, NonFiniteStepsAreSkippedThenStopTheRun) {
   auto comm = Communicator::Create(nullptr, nullptr);
   const std::string dir = MakeTempDir();
