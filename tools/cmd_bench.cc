@@ -31,6 +31,9 @@
 #include "trainer/comm.h"
 #include "trainer/distill.h"
 #include "trainer/nccl_comm.h"
+#include "trainer/resident_optimizer.h"
+#include "optim/adamw.h"
+#include "optim/clip.h"
 
 namespace indexcache {
 
@@ -305,6 +308,85 @@ Status BenchSearch(const Flags& flags, json* out) {
   return Status::Ok();
 }
 
+// The trainer's optimizer step for N V3.2-sized indexers (wq_b 8192 x 1536, wk 128 x 7168, k_norm,
+// weights_proj 64 x 7168), both ways the trainer can take it (optimizer.on_host): on the host
+// (download the flat gradient, norm, clip, AdamW on the CPU, upload every master again and
+// convert the model's copy), and on the device (per-tensor norms, scale, fused AdamW, the model's
+// bf16 copy converted on the device). Bytes moved over PCIe by the host path: 8 per parameter.
+Status BenchOptimizer(const Flags& flags, json* out) {
+  ASSIGN_OR_RETURN(int64_t layers, flags.GetInt("optimizer-layers", 8, 1, 128));
+  ASSIGN_OR_RETURN(std::shared_ptr<Backend> backend, MakeBackend("cuda"));
+  Backend& be = *backend;
+  std::vector<ResidentSlot> slots;
+  int64_t n = 0;
+  for (int64_t l = 0; l < layers; ++l) {
+    for (const Shape& s : {Shape{8192, 1536}, Shape{128, 7168}, Shape{128}, Shape{128}, Shape{64, 7168}}) {
+      slots.push_back({"l" + std::to_string(l) + "." + std::to_string(slots.size() % 5), n, s});
+      n += NumElements(s);
+    }
+  }
+  std::mt19937 rng(5);
+  std::normal_distribution<float> normal(0.f, 0.02f);
+  std::vector<std::vector<float>> masters(slots.size());
+  NamedTensors params;
+  std::vector<const float*> master_ptrs;
+  for (size_t i = 0; i < slots.size(); ++i) {
+    masters[i].resize(slots[i].size());
+    for (float& v : masters[i]) v = normal(rng);
+    params.push_back({slots[i].name, Tensor::View(DType::kF32, slots[i].shape, masters[i].data(), nullptr)});
+    master_ptrs.push_back(masters[i].data());
+  }
+  AdamWOptions options;
+  options.no_decay = IsNormOrBias;
+  ASSIGN_OR_RETURN(AdamW host, AdamW::Create(params, options));
+  ASSIGN_OR_RETURN(ResidentAdamW resident, ResidentAdamW::Create(be, slots, master_ptrs, host));
+  Tensor grads_host = Tensor::Zeros(DType::kF32, {n});
+  for (int64_t i = 0; i < n; ++i) grads_host.data<float>()[i] = normal(rng);
+  Tensor grads = be.ToDevice(grads_host);
+
+  auto host_step = [&] {
+    Tensor g = be.ToHost(grads);
+    std::vector<FloatSpan> spans;
+    for (const ResidentSlot& s : slots) spans.push_back({g.data<float>() + s.offset, s.size()});
+    const float coef = ClipCoefficient(GlobalGradNorm(spans), 1.0);
+    if (coef != 1.0f) {
+      for (const FloatSpan& sp : spans) ScaleInPlace(sp.data, sp.size, coef);
+    }
+    host.Step(spans, 1e-4);
+    for (size_t i = 0; i < slots.size(); ++i) {  // PlaceStudents + SyncModel: f32 and bf16 copies up
+      Tensor f32 = be.WeightF32(masters[i].data(), slots[i].shape);
+      if (slots[i].shape.size() == 2) Tensor b = be.Weight(masters[i].data(), slots[i].shape);
+    }
+    be.Synchronize();
+  };
+  auto device_step = [&] {
+    double sum = 0.0;
+    for (double s : resident.SumsOfSquares(grads)) sum += s;
+    const float coef = ClipCoefficient(std::sqrt(sum), 1.0);
+    if (coef != 1.0f) be.Scale(&grads, coef);
+    resident.Step(grads, 1e-4);
+    for (const ResidentSlot& s : slots) {  // SetIndexerOnBackend: the bf16 copies converted on the device
+      if (s.shape.size() == 2) Tensor b = be.Convert(resident.params().Sub(s.offset, s.shape), DType::kBF16);
+    }
+    be.Synchronize();
+  };
+  std::printf("\nOptimizer step, %lld V3.2 indexers (%.1fM parameters)\n\n| where | median ms | PCIe GB moved |\n"
+              "|---|---:|---:|\n", static_cast<long long>(layers), n / 1e6);
+  for (const char* where : {"host", "device"}) {
+    std::vector<double> times;
+    for (int it = 0; it < 6; ++it) {
+      const double s = Seconds(where[0] == 'h' ? std::function<void()>(host_step) : std::function<void()>(device_step));
+      if (it > 0) times.push_back(s);
+    }
+    std::sort(times.begin(), times.end());
+    const double ms = 1e3 * times[times.size() / 2];
+    const double gb = where[0] == 'h' ? 8.0 * n / 1e9 : 8.0 * static_cast<double>(slots.size()) / 1e9;
+    std::printf("| %s | %.2f | %.3f |\n", where, ms, gb);
+    (*out)["optimizer"].push_back({{"where", where}, {"layers", layers}, {"params", n}, {"ms", ms}});
+  }
+  return Status::Ok();
+}
+
 }  // namespace
 
 Status RunBench(const Flags& flags) {
@@ -411,6 +493,7 @@ Status RunBench(const Flags& flags) {
   }
   if (flags.GetBool("distill")) RETURN_IF_ERROR(BenchDistill(flags, &out));
   if (flags.GetBool("search")) RETURN_IF_ERROR(BenchSearch(flags, &out));
+  if (flags.GetBool("optimizer")) RETURN_IF_ERROR(BenchOptimizer(flags, &out));
   if (auto path = flags.Get("json")) RETURN_IF_ERROR(WriteFileAtomic(*path, out.dump(2)));
   return Status::Ok();
 }

@@ -137,6 +137,10 @@ const std::vector<Command>& AllCommands() {
         {"search", "also time one step of the pattern search (prefix cache vs full forwards)", true},
         {"search-seq", "comma-separated sequence lengths for --search", false, false, "8192,32768"},
         {"search-layers", "layers of the --search stack", false, false, "16"},
+        {"optimizer", "also time the trainer's optimizer step: on the host (gradients down, masters up) "
+                      "against on the device (trainer/resident_optimizer.h)", true},
+        {"optimizer-layers", "V3.2 indexers (about 14M parameters each) trained by --optimizer", false, false,
+         "8"},
         {"json", "write results to this .json file"}},
        RunBench},
   };
