@@ -3,7 +3,7 @@
 // CpuBackend (Eigen GEMMs + kernels/*_cpu.cc, fp32 activations) is the reference; CudaBackend
 // (kernels/*.cu + cuBLAS, bf16 activations and weights, fp32 accumulation) implements the same
 // operations. The CUDA backend keeps an FP8 checkpoint's matrices FP8 on the device and
-// dequantises each just before the GEMM that reads it (WeightTensor below). Tensors handed to a backend live on its device and are contiguous row-major unless
+// dequantises each just before the GEMM that reads it (PlacedWeight below). Tensors handed to a backend live on its device and are contiguous row-major unless
 // a stride says otherwise; host-side index lists are plain vectors. Every operation is
 // asynchronous with respect to the host except the ones returning host data (ToHost, MoeRoute).
 #pragma once
@@ -31,10 +31,10 @@ struct MlaDims {
 // A weight matrix placed on a backend: `values` in the backend's weight dtype (f32 on the CPU,
 // bf16 on CUDA), or, on a backend that keeps FP8 checkpoints resident (CUDA), `values` F8_E4M3
 // [rows, cols] with fp32 block scales beside it: half the bytes of bf16. Operations that take a
-// WeightTensor dequantise an FP8 one just in time into a bf16 scratch the backend owns, sized for
+// PlacedWeight dequantise an FP8 one just in time into a bf16 scratch the backend owns, sized for
 // the largest FP8 matrix placed and reused by every call (work is stream-ordered, so one GEMM has
 // read the scratch before the next dequantisation overwrites it). Immutable once placed.
-struct WeightTensor {
+struct PlacedWeight {
   Tensor values;
   Tensor scale_inv;  // f32 [ceil(rows / block_rows), ceil(cols / block_cols)]; empty unless FP8
   int64_t block_rows = 0, block_cols = 0;
@@ -104,9 +104,13 @@ class Backend {
   // block scales, both host tensors (read, not kept). CUDA copies both to the device as they are;
   // the CPU dequantises to f32 (kernels/fp8_dequant.h). Shapes are checked first: an error names
   // `name`, the checkpoint tensor.
-  virtual StatusOr<WeightTensor> WeightFp8(const std::string& name, const Tensor& fp8, const Tensor& scale_inv,
+  virtual StatusOr<PlacedWeight> WeightFp8(const std::string& name, const Tensor& fp8, const Tensor& scale_inv,
                                            int64_t block_rows, int64_t block_cols) = 0;
-  // Bytes of the bf16 scratch that FP8-resident weights are dequantised into (0 if none).
+  // Sizes the bf16 scratch that FP8-resident weights are dequantised into for matrices of up to
+  // `elements` (it only grows; WeightFp8 grows it too). PlaceWeights calls this once with the
+  // largest FP8 matrix before the first upload, so no outgrown scratch is left in a memory pool.
+  virtual void ReserveFp8Scratch(int64_t /*elements*/) {}
+  // Bytes of that scratch (0 if none).
   virtual int64_t Fp8ScratchBytes() const { return 0; }
   virtual Tensor ToDevice(const Tensor& host) = 0;  // same dtype
   virtual Tensor ToHost(const Tensor& t) = 0;       // float types arrive as f32, ints unchanged
@@ -137,7 +141,7 @@ class Backend {
   // y[M, N] = x[M, K] w[N, K]^T, or y += when accumulate.
   virtual void Linear(const Tensor& x, const Tensor& w, Tensor* y, bool accumulate = false) = 0;
   // The same with a placed weight (an FP8-resident one is dequantised just in time).
-  void Linear(const Tensor& x, const WeightTensor& w, Tensor* y, bool accumulate = false) {
+  void Linear(const Tensor& x, const PlacedWeight& w, Tensor* y, bool accumulate = false) {
     Linear(x, PlainWeight(w), y, accumulate);
   }
   virtual void RmsNorm(const Tensor& x, const Tensor& w, float eps, Tensor* y) = 0;
@@ -165,10 +169,10 @@ class Backend {
   virtual void AbsorbValue(const Tensor& out_lat, const Tensor& kv_b, const MlaDims& d, Tensor* out) = 0;
   // The same with a placed kv_b (an FP8-resident one is dequantised whole: the per-head strided
   // GEMMs read it in place, so it needs the plain layout, not a different one).
-  void AbsorbQuery(const Tensor& q, const WeightTensor& kv_b, const MlaDims& d, Tensor* q_abs) {
+  void AbsorbQuery(const Tensor& q, const PlacedWeight& kv_b, const MlaDims& d, Tensor* q_abs) {
     AbsorbQuery(q, PlainWeight(kv_b), d, q_abs);
   }
-  void AbsorbValue(const Tensor& out_lat, const WeightTensor& kv_b, const MlaDims& d, Tensor* out) {
+  void AbsorbValue(const Tensor& out_lat, const PlacedWeight& kv_b, const MlaDims& d, Tensor* out) {
     AbsorbValue(out_lat, PlainWeight(kv_b), d, out);
   }
   // kernels/sparse_mla.h on this device: out_lat [T, heads, kv_lora], lse [T, heads] f32.
@@ -212,7 +216,7 @@ class Backend {
   // w as a plain tensor in the weight dtype: w.values, or for an FP8-resident w a view of the
   // dequantisation scratch, valid only until the next PlainWeight call (so only as the operand of
   // the one operation it is passed to). Backends without FP8-resident weights never see one.
-  virtual Tensor PlainWeight(const WeightTensor& w) {
+  virtual Tensor PlainWeight(const PlacedWeight& w) {
     IC_CHECK(!w.is_fp8());
     return w.values;
   }

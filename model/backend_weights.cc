@@ -1,5 +1,6 @@
 #include "model/backend_weights.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <string>
 
@@ -9,7 +10,7 @@ namespace {
 
 Tensor V(Backend* b, const Vector& v) { return b->Weight(v.data(), {v.size()}); }
 
-StatusOr<WeightTensor> W(Backend* b, const WeightMatrix& m) {
+StatusOr<PlacedWeight> W(Backend* b, const WeightMatrix& m) {
   if (m.fp8) {
     const Fp8Source& s = *m.fp8;
     if (s.data.empty()) {
@@ -17,7 +18,7 @@ StatusOr<WeightTensor> W(Backend* b, const WeightMatrix& m) {
     }
     return b->WeightFp8(s.name, s.data, s.scale_inv, s.block_rows, s.block_cols);
   }
-  WeightTensor w;
+  PlacedWeight w;
   w.values = b->Weight(m.data(), {m.rows(), m.cols()});
   return w;
 }
@@ -28,6 +29,27 @@ StatusOr<BackendMlp> PlaceMlp(const MlpWeights& m, Backend* b) {
   ASSIGN_OR_RETURN(out.up, W(b, m.up));
   ASSIGN_OR_RETURN(out.down, W(b, m.down));
   return out;
+}
+
+// The largest FP8 matrix's element count (0 if none).
+int64_t LargestFp8(const ModelWeights& host) {
+  int64_t largest = 0;
+  auto see = [&](const WeightMatrix& m) {
+    if (m.fp8) largest = std::max(largest, m.num_params());
+  };
+  auto see_mlp = [&](const MlpWeights& m) {
+    see(m.gate);
+    see(m.up);
+    see(m.down);
+  };
+  see(host.lm_head);
+  for (const LayerWeights& L : host.layers) {
+    for (const WeightMatrix* m : {&L.q_a, &L.q_b, &L.kv_a, &L.kv_b, &L.o}) see(*m);
+    see_mlp(L.mlp);
+    for (const MlpWeights& e : L.moe.experts) see_mlp(e);
+    see_mlp(L.moe.shared);
+  }
+  return largest;
 }
 
 }  // namespace
@@ -42,6 +64,7 @@ void PlaceIndexer(const IndexerWeights& I, Backend* b, BackendIndexer* out) {
 
 StatusOr<BackendWeights> PlaceWeights(const ModelWeights& host, Backend* b) {
   BackendWeights w;
+  if (const int64_t largest = LargestFp8(host); largest > 0) b->ReserveFp8Scratch(largest);
   // A pipeline stage holds the embedding (first stage) and the head (last stage) only where it runs them.
   if (host.embed.size() > 0) w.embed = b->Weight(host.embed.data(), {host.embed.rows(), host.embed.cols()});
   if (host.final_norm.size() > 0) w.final_norm = V(b, host.final_norm);
@@ -93,7 +116,7 @@ ResidentWeightBytes CountResidentBytes(const BackendWeights& w, const Backend& b
       default: bytes.f32 += t.nbytes(); break;
     }
   };
-  auto add_weight = [&](const WeightTensor& t) {
+  auto add_weight = [&](const PlacedWeight& t) {
     add(t.values);
     if (t.is_fp8()) bytes.fp8 += t.scale_inv.nbytes();  // the scales belong to the FP8 form
   };
@@ -107,7 +130,7 @@ ResidentWeightBytes CountResidentBytes(const BackendWeights& w, const Backend& b
   add_weight(w.lm_head);
   for (const BackendLayer& L : w.layers) {
     for (const Tensor* t : {&L.input_norm, &L.post_attention_norm, &L.q_a_norm, &L.kv_a_norm}) add(*t);
-    for (const WeightTensor* t : {&L.q_a, &L.q_b, &L.kv_a, &L.kv_b, &L.o}) add_weight(*t);
+    for (const PlacedWeight* t : {&L.q_a, &L.q_b, &L.kv_a, &L.kv_b, &L.o}) add_weight(*t);
     if (L.has_indexer) {
       const BackendIndexer& I = L.indexer;
       for (const Tensor* t : {&I.wq_b, &I.wk, &I.k_norm_weight, &I.k_norm_bias, &I.weights_proj}) add(*t);

@@ -13,7 +13,7 @@
 namespace indexcache {
 
 struct BackendMlp {
-  WeightTensor gate, up, down;
+  PlacedWeight gate, up, down;
 };
 
 struct BackendIndexer {
@@ -31,7 +31,7 @@ struct BackendMoe {
 
 struct BackendLayer {
   Tensor input_norm, post_attention_norm, q_a_norm, kv_a_norm;
-  WeightTensor q_a, q_b, kv_a, kv_b, o;
+  PlacedWeight q_a, q_b, kv_a, kv_b, o;
   bool has_indexer = false;
   BackendIndexer indexer;
   bool is_moe = false;
@@ -41,7 +41,7 @@ struct BackendLayer {
 
 struct BackendWeights {
   Tensor embed, final_norm;
-  WeightTensor lm_head;
+  PlacedWeight lm_head;
   std::vector<BackendLayer> layers;
 };
 

@@ -43,11 +43,11 @@ class CpuBackend final : public Backend {
   }
   Tensor WeightF32(const float* data, Shape shape) override { return Weight(data, std::move(shape)); }
   // FP8 stays FP8 only on the GPU: here it becomes an owned f32 copy, as LoadMatrix would make.
-  StatusOr<WeightTensor> WeightFp8(const std::string& name, const Tensor& fp8, const Tensor& scale_inv,
+  StatusOr<PlacedWeight> WeightFp8(const std::string& name, const Tensor& fp8, const Tensor& scale_inv,
                                    int64_t block_rows, int64_t block_cols) override {
     ASSIGN_OR_RETURN(const Fp8BlockLayout layout, CheckFp8Weight(name, fp8, scale_inv, block_rows, block_cols));
     const Tensor scale = scale_inv.ToFloat32();  // an aligned copy: a mapped view need not be
-    WeightTensor w;
+    PlacedWeight w;
     w.values = Tensor::Zeros(DType::kF32, {layout.rows, layout.cols});
     Fp8DequantCpu(static_cast<const uint8_t*>(fp8.raw()), scale.data<float>(), layout, w.values.data<float>());
     return w;

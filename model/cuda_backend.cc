@@ -136,12 +136,12 @@ class CudaBackend final : public Backend {
 
   bool KeepsFp8Weights() const override { return true; }
 
-  // The e4m3 bytes and the scales are copied as they are (the source may be a mapped shard); the
-  // scratch grows here, at load, so running out of memory shows when the model loads.
-  StatusOr<WeightTensor> WeightFp8(const std::string& name, const Tensor& fp8, const Tensor& scale_inv,
+  // The e4m3 bytes and the scales are copied as they are (the source may be a mapped shard). The
+  // scratch is sized here, at load, so running out of memory shows when the model loads.
+  StatusOr<PlacedWeight> WeightFp8(const std::string& name, const Tensor& fp8, const Tensor& scale_inv,
                                    int64_t block_rows, int64_t block_cols) override {
     ASSIGN_OR_RETURN(const Fp8BlockLayout layout, CheckFp8Weight(name, fp8, scale_inv, block_rows, block_cols));
-    WeightTensor w;
+    PlacedWeight w;
     w.values = Alloc(DType::kF8E4M3, {layout.rows, layout.cols});
     w.scale_inv = Alloc(DType::kF32, {layout.scale_rows(), layout.scale_cols()});
     w.block_rows = block_rows;
@@ -150,6 +150,14 @@ class CudaBackend final : public Backend {
     CUDA_CHECK(cudaMemcpy(w.scale_inv.raw(), scale_inv.raw(), w.scale_inv.nbytes(), cudaMemcpyHostToDevice));
     ReserveFp8Scratch(layout.numel());
     return w;
+  }
+
+  // The old scratch goes back to the pool: work already queued that reads it runs before anything
+  // queued later can write it (one stream).
+  void ReserveFp8Scratch(int64_t elements) override {
+    if (!fp8_scratch_.empty() && fp8_scratch_.numel() >= elements) return;
+    fp8_scratch_ = Alloc(DType::kBF16, {elements});
+    fp8_scratch_holds_ = Tensor();
   }
 
   int64_t Fp8ScratchBytes() const override { return fp8_scratch_.empty() ? 0 : fp8_scratch_.nbytes(); }
@@ -470,7 +478,7 @@ class CudaBackend final : public Backend {
   }
 
  protected:
-  Tensor PlainWeight(const WeightTensor& w) override {
+  Tensor PlainWeight(const PlacedWeight& w) override {
     if (!w.is_fp8()) return w.values;
     const int64_t rows = w.size(0), cols = w.size(1);
     ReserveFp8Scratch(rows * cols);  // a no-op for weights placed by WeightFp8
@@ -491,14 +499,6 @@ class CudaBackend final : public Backend {
   }
 
  private:
-  // Grows the scratch to `elements` bf16. The old one goes back to the pool: work already queued
-  // that reads it runs before anything queued later can write it (one stream).
-  void ReserveFp8Scratch(int64_t elements) {
-    if (!fp8_scratch_.empty() && fp8_scratch_.numel() >= elements) return;
-    fp8_scratch_ = Alloc(DType::kBF16, {elements});
-    fp8_scratch_holds_ = Tensor();
-  }
-
   Tensor Upload(const std::vector<int32_t>& v) {
     Tensor t = Alloc(DType::kI32, {static_cast<int64_t>(v.size())});
     CUDA_CHECK(cudaMemcpy(t.raw(), v.data(), v.size() * sizeof(int32_t), cudaMemcpyHostToDevice));

@@ -100,7 +100,7 @@ class DsaModel {
   // field, not the command line, for the trainer). `layers` restricts loading to a pipeline stage's
   // range (embedding only on the first stage, final norm and LM head only on the last); Forward
   // then runs inside that range. On the CUDA backend an FP8 checkpoint's matrices stay FP8 on the
-  // device (model/backend.h, WeightTensor) and are uploaded tensor by tensor from the shards; the
+  // device (model/backend.h, PlacedWeight) and are uploaded tensor by tensor from the shards; the
   // CPU backend dequantises them to fp32 at load.
   static StatusOr<DsaModel> Load(const std::string& model_dir, const std::optional<std::string>& pattern_spec = {},
                                  const std::string& device = "cpu", const std::string& pattern_source = "--pattern",
