@@ -3,9 +3,10 @@
 // CpuBackend (Eigen GEMMs + kernels/*_cpu.cc, fp32 activations) is the reference; CudaBackend
 // (kernels/*.cu + cuBLAS, bf16 activations and weights, fp32 accumulation) implements the same
 // operations. The CUDA backend keeps an FP8 checkpoint's matrices FP8 on the device and
-// dequantises each just before the GEMM that reads it (PlacedWeight below). Tensors handed to a backend live on its device and are contiguous row-major unless
-// a stride says otherwise; host-side index lists are plain vectors. Every operation is
-// asynchronous with respect to the host except the ones returning host data (ToHost, MoeRoute).
+// dequantises each just before the GEMM that reads it (PlacedWeight below). Tensors handed to a
+// backend live on its device and are contiguous row-major unless a stride says otherwise;
+// host-side index lists are plain vectors. Every operation is asynchronous with respect to the
+// host except the ones returning host data (ToHost, MoeRoute).
 #pragma once
 
 #include <memory>

@@ -65,20 +65,17 @@ Difference Compare(const Tensor& got, const Tensor& want) {
 }
 
 // Prefill of the first third, then one token per step through the decode cache.
-Tensor DecodeLogits(const DsaModel& m, const std::vector<int32_t>& seq) {
+StatusOr<Tensor> DecodeLogits(const DsaModel& m, const std::vector<int32_t>& seq) {
   const int64_t T = seq.size(), V = m.config().vocab_size, prefix = T / 3;
-  auto cache = m.NewCache(T);
-  EXPECT_TRUE(cache.ok());
+  ASSIGN_OR_RETURN(KvCache cache, m.NewCache(T));
   ForwardOptions step;
-  step.cache = &*cache;
+  step.cache = &cache;
   Tensor out = Tensor::Zeros(DType::kF32, {T, V});
-  auto pre = m.Forward(std::vector<int32_t>(seq.begin(), seq.begin() + prefix), step);
-  EXPECT_TRUE(pre.ok()) << pre.status().ToString();
-  std::copy(pre->logits.data<float>(), pre->logits.data<float>() + prefix * V, out.data<float>());
+  ASSIGN_OR_RETURN(ForwardResult pre, m.Forward(std::vector<int32_t>(seq.begin(), seq.begin() + prefix), step));
+  std::copy(pre.logits.data<float>(), pre.logits.data<float>() + prefix * V, out.data<float>());
   for (int64_t t = prefix; t < T; ++t) {
-    auto r = m.Forward({seq[t]}, step);
-    EXPECT_TRUE(r.ok()) << r.status().ToString();
-    std::copy(r->logits.data<float>(), r->logits.data<float>() + V, out.data<float>() + t * V);
+    ASSIGN_OR_RETURN(ForwardResult r, m.Forward({seq[t]}, step));
+    std::copy(r.logits.data<float>(), r.logits.data<float>() + V, out.data<float>() + t * V);
   }
   return out;
 }
@@ -91,8 +88,12 @@ void ExpectSameLogits(const DsaModel& resident, const DsaModel& at_load, const s
   auto b = at_load.Forward(seq);
   ASSERT_TRUE(a.ok()) << a.status().ToString();
   ASSERT_TRUE(b.ok()) << b.status().ToString();
+  auto da = DecodeLogits(resident, seq);
+  auto db = DecodeLogits(at_load, seq);
+  ASSERT_TRUE(da.ok()) << da.status().ToString();
+  ASSERT_TRUE(db.ok()) << db.status().ToString();
   const Difference prefill = Compare(a->logits, b->logits);
-  const Difference decode = Compare(DecodeLogits(resident, seq), DecodeLogits(at_load, seq));
+  const Difference decode = Compare(*da, *db);
   std::printf("%s: FP8-resident vs dequantised at load: prefill rel L2 %.3e (max |diff| %.3e, %lld of %lld "
               "unequal), decode rel L2 %.3e (%lld unequal)\n",
               what.c_str(), prefill.rel_l2, prefill.max_abs, static_cast<long long>(prefill.unequal),
@@ -116,7 +117,7 @@ TEST(GpuFp8ResidentTest, FixtureLogitsEqualTheDequantiseAtLoadPath) {
   for (int64_t b = 0; b < tokens->rows(); ++b) ExpectSameLogits(*resident, *at_load, tokens->Row(b), dir);
 }
 
-// 8 layers (4 dense, 4 MoE of 4 experts + a shared one) whose FP8 matrices dominate the bytes,
+// 16 layers (8 dense, 8 MoE of 4 experts + a shared one) whose FP8 matrices dominate the bytes,
 // in 128 x 128 blocks, an FP8 LM head, and widths that are multiples of 16 (the vectorised kernel
 // path). Every matrix is either under 512K elements or a multiple of 2M, so the backend's pool
 // (4 KiB granules below 1 MiB, 2 MiB above) rounds neither its FP8 nor its bf16 form up much and
@@ -124,10 +125,10 @@ TEST(GpuFp8ResidentTest, FixtureLogitsEqualTheDequantiseAtLoadPath) {
 nlohmann::json SyntheticFp8Config() {
   return {
       {"model_type", "deepseek_v32"}, {"vocab_size", 384},          {"hidden_size", 1024},
-      {"num_hidden_layers", 8},       {"num_attention_heads", 8},   {"q_lora_rank", 384},
+      {"num_hidden_layers", 16},      {"num_attention_heads", 8},   {"q_lora_rank", 384},
       {"kv_lora_rank", 256},          {"qk_nope_head_dim", 64},     {"qk_rope_head_dim", 32},
       {"v_head_dim", 48},             {"index_topk", 16},           {"index_n_heads", 4},
-      {"index_head_dim", 64},         {"intermediate_size", 2048},  {"first_k_dense_replace", 4},
+      {"index_head_dim", 64},         {"intermediate_size", 2048},  {"first_k_dense_replace", 8},
       {"n_routed_experts", 4},        {"moe_intermediate_size", 256}, {"num_experts_per_tok", 2},
       {"n_shared_experts", 1},        {"rope_theta", 10000.0},      {"max_position_embeddings", 512},
       {"tie_word_embeddings", false},
@@ -145,9 +146,12 @@ Measured LoadAndMeasure(const std::string& dir, Fp8Weights fp8, std::optional<Ds
   backend->Synchronize();
   const int64_t before = backend->FreeDeviceBytes();
   auto m = LoadWith(dir, backend, fp8);
-  EXPECT_TRUE(m.ok()) << m.status().ToString();
-  backend->Synchronize();
   Measured r;
+  if (!m.ok()) {
+    ADD_FAILURE() << m.status().ToString();
+    return r;
+  }
+  backend->Synchronize();
   r.device_bytes = before - backend->FreeDeviceBytes();
   r.bytes = m->ResidentBytes();
   model->emplace(std::move(*m));
@@ -171,6 +175,7 @@ TEST(GpuFp8ResidentTest, SyntheticModelKeepsAboutHalfTheWeightBytes) {
   std::optional<DsaModel> resident, at_load;
   const Measured r = LoadAndMeasure(dir, Fp8Weights::kKeep, &resident);
   const Measured a = LoadAndMeasure(dir, Fp8Weights::kDequantize, &at_load);
+  ASSERT_TRUE(resident.has_value() && at_load.has_value());
   // The bf16 bytes that the FP8-resident path holds as FP8 instead.
   const int64_t as_bf16 = a.bytes.bf16 - r.bytes.bf16;
   std::printf("weights resident, FP8 path:   %s; total %lld bytes, device free memory dropped %lld bytes\n",
@@ -191,11 +196,12 @@ TEST(GpuFp8ResidentTest, SyntheticModelKeepsAboutHalfTheWeightBytes) {
   // The scratch holds the largest FP8 matrix in bf16: a dense gate/up_proj [2048, 1024].
   EXPECT_EQ(r.bytes.fp8_scratch, 2048 * 1024 * 2);
   // The device's free memory says the same as the tensor sizes (nothing else stays behind on the
-  // device, e.g. a bf16 copy or an outgrown scratch): within 5 % and 8 MiB of allocator slack.
+  // device, e.g. a bf16 copy or an outgrown scratch): within 10 % and 16 MiB of allocator slack
+  // (the driver's page granularity and the pool's rounding of ~600 allocations).
   for (const Measured* m : {&r, &a}) {
-    EXPECT_NEAR(double(m->device_bytes), double(m->bytes.total()), 0.05 * m->bytes.total() + (8 << 20));
+    EXPECT_NEAR(double(m->device_bytes), double(m->bytes.total()), 0.1 * m->bytes.total() + (16 << 20));
   }
-  // Whole model, the scratch and the bf16 embedding and indexers included: about 0.55 here.
+  // Whole model, the scratch and the bf16 embedding and indexers included: about 0.53 here.
   EXPECT_LT(double(r.bytes.total()) / a.bytes.total(), 0.6);
   EXPECT_LT(double(r.device_bytes) / a.device_bytes, 0.6);
   // DsaModel::Load on CUDA takes the FP8-resident path by itself.
