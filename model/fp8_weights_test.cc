@@ -80,7 +80,9 @@ TEST(Fp8WeightsTest, PlacingTheKeptFormOnTheCpuGivesTheLoadTimeLogitsBitForBit) 
   ASSERT_TRUE(want.ok() && got.ok());
   ASSERT_EQ(want->logits.shape(), got->logits.shape());
   int64_t differ = 0;
-  for (int64_t i = 0; i < want->logits.numel(); ++i) differ += want->logits.data<float>()[i] != got->logits.data<float>()[i];
+  for (int64_t i = 0; i < want->logits.numel(); ++i) {
+    differ += want->logits.data<float>()[i] != got->logits.data<float>()[i];
+  }
   EXPECT_EQ(differ, 0);
 }
 
@@ -167,9 +169,9 @@ TEST(Fp8WeightsTest, ModelWriterStoresFp8LikeTheRelease) {
   ASSERT_TRUE(WriteModelDirectory(dir, config, original, fp8).ok());
   auto ckpt = SafetensorsCheckpoint::Open(dir);
   ASSERT_TRUE(ckpt.ok());
-  for (const char* name : {"lm_head.weight", "model.layers.0.self_attn.q_a_proj.weight",
-                           "model.layers.0.self_attn.indexer.wq_b.weight", "model.layers.1.mlp.experts.2.up_proj.weight",
-                           "model.layers.1.mlp.shared_experts.down_proj.weight"}) {
+  for (const char* name :
+       {"lm_head.weight", "model.layers.0.self_attn.q_a_proj.weight", "model.layers.0.self_attn.indexer.wq_b.weight",
+        "model.layers.1.mlp.experts.2.up_proj.weight", "model.layers.1.mlp.shared_experts.down_proj.weight"}) {
     auto t = ckpt->Get(name);
     ASSERT_TRUE(t.ok()) << name;
     EXPECT_EQ(t->dtype(), DType::kF8E4M3) << name;

@@ -6,9 +6,10 @@
 // weights resident (CUDA) loads with Fp8Weights::kKeep instead: the matrices the forward
 // multiplies as they are (WeightMatrix: the MLA projections, o_proj, every MLP and expert, the LM
 // head) then stay in their checkpoint form, zero-copy views of the shard mapping, and no fp32 copy
-// of them is ever made; PlaceWeights uploads them tensor by tensor. Experts load from per-expert tensors
-// (`mlp.experts.E.{gate,up,down}_proj.weight`, as released) or from transformers' fused
-// `mlp.experts.gate_up_proj` [E, 2I, H] and `mlp.experts.down_proj` [E, H, I].
+// of them is ever made; PlaceWeights uploads them tensor by tensor.
+// Experts load from per-expert tensors (`mlp.experts.E.{gate,up,down}_proj.weight`, as released)
+// or from transformers' fused `mlp.experts.gate_up_proj` [E, 2I, H] and `mlp.experts.down_proj`
+// [E, H, I] (not FP8).
 // Indexer weights load only for layers the pattern makes Full: Shared layers may have none.
 #pragma once
 
