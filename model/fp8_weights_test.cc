@@ -2,8 +2,8 @@
 // no fp32 copy), placing that form (the CPU backend dequantises it, bit for bit what the load-time
 // path computes), errors that name the tensor, and the model writer's FP8 storage that the GPU
 // tests build their synthetic FP8 models with.
+#include <algorithm>
 #include <cmath>
-#include <random>
 #include <string>
 #include <vector>
 

@@ -4,8 +4,10 @@
 // (a) the same logits, prefill and decode, on the FP8 fixture and on a synthetic FP8 model with
 // MoE layers and an FP8 LM head; (b) about half the weight bytes on the device, by the placed
 // tensors' sizes and by the device's free memory. Skips without a GPU.
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <optional>
 #include <random>
 #include <string>
 #include <vector>
