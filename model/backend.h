@@ -2,16 +2,20 @@
 //
 // CpuBackend (Eigen GEMMs + kernels/*_cpu.cc, fp32 activations) is the reference; CudaBackend
 // (kernels/*.cu + cuBLAS, bf16 activations and weights, fp32 accumulation) implements the same
-// operations. Tensors handed to a backend live on its device and are contiguous row-major unless
-// a stride says otherwise; host-side index lists are plain vectors. Every operation is
-// asynchronous with respect to the host except the ones returning host data (ToHost, MoeRoute).
+// operations. The CUDA backend keeps an FP8 checkpoint's matrices FP8 on the device and
+// dequantises each just before the GEMM that reads it (PlacedWeight below). Tensors handed to a
+// backend live on its device and are contiguous row-major unless a stride says otherwise;
+// host-side index lists are plain vectors. Every operation is asynchronous with respect to the
+// host except the ones returning host data (ToHost, MoeRoute).
 #pragma once
 
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "core/status.h"
 #include "core/tensor.h"
+#include "kernels/fp8_dequant.h"
 #include "kernels/rope.h"
 #include "model/config.h"
 #include "model/pattern.h"
@@ -24,6 +28,23 @@ struct MlaDims {
   int64_t heads = 0, nope = 0, rope = 0, v = 0, kv_lora = 0;
   int64_t qk() const { return nope + rope; }
   int64_t latent() const { return kv_lora + rope; }
+};
+
+// A weight matrix placed on a backend: `values` in the backend's weight dtype (f32 on the CPU,
+// bf16 on CUDA), or, on a backend that keeps FP8 checkpoints resident (CUDA), `values` F8_E4M3
+// [rows, cols] with fp32 block scales beside it: half the bytes of bf16. Operations that take a
+// PlacedWeight dequantise an FP8 one just in time into a bf16 scratch the backend owns, sized for
+// the largest FP8 matrix placed and reused by every call (work is stream-ordered, so one GEMM has
+// read the scratch before the next dequantisation overwrites it). Immutable once placed.
+struct PlacedWeight {
+  Tensor values;
+  Tensor scale_inv;  // f32 [ceil(rows / block_rows), ceil(cols / block_cols)]; empty unless FP8
+  int64_t block_rows = 0, block_cols = 0;
+  bool is_fp8() const { return values.dtype() == DType::kF8E4M3 && !values.empty(); }
+  bool empty() const { return values.empty(); }
+  int64_t size(int64_t axis) const { return values.size(axis); }
+  const Shape& shape() const { return values.shape(); }
+  int64_t nbytes() const { return values.nbytes() + (scale_inv.empty() ? 0 : scale_inv.nbytes()); }
 };
 
 // The distillation loss's operands as backend tensors (kernels/distill_loss.h has the math).
@@ -78,6 +99,21 @@ class Backend {
   // A weight kept in fp32 on every backend (MoE router, indexer head weights: transformers keeps
   // these in fp32 too).
   virtual Tensor WeightF32(const float* data, Shape shape) = 0;
+  // Whether FP8 checkpoint matrices stay FP8 here (CUDA) rather than being dequantised to the
+  // weight dtype at load (CPU). DsaModel::Load asks, and loads with Fp8Weights::kKeep when so.
+  virtual bool KeepsFp8Weights() const { return false; }
+  // A weight matrix from a checkpoint's FP8 form: `fp8` F8_E4M3 [rows, cols] and `scale_inv` f32
+  // block scales, both host tensors (read, not kept). CUDA copies both to the device as they are;
+  // the CPU dequantises to f32 (kernels/fp8_dequant.h). Shapes are checked first: an error names
+  // `name`, the checkpoint tensor.
+  virtual StatusOr<PlacedWeight> WeightFp8(const std::string& name, const Tensor& fp8, const Tensor& scale_inv,
+                                           int64_t block_rows, int64_t block_cols) = 0;
+  // Sizes the bf16 scratch that FP8-resident weights are dequantised into for matrices of up to
+  // `elements` (it only grows; WeightFp8 grows it too). PlaceWeights calls this once with the
+  // largest FP8 matrix before the first upload, so no outgrown scratch is left in a memory pool.
+  virtual void ReserveFp8Scratch(int64_t /*elements*/) {}
+  // Bytes of that scratch (0 if none).
+  virtual int64_t Fp8ScratchBytes() const { return 0; }
   virtual Tensor ToDevice(const Tensor& host) = 0;  // same dtype
   virtual Tensor ToHost(const Tensor& t) = 0;       // float types arrive as f32, ints unchanged
   virtual void Synchronize() {}
@@ -106,6 +142,10 @@ class Backend {
   virtual void Embedding(const Tensor& table, const std::vector<int32_t>& tokens, Tensor* y) = 0;
   // y[M, N] = x[M, K] w[N, K]^T, or y += when accumulate.
   virtual void Linear(const Tensor& x, const Tensor& w, Tensor* y, bool accumulate = false) = 0;
+  // The same with a placed weight (an FP8-resident one is dequantised just in time).
+  void Linear(const Tensor& x, const PlacedWeight& w, Tensor* y, bool accumulate = false) {
+    Linear(x, PlainWeight(w), y, accumulate);
+  }
   virtual void RmsNorm(const Tensor& x, const Tensor& w, float eps, Tensor* y) = 0;
   virtual void LayerNorm(const Tensor& x, const Tensor& w, const Tensor& b, float eps, Tensor* y) = 0;
   // y = silu(gate) * up, elementwise.
@@ -129,6 +169,14 @@ class Backend {
   virtual void AbsorbQuery(const Tensor& q, const Tensor& kv_b, const MlaDims& d, Tensor* q_abs) = 0;
   // out[T, heads * v]: out[:, h] = out_lat[:, h, :] W_uv[h]^T, W_uv[h] = kv_b rows h*(nope+v)+nope .. +v.
   virtual void AbsorbValue(const Tensor& out_lat, const Tensor& kv_b, const MlaDims& d, Tensor* out) = 0;
+  // The same with a placed kv_b (an FP8-resident one is dequantised whole: the per-head strided
+  // GEMMs read it in place, so it needs the plain layout, not a different one).
+  void AbsorbQuery(const Tensor& q, const PlacedWeight& kv_b, const MlaDims& d, Tensor* q_abs) {
+    AbsorbQuery(q, PlainWeight(kv_b), d, q_abs);
+  }
+  void AbsorbValue(const Tensor& out_lat, const PlacedWeight& kv_b, const MlaDims& d, Tensor* out) {
+    AbsorbValue(out_lat, PlainWeight(kv_b), d, out);
+  }
   // kernels/sparse_mla.h on this device: out_lat [T, heads, kv_lora], lse [T, heads] f32.
   virtual void SparseMla(const Tensor& q_abs, const Tensor& latent, const Tensor& indices, const MlaDims& d,
                          float scale, Tensor* out_lat, Tensor* lse) = 0;
@@ -173,11 +221,26 @@ class Backend {
   // y[rows[i]] += scale[i] * x[i]
   virtual void ScatterAddRows(const Tensor& x, const std::vector<int32_t>& rows, const std::vector<float>& scale,
                               Tensor* y) = 0;
+
+ protected:
+  // w as a plain tensor in the weight dtype: w.values, or for an FP8-resident w a view of the
+  // dequantisation scratch, valid only until the next PlainWeight call (so only as the operand of
+  // the one operation it is passed to). Backends without FP8-resident weights never see one.
+  virtual Tensor PlainWeight(const PlacedWeight& w) {
+    IC_CHECK(!w.is_fp8());
+    return w.values;
+  }
 };
 
 // Routing of host fp32 logits [T, E] with the CPU reference (kernels/moe_routing.h); both backends
 // route this way (the dispatch loop needs the expert lists on the host).
 MoeRouting MoeRouteOnHost(const float* logits, const float* bias, int64_t T, int64_t E, const MoeRouteSpec& spec);
+
+// The checks every backend's WeightFp8 makes before it reads a byte: `fp8` is contiguous host
+// F8_E4M3, `scale_inv` contiguous host F32, and the shapes agree (Fp8BlockLayoutOf). Errors are
+// one line naming `name`.
+StatusOr<Fp8BlockLayout> CheckFp8Weight(const std::string& name, const Tensor& fp8, const Tensor& scale_inv,
+                                        int64_t block_rows, int64_t block_cols);
 
 std::unique_ptr<Backend> MakeCpuBackend();
 // The CUDA backend on the current device, or an error when there is no usable GPU.

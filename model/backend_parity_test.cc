@@ -153,6 +153,78 @@ TEST_F(BackendParityTest, AbsorbQueryAndValue) {
   EXPECT_LE(RelL2(gpu_->ToHost(got_v), want_v), kRelL2TolBf16) << "AbsorbValue";
 }
 
+// FP8-resident weights (CUDA keeps e4m3 + scales and dequantises into one scratch per use)
+// against the CPU's load-time dequantisation, including the scratch switching between weights
+// (A, B, A) and kv_b's two uses in a row (the second finds it already dequantised).
+TEST_F(BackendParityTest, Fp8ResidentWeights) {
+  struct Fp8 {
+    Tensor q, scale;
+    int64_t br, bc;
+  };
+  auto random_fp8 = [&](int64_t rows, int64_t cols, int64_t br, int64_t bc) {
+    Fp8 f{Tensor::Zeros(DType::kF8E4M3, {rows, cols}),
+          Tensor::Zeros(DType::kF32, {(rows + br - 1) / br, (cols + bc - 1) / bc}), br, bc};
+    for (int64_t i = 0; i < f.q.numel(); ++i) {
+      uint8_t b;
+      do b = static_cast<uint8_t>(rng_() & 0xff); while ((b & 0x7f) == 0x7f);
+      f.q.data<uint8_t>()[i] = b;
+    }
+    std::uniform_real_distribution<float> u(0.5f / 448, 2.0f / 448);
+    for (int64_t i = 0; i < f.scale.numel(); ++i) f.scale.data<float>()[i] = u(rng_);
+    return f;
+  };
+  auto place = [&](Backend* b, const Fp8& f) {
+    auto w = b->WeightFp8("test.weight", f.q, f.scale, f.br, f.bc);
+    EXPECT_TRUE(w.ok()) << w.status().ToString();
+    return *w;
+  };
+  const int64_t M = 17, K = 128;
+  // A: vectorised kernel path, partial row block; B: 16 x 24 blocks, scalar path.
+  const Fp8 a = random_fp8(281, K, 128, 128), b = random_fp8(96, K, 16, 24);
+  const PlacedWeight a_cpu = place(cpu_.get(), a), b_cpu = place(cpu_.get(), b);
+  const PlacedWeight a_gpu = place(gpu_.get(), a), b_gpu = place(gpu_.get(), b);
+  EXPECT_TRUE(a_gpu.is_fp8() && !a_cpu.is_fp8());
+  EXPECT_EQ(a_gpu.nbytes(), 281 * K + 3 * 1 * 4);
+  EXPECT_GE(gpu_->Fp8ScratchBytes(), 281 * K * 2);
+  const Tensor x = Random({M, K});
+  for (const auto& [name, cw, gw] : {std::make_tuple("A", &a_cpu, &a_gpu), std::make_tuple("B", &b_cpu, &b_gpu),
+                                     std::make_tuple("A again", &a_cpu, &a_gpu)}) {
+    const int64_t N = cw->size(0);
+    Tensor want = Tensor::Zeros(DType::kF32, {M, N});
+    cpu_->Linear(x, *cw, &want);
+    Tensor got = gpu_->Alloc(DType::kF32, {M, N});
+    gpu_->Linear(OnGpu(x), *gw, &got);
+    EXPECT_LE(RelL2(gpu_->ToHost(got), want), kRelL2TolBf16) << "Linear " << name;
+  }
+
+  MlaDims d;
+  d.heads = 3;
+  d.nope = 16;
+  d.rope = 8;
+  d.v = 24;
+  d.kv_lora = 40;
+  const int64_t T = 17;
+  const Fp8 kv_b = random_fp8(d.heads * (d.nope + d.v), d.kv_lora, 32, 16);
+  const PlacedWeight kv_cpu = place(cpu_.get(), kv_b), kv_gpu = place(gpu_.get(), kv_b);
+  const Tensor q = Random({T, d.heads * d.qk()}), lat = Random({T, d.heads, d.kv_lora});
+  Tensor want_q = Tensor::Zeros(DType::kF32, {T, d.heads, d.latent()});
+  Tensor want_v = Tensor::Zeros(DType::kF32, {T, d.heads * d.v});
+  cpu_->AbsorbQuery(q, kv_cpu, d, &want_q);
+  cpu_->AbsorbValue(lat, kv_cpu, d, &want_v);
+  for (bool other_weight_between : {false, true}) {
+    Tensor got_q = gpu_->Alloc(DType::kBF16, {T, d.heads, d.latent()});
+    Tensor got_v = gpu_->Alloc(DType::kBF16, {T, d.heads * d.v});
+    gpu_->AbsorbQuery(OnGpu(q), kv_gpu, d, &got_q);
+    if (other_weight_between) {
+      Tensor y = gpu_->Alloc(DType::kF32, {M, 96});
+      gpu_->Linear(OnGpu(x), b_gpu, &y);
+    }
+    gpu_->AbsorbValue(OnGpu(lat), kv_gpu, d, &got_v);
+    EXPECT_LE(RelL2(gpu_->ToHost(got_q), want_q), kRelL2TolBf16) << "AbsorbQuery " << other_weight_between;
+    EXPECT_LE(RelL2(gpu_->ToHost(got_v), want_v), kRelL2TolBf16) << "AbsorbValue " << other_weight_between;
+  }
+}
+
 TEST_F(BackendParityTest, SmallSparseMlaAndIndexerTopk) {
   MlaDims d;
   d.heads = 3;

@@ -7,6 +7,7 @@
 #include "kernels/cross_entropy.h"
 #include "kernels/distill_loss.h"
 #include "kernels/elementwise.h"
+#include "kernels/fp8_dequant.h"
 #include "kernels/indexer_topk.h"
 #include "kernels/moe_routing.h"
 #include "kernels/norms.h"
@@ -31,6 +32,9 @@ Map View(Tensor* t, int64_t cols) { return Map(t->data<float>(), t->numel() / co
 
 class CpuBackend final : public Backend {
  public:
+  using Backend::AbsorbQuery;
+  using Backend::AbsorbValue;
+  using Backend::Linear;
   const char* name() const override { return "cpu"; }
   Device device() const override { return Device::kCpu; }
   DType activation_dtype() const override { return DType::kF32; }
@@ -40,6 +44,16 @@ class CpuBackend final : public Backend {
     return Tensor::View(DType::kF32, std::move(shape), const_cast<float*>(data), nullptr);
   }
   Tensor WeightF32(const float* data, Shape shape) override { return Weight(data, std::move(shape)); }
+  // FP8 stays FP8 only on the GPU: here it becomes an owned f32 copy, as LoadMatrix would make.
+  StatusOr<PlacedWeight> WeightFp8(const std::string& name, const Tensor& fp8, const Tensor& scale_inv,
+                                   int64_t block_rows, int64_t block_cols) override {
+    ASSIGN_OR_RETURN(const Fp8BlockLayout layout, CheckFp8Weight(name, fp8, scale_inv, block_rows, block_cols));
+    const Tensor scale = scale_inv.ToFloat32();  // an aligned copy: a mapped view need not be
+    PlacedWeight w;
+    w.values = Tensor::Zeros(DType::kF32, {layout.rows, layout.cols});
+    Fp8DequantCpu(static_cast<const uint8_t*>(fp8.raw()), scale.data<float>(), layout, w.values.data<float>());
+    return w;
+  }
   Tensor ToDevice(const Tensor& host) override { return host; }
   Tensor Convert(const Tensor& x, DType dtype) override {
     IC_CHECK(dtype == DType::kF32);
@@ -300,6 +314,19 @@ MoeRouting MoeRouteOnHost(const float* logits, const float* bias, int64_t T, int
   p.out_weights = r.weights.data();
   MoeRoutingCpu(p);
   return r;
+}
+
+StatusOr<Fp8BlockLayout> CheckFp8Weight(const std::string& name, const Tensor& fp8, const Tensor& scale_inv,
+                                        int64_t block_rows, int64_t block_cols) {
+  if (fp8.dtype() != DType::kF8E4M3 || !fp8.is_contiguous() || fp8.device() != Device::kCpu) {
+    return InvalidArgument("tensor '" + name + "': expected contiguous host F8_E4M3 data, got " +
+                           DTypeName(fp8.dtype()));
+  }
+  if (scale_inv.dtype() != DType::kF32 || !scale_inv.is_contiguous() || scale_inv.device() != Device::kCpu) {
+    return InvalidArgument("tensor '" + name + "': block scales have dtype " + DTypeName(scale_inv.dtype()) +
+                           ", expected contiguous host F32");
+  }
+  return Fp8BlockLayoutOf(name, fp8.shape(), scale_inv.shape(), block_rows, block_cols);
 }
 
 std::unique_ptr<Backend> MakeCpuBackend() { return std::make_unique<CpuBackend>(); }

@@ -1,6 +1,12 @@
 // CudaBackend: bf16 activations and weights on one GPU, fp32 accumulation; cuBLAS for every GEMM
 // (plain and strided-batched for the per-head MLA absorption), our kernels for the rest.
 //
+// An FP8 checkpoint's matrices stay FP8 here (WeightFp8: e4m3 bytes + fp32 block scales, half the
+// bytes of bf16). Each use dequantises the matrix just in time (kernels/fp8_dequant_cuda.h) into
+// one bf16 scratch, as large as the largest FP8 matrix placed, which the GEMM then reads as it
+// would a bf16 weight; the scratch remembers which weight it holds, so kv_b's two uses per layer
+// (AbsorbQuery, AbsorbValue) dequantise it once.
+//
 // All work runs on the legacy default stream, so host copies (ToHost, index uploads) order
 // themselves after the kernels that produce their inputs. Device memory comes from a small
 // caching pool: the forward allocates many short-lived activations, and cudaMalloc/cudaFree would
@@ -21,6 +27,7 @@
 #include "kernels/distill_loss_cuda.h"
 #include "kernels/elementwise_cuda.h"
 #include "kernels/finite_check_cuda.h"
+#include "kernels/fp8_dequant_cuda.h"
 #include "kernels/indexer_topk_cuda.h"
 #include "kernels/norms_cuda.h"
 #include "kernels/sparse_mla_cuda.h"
@@ -92,6 +99,10 @@ cudaDataType_t CublasType(DType d) {
 
 class CudaBackend final : public Backend {
  public:
+  using Backend::AbsorbQuery;
+  using Backend::AbsorbValue;
+  using Backend::Linear;
+
   CudaBackend() : pool_(std::make_shared<DevicePool>()) { CUBLAS_CHECK(cublasCreate(&cublas_)); }
   ~CudaBackend() override { cublasDestroy(cublas_); }
 
@@ -124,6 +135,34 @@ class CudaBackend final : public Backend {
     CUDA_CHECK(cudaMemcpy(t.raw(), data, t.nbytes(), cudaMemcpyHostToDevice));
     return t;
   }
+
+  bool KeepsFp8Weights() const override { return true; }
+
+  // The e4m3 bytes and the scales are copied as they are (the source may be a mapped shard). The
+  // scratch is sized here, at load, so running out of memory shows when the model loads.
+  StatusOr<PlacedWeight> WeightFp8(const std::string& name, const Tensor& fp8, const Tensor& scale_inv,
+                                   int64_t block_rows, int64_t block_cols) override {
+    ASSIGN_OR_RETURN(const Fp8BlockLayout layout, CheckFp8Weight(name, fp8, scale_inv, block_rows, block_cols));
+    PlacedWeight w;
+    w.values = Alloc(DType::kF8E4M3, {layout.rows, layout.cols});
+    w.scale_inv = Alloc(DType::kF32, {layout.scale_rows(), layout.scale_cols()});
+    w.block_rows = block_rows;
+    w.block_cols = block_cols;
+    CUDA_CHECK(cudaMemcpy(w.values.raw(), fp8.raw(), w.values.nbytes(), cudaMemcpyHostToDevice));
+    CUDA_CHECK(cudaMemcpy(w.scale_inv.raw(), scale_inv.raw(), w.scale_inv.nbytes(), cudaMemcpyHostToDevice));
+    ReserveFp8Scratch(layout.numel());
+    return w;
+  }
+
+  // The old scratch goes back to the pool: work already queued that reads it runs before anything
+  // queued later can write it (one stream).
+  void ReserveFp8Scratch(int64_t elements) override {
+    if (!fp8_scratch_.empty() && fp8_scratch_.numel() >= elements) return;
+    fp8_scratch_ = Alloc(DType::kBF16, {elements});
+    fp8_scratch_holds_ = Tensor();
+  }
+
+  int64_t Fp8ScratchBytes() const override { return fp8_scratch_.empty() ? 0 : fp8_scratch_.nbytes(); }
 
   int64_t FreeDeviceBytes() override {
     size_t free = 0, total = 0;
@@ -453,6 +492,27 @@ class CudaBackend final : public Backend {
                        x.numel() / x.size(0), B(*y), nullptr);
   }
 
+ protected:
+  Tensor PlainWeight(const PlacedWeight& w) override {
+    if (!w.is_fp8()) return w.values;
+    const int64_t rows = w.size(0), cols = w.size(1);
+    ReserveFp8Scratch(rows * cols);  // a no-op for weights placed by WeightFp8
+    Tensor plain = fp8_scratch_.Sub(0, {rows, cols});
+    if (fp8_scratch_holds_.raw() != w.values.raw()) {
+      Fp8BlockLayout layout;
+      layout.rows = rows;
+      layout.cols = cols;
+      layout.block_rows = w.block_rows;
+      layout.block_cols = w.block_cols;
+      Fp8DequantCuda(static_cast<const uint8_t*>(w.values.raw()), w.scale_inv.data<float>(), layout, B(plain),
+                     nullptr);
+      // Holding the tensor keeps its storage alive, so no other weight can reuse the address that
+      // identifies it while it is remembered (placed weights are never written again).
+      fp8_scratch_holds_ = w.values;
+    }
+    return plain;
+  }
+
  private:
   Tensor Upload(const std::vector<int32_t>& v) {
     Tensor t = Alloc(DType::kI32, {static_cast<int64_t>(v.size())});
@@ -479,6 +539,8 @@ class CudaBackend final : public Backend {
   cublasHandle_t cublas_ = nullptr;
   Tensor sum_sq_;          // f64 [1 + kSumOfSquaresWorkspace]: SumOfSquares' result and scratch
   Tensor nonfinite_flag_;  // one int32 on the device: the smallest tag noted, or >= kNoTag
+  Tensor fp8_scratch_;        // bf16, as many elements as the largest FP8 weight placed
+  Tensor fp8_scratch_holds_;  // the FP8 weight whose dequantised form the scratch holds, if any
 };
 
 }  // namespace

@@ -89,7 +89,10 @@ StatusOr<DsaModel> DsaModel::Load(const std::string& model_dir, const std::optio
     // theirs if present, so a later pattern may make them Full again.
     indexer_layers[l] = pattern.is_full(l) || ckpt.Has(probe);
   }
-  ASSIGN_OR_RETURN(ModelWeights weights, LoadModelWeights(config, ckpt, indexer_layers, layers));
+  // A backend that keeps FP8 resident (CUDA) gets the FP8 matrices as the checkpoint stores them,
+  // placed tensor by tensor from the shard mapping: no fp32 copy of them exists on the host.
+  const Fp8Weights fp8 = backend->KeepsFp8Weights() ? Fp8Weights::kKeep : Fp8Weights::kDequantize;
+  ASSIGN_OR_RETURN(ModelWeights weights, LoadModelWeights(config, ckpt, indexer_layers, layers, fp8));
   return FromParts(std::move(config), std::move(weights), std::move(pattern), std::move(backend));
 }
 
@@ -101,7 +104,9 @@ StatusOr<DsaModel> DsaModel::FromParts(ModelConfig config, ModelWeights weights,
   m.config_ = std::move(config);
   m.weights_ = std::make_shared<ModelWeights>(std::move(weights));
   m.backend_ = std::move(backend);
-  m.placed_ = PlaceWeights(*m.weights_, m.backend_.get());
+  ASSIGN_OR_RETURN(m.placed_, PlaceWeights(*m.weights_, m.backend_.get()));
+  // The backend holds its own copies now; dropping the views lets the shard mappings go.
+  ReleaseFp8Sources(m.weights_.get());
   RETURN_IF_ERROR(m.SetPattern(std::move(pattern)));
   return m;
 }
@@ -175,13 +180,15 @@ Status DsaModel::SetPattern(IndexPattern pattern) {
   return Status::Ok();
 }
 
+ResidentWeightBytes DsaModel::ResidentBytes() const { return CountResidentBytes(placed_, *backend_); }
+
 int64_t DsaModel::ParameterCount() const {
   int64_t n = weights_->embed.size() + weights_->final_norm.size();
-  if (!config_.tie_word_embeddings) n += weights_->lm_head.size();
-  auto mlp = [](const MlpWeights& m) { return m.gate.size() + m.up.size() + m.down.size(); };
+  if (!config_.tie_word_embeddings) n += weights_->lm_head.num_params();
+  auto mlp = [](const MlpWeights& m) { return m.gate.num_params() + m.up.num_params() + m.down.num_params(); };
   for (const LayerWeights& L : weights_->layers) {
-    n += L.input_norm.size() + L.post_attention_norm.size() + L.q_a.size() + L.q_a_norm.size() + L.q_b.size() +
-         L.kv_a.size() + L.kv_a_norm.size() + L.kv_b.size() + L.o.size();
+    n += L.input_norm.size() + L.post_attention_norm.size() + L.q_a.num_params() + L.q_a_norm.size() +
+         L.q_b.num_params() + L.kv_a.num_params() + L.kv_a_norm.size() + L.kv_b.num_params() + L.o.num_params();
     if (L.has_indexer) {
       n += L.indexer.wq_b.size() + L.indexer.wk.size() + L.indexer.k_norm_weight.size() +
            L.indexer.k_norm_bias.size() + L.indexer.weights_proj.size();

@@ -99,7 +99,9 @@ class DsaModel {
   // must have them. `pattern_source` names where pattern_spec came from in errors (a train config
   // field, not the command line, for the trainer). `layers` restricts loading to a pipeline stage's
   // range (embedding only on the first stage, final norm and LM head only on the last); Forward
-  // then runs inside that range.
+  // then runs inside that range. On the CUDA backend an FP8 checkpoint's matrices stay FP8 on the
+  // device (model/backend.h, PlacedWeight) and are uploaded tensor by tensor from the shards; the
+  // CPU backend dequantises them to fp32 at load.
   static StatusOr<DsaModel> Load(const std::string& model_dir, const std::optional<std::string>& pattern_spec = {},
                                  const std::string& device = "cpu", const std::string& pattern_source = "--pattern",
                                  LayerRange layers = {});
@@ -108,6 +110,8 @@ class DsaModel {
 
   const ModelConfig& config() const { return config_; }
   const IndexPattern& pattern() const { return pattern_; }
+  // The host copy. Its WeightMatrix tensors are empty (shape only, in WeightMatrix::fp8) where the
+  // backend keeps them FP8-resident; indexers are always there in fp32.
   const ModelWeights& weights() const { return *weights_; }
   // The layers this model holds ([0, num_layers) unless loaded as a pipeline stage).
   const LayerRange& layer_range() const { return weights_->range; }
@@ -123,6 +127,8 @@ class DsaModel {
   Status CheckPattern(const IndexPattern& pattern) const;
   Status SetPattern(IndexPattern pattern);
   int64_t ParameterCount() const;
+  // The placed weights' bytes by dtype and the backend's FP8 dequantisation scratch.
+  ResidentWeightBytes ResidentBytes() const;
 
   // An empty decode cache for up to `capacity` tokens under `pattern` (nullptr: the model's).
   StatusOr<KvCache> NewCache(int64_t capacity, const IndexPattern* pattern = nullptr) const;

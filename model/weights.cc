@@ -4,6 +4,7 @@
 #include <set>
 
 #include "core/file_util.h"
+#include "kernels/fp8_dequant.h"
 
 namespace indexcache {
 
@@ -28,29 +29,52 @@ std::string ScaleName(const std::string& name) {
 
 }  // namespace
 
+namespace {
+
+// The checked FP8 form of `name` (whose tensor `t` is F8_E4M3): its scale tensor exists, is a
+// float type and covers the matrix in blocks of quant.block_rows x quant.block_cols.
+StatusOr<Fp8Source> LoadFp8Source(const SafetensorsCheckpoint& ckpt, const std::string& name, const Tensor& t,
+                                  const QuantConfig& quant) {
+  const std::string scale_name = ScaleName(name);
+  if (!ckpt.Has(scale_name)) {
+    return NotFound(Where(ckpt, name) + " is F8_E4M3 but '" + scale_name + "' is missing");
+  }
+  ASSIGN_OR_RETURN(Tensor scale, ckpt.Get(scale_name));
+  Fp8Source s;
+  s.name = name;
+  s.rows = t.size(0);
+  s.cols = t.size(1);
+  s.block_rows = quant.block_rows;
+  s.block_cols = quant.block_cols;
+  const Shape want = {(s.rows + s.block_rows - 1) / s.block_rows, (s.cols + s.block_cols - 1) / s.block_cols};
+  RETURN_IF_ERROR(CheckShape(ckpt, scale_name, scale, want));
+  if (!IsFloating(scale.dtype()) || scale.dtype() == DType::kF8E4M3) {
+    return InvalidArgument(Where(ckpt, scale_name) + " has dtype " + DTypeName(scale.dtype()) + ", expected F32");
+  }
+  s.data = t;
+  s.scale_inv = scale.ToFloat32();
+  return s;
+}
+
+Fp8BlockLayout LayoutOf(const Fp8Source& s) {
+  Fp8BlockLayout l;
+  l.rows = s.rows;
+  l.cols = s.cols;
+  l.block_rows = s.block_rows;
+  l.block_cols = s.block_cols;
+  return l;
+}
+
+}  // namespace
+
 StatusOr<Matrix> LoadMatrix(const SafetensorsCheckpoint& ckpt, const std::string& name, int64_t rows, int64_t cols,
                             const QuantConfig& quant) {
   ASSIGN_OR_RETURN(Tensor t, ckpt.Get(name));
   RETURN_IF_ERROR(CheckShape(ckpt, name, t, {rows, cols}));
   Matrix m(rows, cols);
   if (t.dtype() == DType::kF8E4M3) {
-    const std::string scale_name = ScaleName(name);
-    if (!ckpt.Has(scale_name)) {
-      return NotFound(Where(ckpt, name) + " is F8_E4M3 but '" + scale_name + "' is missing");
-    }
-    ASSIGN_OR_RETURN(Tensor scale, ckpt.Get(scale_name));
-    const int64_t br = quant.block_rows, bc = quant.block_cols;
-    const Shape want = {(rows + br - 1) / br, (cols + bc - 1) / bc};
-    RETURN_IF_ERROR(CheckShape(ckpt, scale_name, scale, want));
-    if (!IsFloating(scale.dtype()) || scale.dtype() == DType::kF8E4M3) {
-      return InvalidArgument(Where(ckpt, scale_name) + " has dtype " + DTypeName(scale.dtype()) + ", expected F32");
-    }
-    const Tensor s = scale.ToFloat32();
-    const float* sp = s.data<float>();
-    ConvertToFloat(DType::kF8E4M3, t.raw(), m.data(), rows * cols);
-    for (int64_t r = 0; r < rows; ++r) {
-      for (int64_t c = 0; c < cols; ++c) m(r, c) *= sp[(r / br) * want[1] + c / bc];
-    }
+    ASSIGN_OR_RETURN(const Fp8Source s, LoadFp8Source(ckpt, name, t, quant));
+    Fp8DequantCpu(static_cast<const uint8_t*>(s.data.raw()), s.scale_inv.data<float>(), LayoutOf(s), m.data());
     return m;
   }
   if (!IsFloating(t.dtype())) {
@@ -58,6 +82,20 @@ StatusOr<Matrix> LoadMatrix(const SafetensorsCheckpoint& ckpt, const std::string
   }
   ConvertToFloat(t.dtype(), t.raw(), m.data(), rows * cols);
   return m;
+}
+
+StatusOr<WeightMatrix> LoadWeightMatrix(const SafetensorsCheckpoint& ckpt, const std::string& name, int64_t rows,
+                                        int64_t cols, const QuantConfig& quant, Fp8Weights fp8) {
+  if (fp8 == Fp8Weights::kKeep) {
+    ASSIGN_OR_RETURN(Tensor t, ckpt.Get(name));
+    if (t.dtype() == DType::kF8E4M3) {
+      RETURN_IF_ERROR(CheckShape(ckpt, name, t, {rows, cols}));
+      ASSIGN_OR_RETURN(Fp8Source s, LoadFp8Source(ckpt, name, t, quant));
+      return WeightMatrix::FromFp8(std::move(s));
+    }
+  }
+  ASSIGN_OR_RETURN(Matrix m, LoadMatrix(ckpt, name, rows, cols, quant));
+  return WeightMatrix(std::move(m));
 }
 
 StatusOr<Vector> LoadVector(const SafetensorsCheckpoint& ckpt, const std::string& name, int64_t size) {
@@ -74,15 +112,16 @@ StatusOr<Vector> LoadVector(const SafetensorsCheckpoint& ckpt, const std::string
 namespace {
 
 StatusOr<MlpWeights> LoadMlp(const SafetensorsCheckpoint& ckpt, const std::string& prefix, int64_t hidden,
-                             int64_t inter, const QuantConfig& q) {
+                             int64_t inter, const QuantConfig& q, Fp8Weights fp8) {
   MlpWeights w;
-  ASSIGN_OR_RETURN(w.gate, LoadMatrix(ckpt, prefix + "gate_proj.weight", inter, hidden, q));
-  ASSIGN_OR_RETURN(w.up, LoadMatrix(ckpt, prefix + "up_proj.weight", inter, hidden, q));
-  ASSIGN_OR_RETURN(w.down, LoadMatrix(ckpt, prefix + "down_proj.weight", hidden, inter, q));
+  ASSIGN_OR_RETURN(w.gate, LoadWeightMatrix(ckpt, prefix + "gate_proj.weight", inter, hidden, q, fp8));
+  ASSIGN_OR_RETURN(w.up, LoadWeightMatrix(ckpt, prefix + "up_proj.weight", inter, hidden, q, fp8));
+  ASSIGN_OR_RETURN(w.down, LoadWeightMatrix(ckpt, prefix + "down_proj.weight", hidden, inter, q, fp8));
   return w;
 }
 
-Status LoadExperts(const SafetensorsCheckpoint& ckpt, const std::string& prefix, const ModelConfig& c, MoeWeights* moe) {
+Status LoadExperts(const SafetensorsCheckpoint& ckpt, const std::string& prefix, const ModelConfig& c, Fp8Weights fp8,
+                   MoeWeights* moe) {
   const int64_t E = c.n_routed_experts, H = c.hidden_size, I = c.moe_intermediate_size;
   moe->experts.resize(E);
   const std::string fused_gate_up = prefix + "experts.gate_up_proj";
@@ -106,7 +145,8 @@ Status LoadExperts(const SafetensorsCheckpoint& ckpt, const std::string& prefix,
     return Status::Ok();
   }
   for (int64_t e = 0; e < E; ++e) {
-    ASSIGN_OR_RETURN(moe->experts[e], LoadMlp(ckpt, prefix + "experts." + std::to_string(e) + ".", H, I, c.quant));
+    ASSIGN_OR_RETURN(moe->experts[e],
+                     LoadMlp(ckpt, prefix + "experts." + std::to_string(e) + ".", H, I, c.quant, fp8));
   }
   return Status::Ok();
 }
@@ -132,7 +172,7 @@ StatusOr<LayerRange> ResolveLayerRange(LayerRange range, int64_t num_layers) {
 }
 
 StatusOr<ModelWeights> LoadModelWeights(const ModelConfig& c, const SafetensorsCheckpoint& ckpt,
-                                        const std::vector<bool>& indexer_layers, LayerRange range) {
+                                        const std::vector<bool>& indexer_layers, LayerRange range, Fp8Weights fp8) {
   ModelWeights w;
   ASSIGN_OR_RETURN(w.range, ResolveLayerRange(range, c.num_layers));
   const QuantConfig& q = c.quant;
@@ -146,8 +186,8 @@ StatusOr<ModelWeights> LoadModelWeights(const ModelConfig& c, const SafetensorsC
     if (tied && w.has_embedding()) {
       w.lm_head = w.embed;
     } else {
-      ASSIGN_OR_RETURN(w.lm_head, LoadMatrix(ckpt, tied ? "model.embed_tokens.weight" : "lm_head.weight",
-                                             c.vocab_size, H, q));
+      ASSIGN_OR_RETURN(w.lm_head, LoadWeightMatrix(ckpt, tied ? "model.embed_tokens.weight" : "lm_head.weight",
+                                                   c.vocab_size, H, q, fp8));
     }
   }
   w.layers.resize(c.num_layers);
@@ -163,14 +203,16 @@ StatusOr<ModelWeights> LoadModelWeights(const ModelConfig& c, const SafetensorsC
     const std::string a = p + "self_attn.";
     ASSIGN_OR_RETURN(L.input_norm, LoadVector(ckpt, p + "input_layernorm.weight", H));
     ASSIGN_OR_RETURN(L.post_attention_norm, LoadVector(ckpt, p + "post_attention_layernorm.weight", H));
-    ASSIGN_OR_RETURN(L.q_a, LoadMatrix(ckpt, a + "q_a_proj.weight", c.q_lora_rank, H, q));
+    ASSIGN_OR_RETURN(L.q_a, LoadWeightMatrix(ckpt, a + "q_a_proj.weight", c.q_lora_rank, H, q, fp8));
     ASSIGN_OR_RETURN(L.q_a_norm, LoadVector(ckpt, a + "q_a_layernorm.weight", c.q_lora_rank));
-    ASSIGN_OR_RETURN(L.q_b, LoadMatrix(ckpt, a + "q_b_proj.weight", c.num_heads * c.qk_head_dim(), c.q_lora_rank, q));
-    ASSIGN_OR_RETURN(L.kv_a, LoadMatrix(ckpt, a + "kv_a_proj_with_mqa.weight", c.latent_dim(), H, q));
+    ASSIGN_OR_RETURN(L.q_b, LoadWeightMatrix(ckpt, a + "q_b_proj.weight", c.num_heads * c.qk_head_dim(),
+                                             c.q_lora_rank, q, fp8));
+    ASSIGN_OR_RETURN(L.kv_a, LoadWeightMatrix(ckpt, a + "kv_a_proj_with_mqa.weight", c.latent_dim(), H, q, fp8));
     ASSIGN_OR_RETURN(L.kv_a_norm, LoadVector(ckpt, a + "kv_a_layernorm.weight", c.kv_lora_rank));
-    ASSIGN_OR_RETURN(L.kv_b, LoadMatrix(ckpt, a + "kv_b_proj.weight", c.num_heads * (c.qk_nope_head_dim + c.v_head_dim),
-                                        c.kv_lora_rank, q));
-    ASSIGN_OR_RETURN(L.o, LoadMatrix(ckpt, a + "o_proj.weight", H, c.num_heads * c.v_head_dim, q));
+    ASSIGN_OR_RETURN(L.kv_b, LoadWeightMatrix(ckpt, a + "kv_b_proj.weight",
+                                              c.num_heads * (c.qk_nope_head_dim + c.v_head_dim), c.kv_lora_rank, q,
+                                              fp8));
+    ASSIGN_OR_RETURN(L.o, LoadWeightMatrix(ckpt, a + "o_proj.weight", H, c.num_heads * c.v_head_dim, q, fp8));
     L.has_indexer = indexer_layers[l];
     if (L.has_indexer) {
       const std::string ix = a + "indexer.";
@@ -184,7 +226,7 @@ StatusOr<ModelWeights> LoadModelWeights(const ModelConfig& c, const SafetensorsC
     L.is_moe = c.layer_is_moe[l];
     const std::string m = p + "mlp.";
     if (!L.is_moe) {
-      ASSIGN_OR_RETURN(L.mlp, LoadMlp(ckpt, m, H, c.intermediate_size, q));
+      ASSIGN_OR_RETURN(L.mlp, LoadMlp(ckpt, m, H, c.intermediate_size, q, fp8));
       continue;
     }
     ASSIGN_OR_RETURN(L.moe.router, LoadMatrix(ckpt, m + "gate.weight", c.n_routed_experts, H, q));
@@ -193,11 +235,11 @@ StatusOr<ModelWeights> LoadModelWeights(const ModelConfig& c, const SafetensorsC
     } else {
       L.moe.score_bias = Vector::Zero(c.n_routed_experts);
     }
-    RETURN_IF_ERROR(LoadExperts(ckpt, m, c, &L.moe));
+    RETURN_IF_ERROR(LoadExperts(ckpt, m, c, fp8, &L.moe));
     L.moe.has_shared = c.n_shared_experts > 0;
     if (L.moe.has_shared) {
       ASSIGN_OR_RETURN(L.moe.shared, LoadMlp(ckpt, m + "shared_experts.", H,
-                                             c.moe_intermediate_size * c.n_shared_experts, q));
+                                             c.moe_intermediate_size * c.n_shared_experts, q, fp8));
     }
   }
   std::set<std::string> dtypes;
@@ -208,6 +250,26 @@ StatusOr<ModelWeights> LoadModelWeights(const ModelConfig& c, const SafetensorsC
   }
   w.source_dtypes.assign(dtypes.begin(), dtypes.end());
   return w;
+}
+
+void ReleaseFp8Sources(ModelWeights* w) {
+  auto release = [](WeightMatrix& m) {
+    if (!m.fp8) return;
+    m.fp8->data = Tensor();
+    m.fp8->scale_inv = Tensor();
+  };
+  auto release_mlp = [&](MlpWeights& m) {
+    release(m.gate);
+    release(m.up);
+    release(m.down);
+  };
+  release(w->lm_head);
+  for (LayerWeights& L : w->layers) {
+    for (WeightMatrix* m : {&L.q_a, &L.q_b, &L.kv_a, &L.kv_b, &L.o}) release(*m);
+    release_mlp(L.mlp);
+    for (MlpWeights& e : L.moe.experts) release_mlp(e);
+    release_mlp(L.moe.shared);
+  }
 }
 
 }  // namespace indexcache

@@ -74,6 +74,7 @@ Status EvalOnThisRank(const Flags& flags, Communicator& comm) {
   // --pattern keeps its old meaning (the model loads under it); --patterns are checked one by one.
   ASSIGN_OR_RETURN(DsaModel model, DsaModel::Load(*flags.Get("model"), flags.Get("pattern"), flags.GetOr("device", "cpu"),
                                                   "--pattern", pipe->layers()));
+  LogResidentWeights("eval", model);
   EvalParallel parallel{pipe->Context(), &comm, pipe->grid.replica(), pipe->grid.replicas()};
   options.parallel = &parallel;
   const int layers = static_cast<int>(model.config().num_layers);

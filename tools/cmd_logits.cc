@@ -15,9 +15,11 @@ namespace {
 constexpr int64_t kMaxRows = 1 << 20;
 constexpr int64_t kMaxLogitsElements = int64_t{1} << 32;  // 16 GiB of float32 logits
 
-StatusOr<DsaModel> LoadModel(const Flags& flags) {
+StatusOr<DsaModel> LoadModel(const Flags& flags, const std::string& command) {
   std::optional<std::string> pattern = flags.Get("pattern");
-  return DsaModel::Load(*flags.Get("model"), pattern, flags.GetOr("device", "cpu"));
+  ASSIGN_OR_RETURN(DsaModel model, DsaModel::Load(*flags.Get("model"), pattern, flags.GetOr("device", "cpu")));
+  LogResidentWeights(command, model);
+  return model;
 }
 
 }  // namespace
@@ -30,7 +32,7 @@ Status CheckDeviceFlag(const Flags& flags) {
 
 Status RunLogits(const Flags& flags) {
   RETURN_IF_ERROR(CheckDeviceFlag(flags));
-  ASSIGN_OR_RETURN(DsaModel model, LoadModel(flags));
+  ASSIGN_OR_RETURN(DsaModel model, LoadModel(flags, "logits"));
   const std::string tokens_path = *flags.Get("tokens");
   const int64_t V = model.config().vocab_size;
   ASSIGN_OR_RETURN(TokenRows tokens, ReadTokenRows(tokens_path, V, kMaxRows, kMaxEvalSeqLen * 64));
@@ -60,7 +62,7 @@ Status RunLogits(const Flags& flags) {
 Status RunGenerate(const Flags& flags) {
   RETURN_IF_ERROR(CheckDeviceFlag(flags));
   ASSIGN_OR_RETURN(int64_t max_new, flags.GetInt("max-new", 0, 1, kMaxEvalSeqLen));
-  ASSIGN_OR_RETURN(DsaModel model, LoadModel(flags));
+  ASSIGN_OR_RETURN(DsaModel model, LoadModel(flags, "generate"));
   const std::string tokens_path = *flags.Get("tokens");
   const int64_t V = model.config().vocab_size;
   ASSIGN_OR_RETURN(TokenRows prompts, ReadTokenRows(tokens_path, V, kMaxRows, kMaxEvalSeqLen * 64));

@@ -97,6 +97,7 @@ Status SearchOnThisRank(const Flags& flags, Communicator& comm) {
   ASSIGN_OR_RETURN(std::unique_ptr<PipelineSetup> pipe, SetUpPipeline(flags, comm, *flags.Get("model")));
   ASSIGN_OR_RETURN(DsaModel model, DsaModel::Load(*flags.Get("model"), std::nullopt, flags.GetOr("device", "cpu"),
                                                   "--pattern", pipe->layers()));
+  LogResidentWeights("search", model);
   opt.stage = pipe->Context();
   opt.replica = pipe->grid.replica();
   opt.replicas = pipe->grid.replicas();

@@ -4,6 +4,7 @@
 #include <new>
 #include <stdexcept>
 
+#include "core/cuda_check.h"
 #include "core/tensor.h"
 
 #include "tools/pipeline_flags.h"
@@ -179,6 +180,13 @@ int RunCommand(const Command& command, const std::vector<std::string>& args) {
     return 1;
   }
   return 0;
+}
+
+void LogResidentWeights(const std::string& command, const DsaModel& model) {
+  if (model.backend().device() != Device::kCuda) return;
+  const std::string rank = g_rank >= 0 ? "[rank " + std::to_string(g_rank) + "] " : "";
+  std::fprintf(stderr, "%s%s: weights resident on the GPU: %s\n", rank.c_str(), command.c_str(),
+               DescribeResidentBytes(model.ResidentBytes()).c_str());
 }
 
 }  // namespace indexcache

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "core/status.h"
+#include "model/dsa_model.h"
 #include "tools/flags.h"
 
 namespace indexcache {
@@ -33,5 +34,8 @@ Status RunSearch(const Flags& flags);
 Status RunPlan(const Flags& flags);
 // --device is cpu or cuda.
 Status CheckDeviceFlag(const Flags& flags);
+// On a GPU, one stderr line after the load: where the model's weight bytes are ("weights resident
+// on the GPU: 1.23 GB fp8 + ..."), prefixed with the rank under MPI. Nothing on the CPU.
+void LogResidentWeights(const std::string& command, const DsaModel& model);
 
 }  // namespace indexcache

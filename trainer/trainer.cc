@@ -186,6 +186,9 @@ Status RunTraining(const TrainConfig& cfg, const TrainRunOptions& run, Communica
   const StageContext* stage = grid.stages() > 1 ? &stage_context : nullptr;
   ASSIGN_OR_RETURN(DsaModel model, DsaModel::Load(cfg.model_dir(), pattern_spec, cfg.device(), pattern_source,
                                                   split.stages[grid.stage()]));
+  if (lead && model.backend().device() == Device::kCuda) {
+    std::printf("== weights resident on the GPU: %s\n", DescribeResidentBytes(model.ResidentBytes()).c_str());
+  }
   const IndexPattern pattern = model.pattern();
   const LayerRange held = model.layer_range();
   const DistillMode mode = cfg.loss_mode() == TrainConfig::SPARSE ? DistillMode::kSparse : DistillMode::kDense;
