@@ -110,6 +110,18 @@ TEST(SearchCli, CandidateLossEqualsEvalAndResultFeedsEvalAndExport) {
   const json config = json::parse(Read(dir + "/exported/config.json"));
   EXPECT_EQ(config["index_topk_pattern"], j["pattern"]);
   EXPECT_EQ(config["indexer_types"], j["config_keys"]["indexer_types"]);
+  // No tensor changed: the one shard is linked (or, from a fixture on another filesystem, copied
+  // with a warning); --copy-shards copies it.
+  EXPECT_NE(ex.find("shards: "), std::string::npos) << ex;
+  EXPECT_NE(ex.find("0 rewritten"), std::string::npos) << ex;
+  std::string copied;
+  ASSERT_EQ(RunShell(std::string("tools/indexcache export --copy-shards --model ") + kGentle + " --pattern " + dir +
+                         "/s.json --out " + dir + "/copied",
+                     &copied),
+            0)
+      << copied;
+  EXPECT_NE(copied.find("shards: 0 hard-linked, 1 copied, 0 rewritten"), std::string::npos) << copied;
+  EXPECT_EQ(Read(dir + "/copied/model.safetensors"), Read(std::string(kGentle) + "/model.safetensors"));
 }
 
 void ExpectOneLineError(const std::string& args, const std::string& needle) {

@@ -122,6 +122,7 @@ Status RunExport(const Flags& flags) {
   ExportOptions options;
   options.drop_shared_indexers = flags.GetBool("drop-shared-indexers");
   options.force = flags.GetBool("force");
+  options.copy_shards = flags.GetBool("copy-shards");
   ASSIGN_OR_RETURN(options.indexer_dtype, ParseIndexerDType(flags.GetOr("indexer-dtype", "checkpoint")));
   const std::string out = *flags.Get("out");
   ExportReport report;
@@ -134,6 +135,12 @@ Status RunExport(const Flags& flags) {
     for (const std::string& n : names) s += (s.empty() ? "" : ", ") + n;
     return s.empty() ? std::string("(none)") : s;
   };
+  std::printf("shards: %zu hard-linked, %zu copied, %zu rewritten (they held changed or dropped tensors), %zu left "
+              "out (nothing else in them); trained tensors: %s\n",
+              report.linked_shards.size(), report.copied_shards.size(), report.rewritten_shards.size(),
+              report.removed_shards.size(), report.new_shard.empty() ? "none written" : report.new_shard.c_str());
+  if (!report.rewritten_shards.empty()) std::printf("rewritten: %s\n", list(report.rewritten_shards).c_str());
+  if (!report.removed_shards.empty()) std::printf("left out: %s\n", list(report.removed_shards).c_str());
   std::printf("copied besides config.json and the weights: %s\n", list(report.copied).c_str());
   if (!report.skipped.empty()) std::printf("not copied: %s\n", list(report.skipped).c_str());
   return Status::Ok();

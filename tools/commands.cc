@@ -89,7 +89,10 @@ const std::vector<Command>& AllCommands() {
        RunTrain},
       {"export", "Writes an HF model directory whose Full layers carry a checkpoint's trained indexers and whose "
                  "config.json carries index_topk_pattern, indexer_types (and index_topk_freq / "
-                 "index_skip_topk_offset when regular), for SGLang, vLLM and transformers.",
+                 "index_skip_topk_offset when regular), for SGLang, vLLM and transformers. The trained indexers go "
+                 "to a new shard (model-indexcache-00001.safetensors); unchanged shards are hard-linked from the "
+                 "source, shards that held changed tensors are rewritten without them, and the index is "
+                 "regenerated.",
        {kModel, {"checkpoint", "a checkpoint directory, or a checkpoint root (its latest); without it only the "
                                "pattern keys change"},
         {"out", "output model directory (must not exist)", false, true},
@@ -97,7 +100,9 @@ const std::vector<Command>& AllCommands() {
         {"drop-shared-indexers", "leave the Shared layers' indexer tensors out (GLM-5.2 style)", true},
         {"indexer-dtype", "dtype of the trained indexer weights: 'checkpoint' (the model's own; FP8 re-quantised), "
                           "'bf16' (kept bf16 inside an FP8 checkpoint) or 'fp8'", false, false, "checkpoint"},
-        {"force", "allow --drop-shared-indexers where transformers would initialise the missing indexers randomly", true}},
+        {"force", "allow --drop-shared-indexers where transformers would initialise the missing indexers randomly", true},
+        {"copy-shards", "copy the unchanged weight shards instead of hard-linking them (hard-linking falls back to "
+                        "copying by itself where it fails, e.g. across filesystems)", true}},
        RunExport},
       {"plan", "Pipeline x data-parallel plan of a model on N GPUs from its config.json alone (no weights needed): "
                "the smallest number of pipeline stages whose stages fit in memory (the rest data-parallel), a "

@@ -4,8 +4,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <cmath>
 #include <algorithm>
+#include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <map>
 
@@ -188,47 +189,118 @@ Status ExportModel(const std::string& model_dir, const IndexerSet& trained, cons
     }
   } cleanup{tmp};
 
-  // 1. Shards: same names, trained indexers swapped in, Shared layers' indexers optionally dropped.
+  // 1. Shards. Each tensor the export changes (a trained Full layer's indexer tensor, its FP8
+  // scale, and with drop_shared_indexers a Shared layer's indexer tensor) is taken out of its
+  // source shard; trained tensors go to one new shard. A shard holding none of them is hard-linked
+  // (or copied), one holding some is rewritten under its name without them (and left out when
+  // nothing remains). A single-file model.safetensors is rewritten whole with the trained tensors
+  // in place: transformers reads a model.safetensors before any index, so they must stay in it.
+  const std::vector<std::string> shards = ckpt.shard_files();
+  const bool single_file = shards.size() == 1 && shards[0] == "model.safetensors";
+  std::string new_shard;
+  for (int i = 1; new_shard.empty(); ++i) {
+    char name[64];
+    std::snprintf(name, sizeof(name), "model-indexcache-%05d.safetensors", i);
+    if (std::find(shards.begin(), shards.end(), name) == shards.end()) new_shard = name;
+  }
   std::map<std::string, std::string> weight_map;
   std::vector<std::string> kept_bf16;  // modules written bf16 inside an FP8 checkpoint
   uint64_t total_size = 0;
-  for (const std::string& shard : ckpt.shard_files()) {
-    ASSIGN_OR_RETURN(auto file, SafetensorsFile::Open(JoinPath(model_dir, shard)));
-    NamedTensors tensors;
+  NamedTensors trained_tensors;                                // for new_shard
+  std::map<std::string, std::vector<std::string>> link_failed;  // reason -> shards copied instead
+  std::map<std::string, std::vector<std::string>> names_of;  // shard -> tensors the index puts there
+  for (const std::string& name : ckpt.names()) names_of[ckpt.ShardOf(name)].push_back(name);
+  for (const std::string& shard : shards) {
+    const std::string src = JoinPath(model_dir, shard);
+    ASSIGN_OR_RETURN(auto file, SafetensorsFile::Open(src));
+    // The tensors of this shard, as the index assigns them; a name the file holds but the index
+    // puts elsewhere is no part of the checkpoint and is not carried.
+    NamedTensors kept;     // unchanged, written back if the shard is rewritten
+    bool touched = false;  // holds a changed or dropped tensor
     for (const std::string& name : file->names()) {
+      const bool assigned = ckpt.ShardOf(name) == shard;
       bool shared_indexer = false;
       for (int l = 0; l < pattern.num_layers(); ++l) {
         if (!pattern.is_full(l) && StartsWith(name, IndexerTensorPrefix(l))) shared_indexer = true;
       }
-      if (shared_indexer && options.drop_shared_indexers) continue;
-      int64_t unused = 0;
+      if (shared_indexer && options.drop_shared_indexers) {
+        touched = true;
+        continue;
+      }
+      int64_t numel = 0;
       if (EndsWith(name, "_scale_inv") && !shared_indexer &&
-          TrainedData(trained, name.substr(0, name.size() - 10), &unused)) {
-        continue;  // written again together with its re-quantised weight
+          TrainedData(trained, name.substr(0, name.size() - 10), &numel)) {
+        touched = true;  // written again together with its re-quantised weight
+        continue;
+      }
+      const float* values = shared_indexer ? nullptr : TrainedData(trained, name, &numel);
+      if (!assigned) {
+        if (values) touched = true;  // a stale copy of a trained tensor must not stay in a linked shard
+        continue;
       }
       ASSIGN_OR_RETURN(Tensor t, file->Get(name));
-      int64_t numel = 0;
-      const float* values = TrainedData(trained, name, &numel);
-      if (values && !shared_indexer) {
-        if (numel != t.numel()) return InvalidArgument(shard + ": tensor '" + name + "' has a different size than the trained one");
-        Tensor encoded, scale;
-        const DType dtype = TargetDType(name, t, options.indexer_dtype);
-        RETURN_IF_ERROR(
-            Encode(values, t, dtype, config.quant, &encoded, &scale).WithContext(shard + ": tensor '" + name + "'"));
-        if (config.quant.fp8 && t.dtype() == DType::kF8E4M3 && dtype != DType::kF8E4M3) {
-          kept_bf16.push_back(name.substr(0, name.size() - 7));
-        }
-        tensors.push_back({name, encoded});
-        if (!scale.empty()) tensors.push_back({name + "_scale_inv", scale});
-      } else {
-        tensors.push_back({name, t});
+      if (!values) {
+        kept.push_back({name, t});
+        weight_map[name] = shard;
+        total_size += t.nbytes();
+        continue;
+      }
+      touched = true;
+      if (numel != t.numel()) return InvalidArgument(shard + ": tensor '" + name + "' has a different size than the trained one");
+      Tensor encoded, scale;
+      const DType dtype = TargetDType(name, t, options.indexer_dtype);
+      RETURN_IF_ERROR(
+          Encode(values, t, dtype, config.quant, &encoded, &scale).WithContext(shard + ": tensor '" + name + "'"));
+      if (config.quant.fp8 && t.dtype() == DType::kF8E4M3 && dtype != DType::kF8E4M3) {
+        kept_bf16.push_back(name.substr(0, name.size() - 7));
+      }
+      NamedTensors& dest = single_file ? kept : trained_tensors;
+      const std::string& dest_shard = single_file ? shard : new_shard;
+      dest.push_back({name, encoded});
+      weight_map[name] = dest_shard;
+      total_size += encoded.nbytes();
+      if (!scale.empty()) {
+        dest.push_back({name + "_scale_inv", scale});
+        weight_map[name + "_scale_inv"] = dest_shard;
+        total_size += scale.nbytes();
       }
     }
-    for (const auto& [name, t] : tensors) {
-      weight_map[name] = shard;
-      total_size += t.nbytes();
+    for (const std::string& name : names_of[shard]) {
+      // The index promises tensors only the file can deliver; a promise the file breaks would
+      // otherwise vanish from the new index without a word.
+      if (!file->Has(name)) {
+        return DataLoss(JoinPath(model_dir, "model.safetensors.index.json") + ": tensor '" + name + "' is not in its shard '" +
+                        shard + "'");
+      }
     }
-    RETURN_IF_ERROR(WriteSafetensors(JoinPath(tmp, shard), tensors, file->metadata()));
+    const std::string dst = JoinPath(tmp, shard);
+    if (touched) {
+      if (kept.empty()) {
+        report->removed_shards.push_back(shard);
+        continue;
+      }
+      RETURN_IF_ERROR(WriteSafetensors(dst, kept, file->metadata()));
+      report->rewritten_shards.push_back(shard);
+    } else if (options.copy_shards) {
+      RETURN_IF_ERROR(CopyFileStreaming(src, dst));
+      report->copied_shards.push_back(shard);
+    } else if (std::string reason; HardLink(src, dst, &reason).ok()) {
+      report->linked_shards.push_back(shard);
+    } else {
+      // Across filesystems, or where links are refused: the bytes still have to be in --out.
+      link_failed[reason].push_back(shard);
+      RETURN_IF_ERROR(CopyFileStreaming(src, dst));
+      report->copied_shards.push_back(shard);
+    }
+  }
+  for (const auto& [reason, copied] : link_failed) {
+    report->warnings.push_back("hard-linking " + std::to_string(copied.size()) + " unchanged shard(s) from " + model_dir +
+                               " into " + out_dir + " failed (" + reason + "), so they were copied (first: " +
+                               copied.front() + ")");
+  }
+  if (!trained_tensors.empty()) {
+    RETURN_IF_ERROR(WriteSafetensors(JoinPath(tmp, new_shard), trained_tensors, {{"format", "pt"}}));
+    report->new_shard = new_shard;
   }
   const json index = {{"metadata", {{"total_size", total_size}}}, {"weight_map", weight_map}};
   // error_handler_t::replace: names that are not valid UTF-8 must not throw out of dump().
