@@ -11,7 +11,9 @@
 #include <vector>
 
 #include "core/cuda_check.h"
+#include "core/device_buffer.h"
 #include "core/dtype.h"
+#include "core/test_util.h"
 #include "gtest/gtest.h"
 #include "kernels/norms.h"
 #include "kernels/tolerances.h"
@@ -21,29 +23,8 @@ namespace {
 
 constexpr float kEps = 1e-6f;
 
-// ||got - ref||_2 / ||ref||_2, in fp64.
-double RelL2(const std::vector<float>& got, const std::vector<float>& ref) {
-  double diff = 0.0, norm = 0.0;
-  for (size_t i = 0; i < ref.size(); ++i) {
-    diff += (static_cast<double>(got[i]) - ref[i]) * (static_cast<double>(got[i]) - ref[i]);
-    norm += static_cast<double>(ref[i]) * ref[i];
-  }
-  return std::sqrt(diff / norm);
-}
-
 struct Shape {
   int64_t rows, dim;
-};
-
-// Device buffer of n elements of T, freed on scope exit.
-template <typename T>
-struct DeviceBuffer {
-  explicit DeviceBuffer(size_t n) : bytes(n * sizeof(T)) { CUDA_CHECK(cudaMalloc(&ptr, bytes)); }
-  ~DeviceBuffer() { cudaFree(ptr); }
-  void CopyFrom(const void* host) { CUDA_CHECK(cudaMemcpy(ptr, host, bytes, cudaMemcpyHostToDevice)); }
-  void CopyTo(void* host) const { CUDA_CHECK(cudaMemcpy(host, ptr, bytes, cudaMemcpyDeviceToHost)); }
-  T* ptr = nullptr;
-  size_t bytes;
 };
 
 // x ~ N(0, 2) so the rms is far from 1; weight ~ U(0.5, 1.5) so a missing or misindexed weight shows.

@@ -10,7 +10,7 @@
 #include <memory>
 #include <vector>
 
-#include "model/config.h"
+#include "kernels/rope_config.h"
 
 namespace indexcache {
 

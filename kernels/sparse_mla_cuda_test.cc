@@ -16,6 +16,7 @@
 #include "core/cuda_check.h"
 #include "core/device_buffer.h"
 #include "core/dtype.h"
+#include "core/test_util.h"
 #include "gtest/gtest.h"
 #include "kernels/sparse_mla.h"
 #include "kernels/tolerances.h"
@@ -24,16 +25,6 @@ namespace indexcache {
 namespace {
 
 constexpr int64_t kDqk = 576, kDv = 512;
-
-// ||got - ref||_2 / ||ref||_2, in fp64.
-double RelL2(const std::vector<float>& got, const std::vector<float>& ref) {
-  double diff = 0.0, norm = 0.0;
-  for (size_t i = 0; i < ref.size(); ++i) {
-    diff += (static_cast<double>(got[i]) - ref[i]) * (static_cast<double>(got[i]) - ref[i]);
-    norm += static_cast<double>(ref[i]) * ref[i];
-  }
-  return std::sqrt(diff / norm);
-}
 
 // Device buffer of n elements of T, freed on scope exit.
 struct Case {

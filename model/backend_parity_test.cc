@@ -10,6 +10,7 @@
 #include <gtest/gtest.h>
 
 #include "core/cuda_check.h"
+#include "core/test_util.h"
 #include "kernels/tolerances.h"
 #include "model/backend.h"
 
@@ -36,17 +37,6 @@ class BackendParityTest : public ::testing::Test {
   // The same values on the GPU in bf16.
   Tensor OnGpu(const Tensor& host) { return gpu_->Convert(gpu_->ToDevice(host), DType::kBF16); }
   Tensor GpuWeight(const Tensor& host) { return gpu_->Weight(host.data<float>(), host.shape()); }
-
-  static double RelL2(const Tensor& got, const Tensor& want) {
-    EXPECT_EQ(got.shape(), want.shape());
-    double num = 0, den = 0;
-    for (int64_t i = 0; i < want.numel(); ++i) {
-      const double d = double(got.data<float>()[i]) - want.data<float>()[i];
-      num += d * d;
-      den += double(want.data<float>()[i]) * want.data<float>()[i];
-    }
-    return std::sqrt(num / std::max(den, 1e-30));
-  }
 
   std::mt19937 rng_{1234};
   std::unique_ptr<Backend> cpu_;

@@ -11,27 +11,13 @@
 #include <nlohmann/json.hpp>
 
 #include "core/status.h"
+#include "kernels/rope_config.h"  // RopeType, RopeConfig
 #include "model/pattern.h"
 
 namespace indexcache {
 
 enum class ModelType { kDeepseekV32, kGlmMoeDsa };
 const char* ModelTypeName(ModelType type);
-
-enum class RopeType { kDefault, kYarn };
-
-struct RopeConfig {
-  RopeType type = RopeType::kDefault;
-  double theta = 10000.0;
-  // yarn only
-  double factor = 1.0;
-  double beta_fast = 32.0, beta_slow = 1.0;
-  double mscale = 0.0, mscale_all_dim = 0.0;  // 0 = absent
-  int64_t original_max_position_embeddings = 0;
-  bool truncate = true;
-  // Multiplies cos and sin (yarn's attention factor; 1 for default rope).
-  double attention_factor = 1.0;
-};
 
 struct QuantConfig {
   bool fp8 = false;              // weights stored as e4m3 with `weight_scale_inv` block scales

@@ -5,20 +5,12 @@
 
 #include <gtest/gtest.h>
 
+#include "core/test_util.h"
 #include "model/indexer_grad.h"
 #include "model/indexer_student.h"
 
 namespace indexcache {
 namespace {
-
-double RelL2(const float* got, const float* want, int64_t n) {
-  double num = 0, den = 0;
-  for (int64_t i = 0; i < n; ++i) {
-    num += (double(got[i]) - want[i]) * (double(got[i]) - want[i]);
-    den += double(want[i]) * want[i];
-  }
-  return std::sqrt(num / std::max(den, 1e-30));
-}
 
 TEST(IndexerStudentTest, CpuBackendMatchesEigenReference) {
   for (bool interleaved : {false, true}) {

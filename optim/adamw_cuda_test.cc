@@ -10,22 +10,13 @@
 #include <vector>
 
 #include "core/cuda_check.h"
+#include "core/test_util.h"
 #include "gtest/gtest.h"
 #include "kernels/tolerances.h"
 #include "optim/adamw_update.h"
 
 namespace indexcache {
 namespace {
-
-// ||got - ref||_2 / ||ref||_2, in fp64.
-double RelL2(const std::vector<float>& got, const std::vector<float>& ref) {
-  double diff = 0.0, norm = 0.0;
-  for (size_t i = 0; i < ref.size(); ++i) {
-    diff += (static_cast<double>(got[i]) - ref[i]) * (static_cast<double>(got[i]) - ref[i]);
-    norm += static_cast<double>(ref[i]) * ref[i];
-  }
-  return std::sqrt(diff / norm);
-}
 
 // Device buffer of n floats (plus `offset` leading ones, to misalign it), freed on scope exit.
 struct DeviceFloats {

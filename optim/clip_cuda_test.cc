@@ -12,6 +12,8 @@
 #include <vector>
 
 #include "core/cuda_check.h"
+#include "core/device_buffer.h"
+#include "core/test_util.h"
 #include "gtest/gtest.h"
 #include "kernels/tolerances.h"
 #include "optim/clip.h"
@@ -20,20 +22,6 @@ namespace indexcache {
 namespace {
 
 constexpr int64_t kSizes[] = {17, 127, 281, 100003};
-
-template <typename T>
-struct DeviceBuffer {
-  explicit DeviceBuffer(size_t n) : n(n) { CUDA_CHECK(cudaMalloc(&ptr, (n ? n : 1) * sizeof(T))); }
-  ~DeviceBuffer() { cudaFree(ptr); }
-  void CopyFrom(const std::vector<T>& h) { CUDA_CHECK(cudaMemcpy(ptr, h.data(), n * sizeof(T), cudaMemcpyHostToDevice)); }
-  std::vector<T> ToHost() const {
-    std::vector<T> h(n);
-    CUDA_CHECK(cudaMemcpy(h.data(), ptr, n * sizeof(T), cudaMemcpyDeviceToHost));
-    return h;
-  }
-  T* ptr = nullptr;
-  size_t n;
-};
 
 std::vector<float> Random(int64_t n, uint32_t seed) {
   std::mt19937 rng(seed);
@@ -45,7 +33,7 @@ std::vector<float> Random(int64_t n, uint32_t seed) {
 
 template <typename Acc>
 Acc DeviceSumOfSquares(const DeviceBuffer<float>& x, DeviceBuffer<Acc>* out, DeviceBuffer<Acc>* work) {
-  SumOfSquaresCuda<Acc>(x.ptr, static_cast<int64_t>(x.n), out->ptr, work->ptr, false, nullptr);
+  SumOfSquaresCuda<Acc>(x.ptr, static_cast<int64_t>(x.size()), out->ptr, work->ptr, false, nullptr);
   return out->ToHost()[0];
 }
 
@@ -91,11 +79,11 @@ TEST(ClipCudaTest, AccumulatesAcrossBuffersToTheGlobalNorm) {
   for (int64_t n : kSizes) host.push_back(Random(n, static_cast<uint32_t>(n + 1)));
   for (auto& h : host) spans.push_back({h.data(), static_cast<int64_t>(h.size())});
   DeviceBuffer<double> out(1), work(kSumOfSquaresWorkspace);
-  std::vector<std::unique_ptr<DeviceBuffer<float>>> device;
+  std::vector<DeviceBuffer<float>> device;  // move-only buffers, held by value
   for (size_t i = 0; i < host.size(); ++i) {
-    device.push_back(std::make_unique<DeviceBuffer<float>>(host[i].size()));
-    device.back()->CopyFrom(host[i]);
-    SumOfSquaresCuda<double>(device.back()->ptr, static_cast<int64_t>(host[i].size()), out.ptr, work.ptr,
+    device.emplace_back(host[i].size());
+    device.back().CopyFrom(host[i]);
+    SumOfSquaresCuda<double>(device.back().ptr, static_cast<int64_t>(host[i].size()), out.ptr, work.ptr,
                              /*accumulate=*/i > 0, nullptr);
   }
   const double norm = std::sqrt(out.ToHost()[0]);
@@ -107,8 +95,8 @@ TEST(ClipCudaTest, AccumulatesAcrossBuffersToTheGlobalNorm) {
   EXPECT_NEAR(coef, 0.25, 1e-6);
   for (size_t i = 0; i < host.size(); ++i) {
     ScaleInPlace(host[i].data(), static_cast<int64_t>(host[i].size()), coef);
-    ScaleGradientCuda(device[i]->ptr, static_cast<int64_t>(host[i].size()), coef, nullptr);
-    EXPECT_EQ(device[i]->ToHost(), host[i]) << "buffer " << i;
+    ScaleGradientCuda(device[i].ptr, static_cast<int64_t>(host[i].size()), coef, nullptr);
+    EXPECT_EQ(device[i].ToHost(), host[i]) << "buffer " << i;
   }
 }
 
@@ -121,12 +109,7 @@ TEST(ClipCudaTest, ScaleMatchesCpu) {
     ScaleGradientCuda(dx.ptr, n, 0.3125f, nullptr);
     ScaleInPlace(x.data(), n, 0.3125f);
     const std::vector<float> got = dx.ToHost();
-    double diff = 0.0, norm = 0.0;
-    for (int64_t i = 0; i < n; ++i) {
-      diff += (static_cast<double>(got[i]) - x[i]) * (static_cast<double>(got[i]) - x[i]);
-      norm += static_cast<double>(x[i]) * x[i];
-    }
-    EXPECT_LE(std::sqrt(diff / norm), kRelL2TolF32) << "n=" << n;
+    EXPECT_LE(RelL2(got, x), kRelL2TolF32) << "n=" << n;
     EXPECT_EQ(got, x) << "n=" << n;  // one correctly rounded multiply on both sides
   }
 }

@@ -8,21 +8,13 @@
 #include <gtest/gtest.h>
 
 #include "core/npy.h"
+#include "core/test_util.h"
 #include "data/token_array.h"
 #include "kernels/tolerances.h"
 #include "model/dsa_model.h"
 
 namespace indexcache {
 namespace {
-
-double RelativeL2(const float* a, const float* b, int64_t n) {
-  double num = 0, den = 0;
-  for (int64_t i = 0; i < n; ++i) {
-    num += (double(a[i]) - b[i]) * (double(a[i]) - b[i]);
-    den += double(b[i]) * b[i];
-  }
-  return std::sqrt(num / den);
-}
 
 class ParityTest : public ::testing::TestWithParam<std::string> {};
 
@@ -48,7 +40,7 @@ TEST_P(ParityTest, LogitsAndTopkMatchTransformers) {
     opts.trace.topk = true;
     auto r = model->Forward(tokens->Row(b), opts);
     ASSERT_TRUE(r.ok()) << r.status().ToString();
-    const double err = RelativeL2(r->logits.data<float>(), ref_logits->data<float>() + b * T * V, T * V);
+    const double err = RelL2(r->logits.data<float>(), ref_logits->data<float>() + b * T * V, T * V);
     EXPECT_LE(err, kParityRelL2F32) << dir << " row " << b;
 
     // Top-k as sets: HF's order among the selected keys is unspecified, ours is best-first.
