@@ -1,8 +1,9 @@
 // The small kernels of the forward and of the indexer's training, CPU references (fp32). Their
 // CUDA versions are in kernels/elementwise_cuda.h with the same names and a Cuda suffix; both
 // backends expose them as Backend operations, and model/backend_parity_test.cc compares the two
-// on random inputs with odd shapes. Rope, RMSNorm and inference LayerNorm have their own headers
-// (kernels/rope.h, kernels/norms.h).
+// on random inputs with odd shapes, and kernels/elementwise_cuda_test.cc compares each kernel
+// with its reference directly. Rope and RMSNorm have their own headers (kernels/rope.h,
+// kernels/norms.h).
 #pragma once
 
 #include <cstdint>
@@ -16,6 +17,11 @@ void SiluMulCpu(const float* gate, const float* up, int64_t n, float* out);
 // y += x; x *= s                             [n]
 void AddCpu(const float* x, int64_t n, float* y);
 void ScaleCpu(float* x, int64_t n, float s);
+
+// out[r, :] = (x - mean) * rsqrt(var + eps) * weight + bias (biased variance, as torch.nn.LayerNorm;
+// fp64 statistics).
+void LayerNormCpu(const float* x, const float* weight, const float* bias, int64_t rows, int64_t dim, float eps,
+                  float* out);
 
 // LayerNorm for training: y = xhat * w + b, keeping xhat [rows, dim] and inv = 1/sqrt(var + eps)
 // [rows] (biased variance, fp64 statistics).

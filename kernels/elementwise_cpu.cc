@@ -21,6 +21,23 @@ void ScaleCpu(float* x, int64_t n, float s) {
   for (int64_t i = 0; i < n; ++i) x[i] *= s;
 }
 
+void LayerNormCpu(const float* x, const float* weight, const float* bias, int64_t rows, int64_t dim, float eps,
+                  float* out) {
+#pragma omp parallel for if (rows * dim > 65536)
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* xr = x + r * dim;
+    float* yr = out + r * dim;
+    double mean = 0.0;
+    for (int64_t i = 0; i < dim; ++i) mean += xr[i];
+    mean /= dim;
+    double var = 0.0;
+    for (int64_t i = 0; i < dim; ++i) var += (xr[i] - mean) * (xr[i] - mean);
+    var /= dim;
+    const double inv = 1.0 / std::sqrt(var + eps);
+    for (int64_t i = 0; i < dim; ++i) yr[i] = static_cast<float>((xr[i] - mean) * inv) * weight[i] + bias[i];
+  }
+}
+
 void LayerNormTrainCpu(const float* x, const float* w, const float* b, int64_t rows, int64_t dim, float eps, float* y,
                        float* xhat, float* inv) {
   for (int64_t r = 0; r < rows; ++r) {

@@ -1,9 +1,10 @@
 // The small CUDA kernels of the forward: embedding, activation, residual adds, dtype conversion,
 // rope, the MLA latent, LayerNorm and MoE row gather/scatter. bf16 activations, fp32 math.
 //
-// Their CPU references are beside them: kernels/elementwise.h (and kernels/norms.h,
-// kernels/rope.h for the norms and rope); model/backend_parity_test.cc compares the two through
-// the backends on random inputs with odd shapes, and kernels/elementwise_cuda_bench.cc times them.
+// Their CPU references are beside them: kernels/elementwise.h (LayerNorm included; kernels/rope.h
+// for rope, kernels/norms.h's RMSNorm for the MLA latent); kernels/elementwise_cuda_test.cc compares
+// each kernel with its reference on odd shapes, model/backend_parity_test.cc compares the two
+// through the backends, and kernels/elementwise_cuda_bench.cc times them.
 // All launches are asynchronous on `stream`.
 #pragma once
 
