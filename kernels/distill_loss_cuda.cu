@@ -10,6 +10,7 @@
 #include <cstdlib>
 
 #include "core/cuda_check.h"
+#include "kernels/ptx.cuh"
 
 namespace indexcache {
 namespace {
@@ -32,39 +33,9 @@ int64_t RoundUp(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 // ---------------------------------------------------------------------------------------------
 // Device helpers.
 
-__device__ __forceinline__ void CpAsync16(void* smem, const void* gmem) {
-  const uint32_t s = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(gmem));
-}
-__device__ __forceinline__ void CpAsyncCommit() { asm volatile("cp.async.commit_group;\n" ::); }
-template <int N>
-__device__ __forceinline__ void CpAsyncWait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
-}
-
-template <bool kTrans>
-__device__ __forceinline__ void LdMatrixX4(const __nv_bfloat16* p, uint32_t& r0, uint32_t& r1, uint32_t& r2,
-                                           uint32_t& r3) {
-  const uint32_t addr = static_cast<uint32_t>(__cvta_generic_to_shared(p));
-  if (kTrans) {
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
-                 : "r"(addr));
-  } else {
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
-                 : "r"(addr));
-  }
-}
-
-__device__ __forceinline__ void MmaBf16(float* c, uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
-                                        uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-      "{%0,%1,%2,%3};\n"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-}
+// cp.async, ldmatrix and mma.sync wrappers: kernels/ptx.cuh (LdMatrixX4Ptr is the generic-pointer,
+// optionally transposed ldmatrix this file used to call LdMatrixX4).
+using namespace ptx;
 
 // Warp-level acc[NT][4] += A[m0 : m0+16, 0:kd] * B[n0 : n0+8*NT, 0:kd]^T (NT even, kd % 16 == 0).
 // A is stored [m][k] (kTA = false) or [k][m] (kTA = true) with leading dimension lda; B is stored
@@ -77,17 +48,17 @@ __device__ __forceinline__ void WarpMma(float (&acc)[NT][4], const __nv_bfloat16
   for (int k0 = 0; k0 < kd; k0 += 16) {
     uint32_t a0, a1, a2, a3;
     if (!kTA) {
-      LdMatrixX4<false>(A + (m0 + (lane & 15)) * lda + k0 + (lane >> 4) * 8, a0, a1, a2, a3);
+      LdMatrixX4Ptr<false>(A + (m0 + (lane & 15)) * lda + k0 + (lane >> 4) * 8, a0, a1, a2, a3);
     } else {
-      LdMatrixX4<true>(A + (k0 + r + (mi >= 2 ? 8 : 0)) * lda + m0 + (mi & 1) * 8, a0, a1, a2, a3);
+      LdMatrixX4Ptr<true>(A + (k0 + r + (mi >= 2 ? 8 : 0)) * lda + m0 + (mi & 1) * 8, a0, a1, a2, a3);
     }
 #pragma unroll
     for (int p = 0; p < NT / 2; ++p) {
       uint32_t b0, b1, b2, b3;
       if (!kTB) {
-        LdMatrixX4<false>(B + (n0 + 16 * p + r + (mi >= 2 ? 8 : 0)) * ldb + k0 + (mi & 1) * 8, b0, b1, b2, b3);
+        LdMatrixX4Ptr<false>(B + (n0 + 16 * p + r + (mi >= 2 ? 8 : 0)) * ldb + k0 + (mi & 1) * 8, b0, b1, b2, b3);
       } else {
-        LdMatrixX4<true>(B + (k0 + r + (mi & 1) * 8) * ldb + n0 + 16 * p + (mi >= 2 ? 8 : 0), b0, b1, b2, b3);
+        LdMatrixX4Ptr<true>(B + (k0 + r + (mi & 1) * 8) * ldb + n0 + 16 * p + (mi >= 2 ? 8 : 0), b0, b1, b2, b3);
       }
       MmaBf16(acc[2 * p], a0, a1, a2, a3, b0, b1);
       MmaBf16(acc[2 * p + 1], a0, a1, a2, a3, b2, b3);

@@ -34,6 +34,7 @@
 #include <cstdlib>
 
 #include "core/cuda_check.h"
+#include "kernels/ptx.cuh"
 
 // wgmma exists only in the sm_90a target; the compute_90 PTX that the build also embeds gets a
 // kernel that traps (a driver JIT for a non-Hopper GPU cannot run this kernel anyway).
@@ -69,82 +70,10 @@ __device__ __forceinline__ uint32_t SwizzledOffset(int r, int c) {
   return (c >> 3) * kBlockBytes + r * 128 + (((c & 7) ^ (r & 7)) << 4);
 }
 
-__device__ __forceinline__ void CpAsync16(uint32_t dst, const void* src, bool valid) {
-  const int src_bytes = valid ? 16 : 0;  // 0: zero-fill the destination, read nothing
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(src_bytes) : "memory");
-}
-__device__ __forceinline__ void CpAsyncCommit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
-__device__ __forceinline__ void CpAsyncWaitAll() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
-// Makes this thread's generic-proxy shared-memory writes (cp.async, st.shared) visible to the
-// async proxy (wgmma operand reads); each writing thread runs it before the barrier.
-__device__ __forceinline__ void FenceProxyAsync() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
-__device__ __forceinline__ void WgmmaFence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
-__device__ __forceinline__ void WgmmaCommit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
-__device__ __forceinline__ void WgmmaWaitAll() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
-// Pins accumulator registers in program order around wgmma (as CUTLASS's warpgroup_fence_operand).
-template <int N>
-__device__ __forceinline__ void FenceRegs(float (&r)[N]) {
-#pragma unroll
-  for (int i = 0; i < N; ++i) asm volatile("" : "+f"(r[i])::"memory");
-}
+// cp.async, the wgmma wrappers and st.shared: kernels/ptx.cuh. This kernel's cp.async wrappers carry a
+// "memory" clobber (the *Mem variants there) and zero-fill invalid keys; its descriptor is WgmmaDesc.
+using namespace ptx;
 
-// Shared-memory matrix descriptor, 128-byte swizzle. K-major: lbo unused (16), sbo = 1024 (stride
-// of 8-row groups). MN-major: lbo = stride between 64-element MN blocks, sbo = 1024 (8 K rows).
-__device__ __forceinline__ uint64_t Desc(uint32_t addr, uint32_t lbo, uint32_t sbo) {
-  return static_cast<uint64_t>((addr & 0x3FFFF) >> 4) | (static_cast<uint64_t>((lbo >> 4) & 0x3FFF) << 16) |
-         (static_cast<uint64_t>((sbo >> 4) & 0x3FFF) << 32) | (1ull << 62);
-}
-
-// D[64 x 32] (+)= A[64 x 16] * B[16 x 32], both operands from shared memory (descriptors);
-// B is K-major.
-__device__ __forceinline__ void WgmmaM64N32K16(float (&d)[16], uint64_t desc_a, uint64_t desc_b, int accumulate) {
-  asm volatile(
-      "{\n.reg .pred p;\nsetp.ne.b32 p, %18, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {"
-      "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15"
-      "}, %16, %17, p, 1, 1, 0, 0;\n}\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
-        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15])
-      : "l"(desc_a), "l"(desc_b), "r"(accumulate));
-}
-
-// D[64 x 256] (+)= A[64 x 16] * B[16 x 256], both operands from shared memory (descriptors);
-// B is MN-major (transposed: N contiguous).
-__device__ __forceinline__ void WgmmaM64N256K16TransB(float (&d)[128], uint64_t desc_a, uint64_t desc_b, int accumulate) {
-  asm volatile(
-      "{\n.reg .pred p;\nsetp.ne.b32 p, %130, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n256k16.f32.bf16.bf16 {"
-      "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
-      "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
-      "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
-      "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63, "
-      "%64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79, "
-      "%80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95, "
-      "%96, %97, %98, %99, %100, %101, %102, %103, %104, %105, %106, %107, %108, %109, %110, %111, "
-      "%112, %113, %114, %115, %116, %117, %118, %119, %120, %121, %122, %123, %124, %125, %126, %127"
-      "}, %128, %129, p, 1, 1, 0, 1;\n}\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
-        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
-        "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
-        "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
-        "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
-        "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
-        "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
-        "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63]),
-        "+f"(d[64]), "+f"(d[65]), "+f"(d[66]), "+f"(d[67]), "+f"(d[68]), "+f"(d[69]), "+f"(d[70]), "+f"(d[71]),
-        "+f"(d[72]), "+f"(d[73]), "+f"(d[74]), "+f"(d[75]), "+f"(d[76]), "+f"(d[77]), "+f"(d[78]), "+f"(d[79]),
-        "+f"(d[80]), "+f"(d[81]), "+f"(d[82]), "+f"(d[83]), "+f"(d[84]), "+f"(d[85]), "+f"(d[86]), "+f"(d[87]),
-        "+f"(d[88]), "+f"(d[89]), "+f"(d[90]), "+f"(d[91]), "+f"(d[92]), "+f"(d[93]), "+f"(d[94]), "+f"(d[95]),
-        "+f"(d[96]), "+f"(d[97]), "+f"(d[98]), "+f"(d[99]), "+f"(d[100]), "+f"(d[101]), "+f"(d[102]), "+f"(d[103]),
-        "+f"(d[104]), "+f"(d[105]), "+f"(d[106]), "+f"(d[107]), "+f"(d[108]), "+f"(d[109]), "+f"(d[110]), "+f"(d[111]),
-        "+f"(d[112]), "+f"(d[113]), "+f"(d[114]), "+f"(d[115]), "+f"(d[116]), "+f"(d[117]), "+f"(d[118]), "+f"(d[119]),
-        "+f"(d[120]), "+f"(d[121]), "+f"(d[122]), "+f"(d[123]), "+f"(d[124]), "+f"(d[125]), "+f"(d[126]), "+f"(d[127])
-      : "l"(desc_a), "l"(desc_b), "r"(accumulate));
-}
-
-__device__ __forceinline__ void StoreShared32(uint32_t addr, uint32_t v) {
-  asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(addr), "r"(v) : "memory");
-}
 __device__ __forceinline__ uint32_t PackBf16(float lo, float hi) {
   const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
   return *reinterpret_cast<const uint32_t*>(&v);
@@ -180,7 +109,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     const bool valid = h0 + r < H;
     const __nv_bfloat16* src = q + ((t * H + (valid ? h0 + r : 0)) * kDqk + ld_c * 8);
 #pragma unroll
-    for (int b = 0; b < kDqk / 64; ++b) CpAsync16(sQ + SwizzledOffset(r, ld_c + 8 * b), src + 64 * b, valid);
+    for (int b = 0; b < kDqk / 64; ++b) CpAsync16ZeroFillMem(sQ + SwizzledOffset(r, ld_c + 8 * b), src + 64 * b, valid);
   }
 
   const int32_t* idx_row = indices + t * topk;
@@ -202,7 +131,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       const __nv_bfloat16* src = kv + (static_cast<int64_t>(valid ? v : 0) * kDqk + ld_c * 8);
       const uint32_t dst = sKV + stage * kTileBytes;
 #pragma unroll
-      for (int b = 0; b < kDqk / 64; ++b) CpAsync16(dst + SwizzledOffset(r, ld_c + 8 * b), src + 64 * b, valid);
+      for (int b = 0; b < kDqk / 64; ++b) CpAsync16ZeroFillMem(dst + SwizzledOffset(r, ld_c + 8 * b), src + 64 * b, valid);
       if (ld_c == 0) sidx[stage * 64 + r] = valid ? v : -1;
     }
   };
@@ -212,7 +141,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     issue(0);
     if (n_chunks > 1) load_idx(1);
   }
-  CpAsyncCommit();
+  CpAsyncCommitMem();
 
   float o[128];
 #pragma unroll
@@ -224,7 +153,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     const int stage = j & 1;
     // Chunk j landed (own copies), made visible to wgmma, and everyone's copies done; also every
     // wgmma of chunk j-1 has completed in both WGs, so stage ^ 1 and sP are free.
-    CpAsyncWaitAll();
+    CpAsyncWaitAllMem();
     FenceProxyAsync();
     __syncthreads();
 
@@ -240,8 +169,8 @@ __global__ void __launch_bounds__(kThreads, 1)
     for (int b = 0; b < kDqk / 64; ++b) {
 #pragma unroll
       for (int kk = 0; kk < 4; ++kk) {
-        const uint64_t da = Desc(sQ + b * kBlockBytes + kk * 32, 16, 1024);
-        const uint64_t db = Desc(kv_tile + b * kBlockBytes + wg * 32 * 128 + kk * 32, 16, 1024);
+        const uint64_t da = WgmmaDesc(sQ + b * kBlockBytes + kk * 32, 16, 1024);
+        const uint64_t db = WgmmaDesc(kv_tile + b * kBlockBytes + wg * 32 * 128 + kk * 32, 16, 1024);
         WgmmaM64N32K16(s, da, db, (b | kk) != 0);
       }
     }
@@ -250,7 +179,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       issue(stage ^ 1);
       if (j + 2 < n_chunks) load_idx(j + 2);
     }
-    CpAsyncCommit();
+    CpAsyncCommitMem();
     WgmmaWaitAll();
     FenceRegs(s);
 
@@ -321,15 +250,15 @@ __global__ void __launch_bounds__(kThreads, 1)
     WgmmaFence();
 #pragma unroll
     for (int ks = 0; ks < kKeysPerChunk / 16; ++ks) {
-      const uint64_t da = Desc(sP + ks * 32, 16, 1024);
-      const uint64_t db = Desc(kv_tile + wg * 4 * kBlockBytes + ks * 16 * 128, kBlockBytes, 1024);
+      const uint64_t da = WgmmaDesc(sP + ks * 32, 16, 1024);
+      const uint64_t db = WgmmaDesc(kv_tile + wg * 4 * kBlockBytes + ks * 16 * 128, kBlockBytes, 1024);
       WgmmaM64N256K16TransB(o, da, db, 1);
     }
     WgmmaCommit();
     WgmmaWaitAll();
     FenceRegs(o);
   }
-  CpAsyncWaitAll();
+  CpAsyncWaitAllMem();
 
   // Row sums: over the quad, then over the two WGs.
   l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
