@@ -51,7 +51,7 @@ void BenchBuffer(int64_t n, std::vector<Result>* out) {
   out->push_back(Make("sum of squares fp32", n,
                       MedianUs([&] { SumOfSquaresCuda<float>(g.ptr, n, sum32.ptr, work32.ptr, false, nullptr); }),
                       4.0 * n));
-  out->push_back(Make("scale in place", n, MedianUs([&] { ScaleCuda(g.ptr, n, 1.0f, nullptr); }), 8.0 * n));
+  out->push_back(Make("scale in place", n, MedianUs([&] { ScaleGradientCuda(g.ptr, n, 1.0f, nullptr); }), 8.0 * n));
 }
 
 // One clipping of `layers` DeepSeek-V3.2 indexers' gradients: the norm over every buffer (fp64),
@@ -75,7 +75,7 @@ void BenchIndexerClip(int layers, std::vector<Result>* out) {
     }
   });
   const double scale_us = MedianUs([&] {
-    for (auto& g : grads) ScaleCuda(g.ptr, static_cast<int64_t>(g.size()), 1.0f, nullptr);
+    for (auto& g : grads) ScaleGradientCuda(g.ptr, static_cast<int64_t>(g.size()), 1.0f, nullptr);
   });
   const std::string what = std::to_string(layers) + " indexers (" + std::to_string(grads.size()) + " buffers)";
   out->push_back(Make("global norm fp64, " + what, total, norm_us, 4.0 * total));
