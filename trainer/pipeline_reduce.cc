@@ -13,16 +13,9 @@ constexpr int kCheckpointTag = 21;
 
 GradientCheck PipelineGradientCheck(const std::vector<FloatSpan>& spans, const std::vector<int>& global_index,
                                     int total, Communicator& pipeline) {
-  std::vector<double> table(static_cast<size_t>(total) + 1, 0.0);  // the last entry counts non-finite stages
-  for (size_t i = 0; i < spans.size(); ++i) table[global_index[i]] = SumOfSquares(spans[i].data, spans[i].size);
-  table[total] = AnyNonFinite(spans) ? 1.0 : 0.0;
-  pipeline.AllReduceSum(table.data(), static_cast<int64_t>(table.size()));
-  GradientCheck check;
-  double sum = 0.0;
-  for (int i = 0; i < total; ++i) sum += table[i];
-  check.norm = std::sqrt(sum);
-  check.finite = table[total] == 0.0;
-  return check;
+  std::vector<double> sums;
+  for (const FloatSpan& g : spans) sums.push_back(SumOfSquares(g.data, g.size));
+  return PipelineGradientCheckFromSums(sums, global_index, total, pipeline);
 }
 
 GradientCheck PipelineGradientCheckFromSums(const std::vector<double>& sums, const std::vector<int>& global_index,

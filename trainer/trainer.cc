@@ -244,6 +244,8 @@ Status RunTraining(const TrainConfig& cfg, const TrainRunOptions& run, Communica
   // With optimizer.on_host false the step runs on the backend (trainer/resident_optimizer.h): the
   // students are views of its flat weights, created after a resume has loaded the masters.
   std::optional<ResidentAdamW> resident;
+  std::vector<float*> master_ptrs;  // slot order
+  for (const Slot& s : slots) master_ptrs.push_back(s.param);
   auto current_students = [&]() {
     return resident ? GradientViews(resident->params(), slots) : PlaceStudents(be, masters);
   };
@@ -341,11 +343,8 @@ Status RunTraining(const TrainConfig& cfg, const TrainRunOptions& run, Communica
 
   auto save = [&](int64_t next_step) -> Status {
     if (ckpt_dir.empty()) return Status::Ok();
-    if (resident) {  // the host masters and AdamW are the checkpoint's source
-      std::vector<float*> host_masters;
-      for (const Slot& s : slots) host_masters.push_back(s.param);
-      RETURN_IF_ERROR(resident->Download(host_masters, &adam));
-    }
+    // The host masters and AdamW are the checkpoint's source.
+    if (resident) RETURN_IF_ERROR(resident->Download(master_ptrs, &adam));
     NamedTensors all_params = params, all_state = adam.ExportState().tensors;
     if (grid.stages() > 1 && grid.replica() == 0) {  // replica 0's stages hand their pieces to rank 0
       ASSIGN_OR_RETURN(all_params, GatherToFirstStage(grid.pipeline(), params, int64_t{1} << 32));
@@ -387,12 +386,9 @@ Status RunTraining(const TrainConfig& cfg, const TrainRunOptions& run, Communica
 
   if (!cfg.optimizer().on_host()) {
     std::vector<ResidentSlot> rslots;
-    std::vector<const float*> host_masters;
-    for (const Slot& s : slots) {
-      rslots.push_back({s.name, s.offset, s.shape});
-      host_masters.push_back(s.param);
-    }
-    ASSIGN_OR_RETURN(ResidentAdamW r, ResidentAdamW::Create(be, std::move(rslots), host_masters, adam));
+    for (const Slot& s : slots) rslots.push_back({s.name, s.offset, s.shape});
+    ASSIGN_OR_RETURN(ResidentAdamW r, ResidentAdamW::Create(be, std::move(rslots),
+                                                            {master_ptrs.begin(), master_ptrs.end()}, adam));
     resident.emplace(std::move(r));
   }
 
@@ -418,7 +414,7 @@ Status RunTraining(const TrainConfig& cfg, const TrainRunOptions& run, Communica
       RETURN_IF_ERROR(Accumulate(model, pattern, mode, targets, students, part, scale, &grads, &stats, stage));
     }
     // Sum gradients over this stage's replicas (one flat buffer, bucketed): NCCL on the device, or
-    // MPI on the host (CPU ranks; the CPU backend's host copy is the buffer itself).
+    // MPI over a host copy (CPU ranks; with the resident optimizer the sum goes back to the backend).
     if (nccl) nccl->AllReduceSum(flat.data<float>(), num_params, nullptr);
     Tensor host_grads;
     if (!resident || (!nccl && replicas.world() > 1)) host_grads = be.ToHost(flat);
