@@ -248,6 +248,59 @@ StatusOr<std::vector<double>> DsaModel::NextTokenNll(const Tensor& h, const std:
   return nll;
 }
 
+int64_t ForwardChunkRows(const ModelConfig& c, int64_t activation_bytes) {
+  // Per-row activations alive at once inside a chunk: q, q_abs, the latent attention output and
+  // its value projection, q_latent, the MLP input and intermediates (a MoE's per-assignment
+  // gathered rows, gate and up, and outputs; else the dense MLP's gate and up).
+  const int64_t heads = c.num_heads;
+  int64_t per_row = heads * (c.qk_head_dim() + c.latent_dim() + c.kv_lora_rank + c.v_head_dim) + c.q_lora_rank +
+                    2 * c.hidden_size;
+  int64_t mlp = 2 * c.intermediate_size;
+  if (c.n_routed_experts > 0) {
+    mlp = std::max(mlp, c.num_experts_per_tok * (2 * c.hidden_size + 2 * c.moe_intermediate_size));
+  }
+  per_row = (per_row + mlp) * std::max<int64_t>(1, activation_bytes);
+  return std::max<int64_t>(1, kForwardChunkBytes / per_row);
+}
+
+void DsaModel::AbsorbQueries(const BackendLayer& W, const Tensor& q_lat, const RopeTable& rope, Tensor* q_abs) const {
+  const ModelConfig& c = config_;
+  Backend& be = *backend_;
+  const int64_t rows = q_lat.size(0), NH = c.num_heads;
+  Tensor q = be.Alloc(be.activation_dtype(), {rows, NH * c.qk_head_dim()});
+  be.Linear(q_lat, W.q_b, &q);
+  be.Rope(rope, /*interleaved=*/true, NH, c.qk_head_dim(), c.qk_nope_head_dim, &q);
+  // Absorb kv_b's key part into the queries: every head then attends over the shared latents.
+  be.AbsorbQuery(q, W.kv_b, Dims(), q_abs);
+}
+
+Status DsaModel::AbsorbedQueries(int layer, const Tensor& q_latent, int64_t first_position, Tensor* q_abs) const {
+  const ModelConfig& c = config_;
+  const LayerRange& held = weights_->range;
+  if (layer < held.begin || layer >= held.end) {
+    return InvalidArgument("layer " + std::to_string(layer) + " is not held by this model (pipeline stage)");
+  }
+  const int64_t rows = q_latent.dim() == 2 ? q_latent.size(0) : -1;
+  if (rows < 1 || q_latent.size(1) != c.q_lora_rank || q_abs->shape() != Shape{rows, c.num_heads, c.latent_dim()}) {
+    return InvalidArgument("AbsorbedQueries: q_latent must be [rows, " + std::to_string(c.q_lora_rank) +
+                           "] and q_abs [rows, " + std::to_string(c.num_heads) + ", " +
+                           std::to_string(c.latent_dim()) + "]");
+  }
+  const RopeTable rope = BuildRopeTable(c.rope, c.qk_rope_head_dim, first_position, rows);
+  AbsorbQueries(placed_.layers[layer], q_latent, rope, q_abs);
+  return Status::Ok();
+}
+
+MlaDims DsaModel::Dims() const {
+  MlaDims d;
+  d.heads = config_.num_heads;
+  d.nope = config_.qk_nope_head_dim;
+  d.rope = config_.qk_rope_head_dim;
+  d.v = config_.v_head_dim;
+  d.kv_lora = config_.kv_lora_rank;
+  return d;
+}
+
 StatusOr<ForwardResult> DsaModel::Forward(const std::vector<int32_t>& tokens, const ForwardOptions& opt) const {
   const ModelConfig& c = config_;
   Backend& be = *backend_;
@@ -281,12 +334,7 @@ StatusOr<ForwardResult> DsaModel::Forward(const std::vector<int32_t>& tokens, co
     }
   }
   const int64_t Hd = c.hidden_size, NH = c.num_heads, dqk = c.latent_dim();
-  MlaDims dims;
-  dims.heads = NH;
-  dims.nope = c.qk_nope_head_dim;
-  dims.rope = c.qk_rope_head_dim;
-  dims.v = c.v_head_dim;
-  dims.kv_lora = c.kv_lora_rank;
+  const MlaDims dims = Dims();
   const float eps = static_cast<float>(c.rms_norm_eps);
 
   ForwardResult result;
@@ -318,8 +366,12 @@ StatusOr<ForwardResult> DsaModel::Forward(const std::vector<int32_t>& tokens, co
     topk_buffer = be.ToDevice(opt.initial_topk);
   }
 
-  const RopeTable rope_table = BuildRopeTable(c.rope, c.qk_rope_head_dim, pos0, T);
   const float attn_scale = static_cast<float>(c.softmax_scale());
+  // Rows per chunk: the per-row activations (queries, attention, MLP) stay within a fixed budget
+  // whatever T is; the latents and indexer keys (the keys every chunk reads) are whole-sequence.
+  const int64_t chunk = opt.chunk_rows > 0 ? opt.chunk_rows : ForwardChunkRows(c, DTypeSize(adt));
+  // The whole sequence's rope table for the keys; each chunk's queries use their own rows of it.
+  const RopeTable rope_table = BuildRopeTable(c.rope, c.qk_rope_head_dim, pos0, T);
 
   for (int l = start; l < end; ++l) {
     const BackendLayer& W = placed_.layers[l];
@@ -335,58 +387,39 @@ StatusOr<ForwardResult> DsaModel::Forward(const std::vector<int32_t>& tokens, co
       }
     }
 
-    // --- MLA projections -------------------------------------------------------------------
+    // --- Whole-sequence parts: the attention input, the latents and the indexer keys ----------
     Tensor x = be.Alloc(adt, {T, Hd});
     be.RmsNorm(h, W.input_norm, eps, &x);
-    Tensor q_lat = be.Alloc(adt, {T, c.q_lora_rank});
-    be.Linear(x, W.q_a, &q_lat);
-    be.RmsNorm(q_lat, W.q_a_norm, eps, &q_lat);
-    Tensor q = be.Alloc(adt, {T, NH * c.qk_head_dim()});
-    be.Linear(q_lat, W.q_b, &q);
-    be.Rope(rope_table, /*interleaved=*/true, NH, c.qk_head_dim(), c.qk_nope_head_dim, &q);
     Tensor ckv = be.Alloc(adt, {T, dqk});
     be.Linear(x, W.kv_a, &ckv);
     Tensor latent = be.Alloc(adt, {T, dqk});
     be.MlaLatent(ckv, W.kv_a_norm, eps, rope_table, dims, &latent);
+    be.NoteNonFinite(latent, l);  // the sparse MLA kernels' fmaxf would drop a NaN latent's scores
     if (cache) {  // attend to every cached latent, the new ones included
       be.CopyRows(latent, pos0, &cache->latent[l]);
       latent = cache->latent[l].Slice0(0, pos0 + T);
     }
-    // Absorb kv_b's key part into the queries: every head then attends over the shared latents.
-    Tensor q_abs = be.Alloc(adt, {T, NH, dqk});
-    be.AbsorbQuery(q, W.kv_b, dims, &q_abs);
-    if (trace && opt.trace.indexer_inputs) {
-      trace->indexer_x = keep(x);
-      trace->q_latent = keep(q_lat);
-    }
 
-    // --- Top-k: injected, own indexer (Full) or the nearest Full layer's (Shared) -------------
+    // --- Top-k source: injected, own indexer (Full) or the nearest Full layer's (Shared) -------
     const bool injected = l < static_cast<int>(opt.inject_topk.size()) && !opt.inject_topk[l].empty();
-    Tensor topk;
+    const bool own_indexer = !injected && pattern.is_full(l);
+    Tensor index_keys;  // [pos0 + T, index_head_dim] when own_indexer
+    Tensor topk;        // [T, k]: filled chunk by chunk when own_indexer
     if (injected) {
       RETURN_IF_ERROR(CheckTopk(opt.inject_topk[l], T, "inject_topk[" + std::to_string(l) + "]"));
       topk = be.ToDevice(opt.inject_topk[l]);
       if (pattern.is_full(l) || topk_buffer.empty()) topk_buffer = topk;
-    } else if (pattern.is_full(l)) {
+    } else if (own_indexer) {
       const BackendIndexer& I = W.indexer;
-      const int64_t IH = c.index_n_heads, ID = c.index_head_dim;
-      Tensor iq = be.Alloc(adt, {T, IH * ID});
-      be.Linear(q_lat, I.wq_b, &iq);
-      Tensor ik = be.Alloc(adt, {T, ID});
-      be.Linear(x, I.wk, &ik);
-      be.LayerNorm(ik, I.k_norm_weight, I.k_norm_bias, 1e-6f, &ik);
-      be.Rope(rope_table, c.indexer_rope_interleave, IH, ID, 0, &iq);
-      be.Rope(rope_table, c.indexer_rope_interleave, 1, ID, 0, &ik);
+      index_keys = be.Alloc(adt, {T, c.index_head_dim});
+      be.Linear(x, I.wk, &index_keys);
+      be.LayerNorm(index_keys, I.k_norm_weight, I.k_norm_bias, 1e-6f, &index_keys);
+      be.Rope(rope_table, c.indexer_rope_interleave, 1, c.index_head_dim, 0, &index_keys);
       if (cache) {
-        be.CopyRows(ik, pos0, &cache->index_keys[l]);
-        ik = cache->index_keys[l].Slice0(0, pos0 + T);
+        be.CopyRows(index_keys, pos0, &cache->index_keys[l]);
+        index_keys = cache->index_keys[l].Slice0(0, pos0 + T);
       }
-      Tensor iw = be.Alloc(DType::kF32, {T, IH});
-      be.Linear(be.Convert(x, DType::kF32), I.weights_proj, &iw);
-      be.Scale(&iw, static_cast<float>(1.0 / std::sqrt(double(IH))));
       topk_buffer = be.Alloc(DType::kI32, {T, c.index_topk});
-      be.IndexerTopk(iq, ik, iw, c.index_topk, /*query_offset=*/pos0,
-                     static_cast<float>(1.0 / std::sqrt(double(ID))), &topk_buffer);
       topk = topk_buffer;
     } else if (topk_buffer.empty()) {
       return InvalidArgument("layer " + std::to_string(l) + " is Shared but no Full layer ran before it "
@@ -394,38 +427,99 @@ StatusOr<ForwardResult> DsaModel::Forward(const std::vector<int32_t>& tokens, co
     } else {
       topk = topk_buffer;
     }
-    if (trace && opt.trace.topk) trace->topk = keep(topk);
 
-    // --- Sparse MLA over the selected latents, then values and o_proj ----------------------------
-    // The sparse MLA kernels' running max (fmaxf) ignores NaN scores, so a NaN query or latent
-    // need not reach the layer's output: check both here, before they can become finite wrong
-    // output.
-    be.NoteNonFinite(q_abs, l);
-    be.NoteNonFinite(latent, l);
-    Tensor out_lat = be.Alloc(adt, {T, NH, c.kv_lora_rank});
-    Tensor lse = be.Alloc(DType::kF32, {T, NH});
-    be.SparseMla(q_abs, latent, topk, dims, attn_scale, &out_lat, &lse);
-    if (trace && opt.trace.attention) {
-      trace->attn_q = keep(q_abs);
-      trace->attn_kv = keep(latent);
-      trace->attn_lse = keep(lse);
-      trace->attn_scale = attn_scale;
+    // Whole-sequence traces that chunks fill row by row (one chunk: the chunk's tensors themselves).
+    const bool single = chunk >= T;
+    const bool want_q_latent = trace && ((opt.trace.indexer_inputs && pattern.is_full(l)) ||
+                                         opt.trace.attention_inputs);
+    Tensor q_latent_all, attn_q_all, lse_all;
+    if (!single && want_q_latent) q_latent_all = be.Alloc(adt, {T, c.q_lora_rank});
+    if (!single && trace && opt.trace.attention) {
+      attn_q_all = be.Alloc(adt, {T, NH, dqk});
+      lse_all = be.Alloc(DType::kF32, {T, NH});
     }
-    Tensor attn = be.Alloc(adt, {T, NH * c.v_head_dim});
-    be.AbsorbValue(out_lat, W.kv_b, dims, &attn);
-    be.Linear(attn, W.o, &h, /*accumulate=*/true);
 
-    // --- MLP / MoE ----------------------------------------------------------------------------
-    Tensor x2 = be.Alloc(adt, {T, Hd});
-    be.RmsNorm(h, W.post_attention_norm, eps, &x2);
-    if (W.is_moe) {
-      Moe(be, c, W.moe, x2, &h);
-    } else {
-      Mlp(be, W.mlp, x2, &h, /*accumulate=*/true);
+    for (int64_t t0 = 0; t0 < T; t0 += chunk) {
+      const int64_t t1 = std::min(T, t0 + chunk), rows = t1 - t0;
+      const Tensor xr = x.Slice0(t0, t1);
+      const RopeTable rope_rows = single ? RopeTable() : BuildRopeTable(c.rope, c.qk_rope_head_dim, pos0 + t0, rows);
+      const RopeTable& rope_q = single ? rope_table : rope_rows;
+
+      // --- MLA queries ---------------------------------------------------------------------------
+      Tensor q_lat = be.Alloc(adt, {rows, c.q_lora_rank});
+      be.Linear(xr, W.q_a, &q_lat);
+      be.RmsNorm(q_lat, W.q_a_norm, eps, &q_lat);
+      Tensor q_abs = be.Alloc(adt, {rows, NH, dqk});
+      AbsorbQueries(W, q_lat, rope_q, &q_abs);
+      if (want_q_latent) {
+        if (single) {
+          q_latent_all = q_lat;
+        } else {
+          be.CopyRows(q_lat, t0, &q_latent_all);
+        }
+      }
+
+      // --- This chunk's top-k: causal over keys [0, pos0 + t1) --------------------------------------
+      Tensor topk_rows = topk.Slice0(t0, t1);
+      if (own_indexer) {
+        const BackendIndexer& I = W.indexer;
+        const int64_t IH = c.index_n_heads, ID = c.index_head_dim;
+        Tensor iq = be.Alloc(adt, {rows, IH * ID});
+        be.Linear(q_lat, I.wq_b, &iq);
+        be.Rope(rope_q, c.indexer_rope_interleave, IH, ID, 0, &iq);
+        Tensor iw = be.Alloc(DType::kF32, {rows, IH});
+        be.Linear(be.Convert(xr, DType::kF32), I.weights_proj, &iw);
+        be.Scale(&iw, static_cast<float>(1.0 / std::sqrt(double(IH))));
+        be.IndexerTopk(iq, index_keys.Slice0(0, pos0 + t1), iw, c.index_topk, /*query_offset=*/pos0 + t0,
+                       static_cast<float>(1.0 / std::sqrt(double(ID))), &topk_rows);
+      }
+
+      // --- Sparse MLA over the selected latents, then values and o_proj ----------------------------
+      // The sparse MLA kernels' running max (fmaxf) ignores NaN scores, so a NaN query need not
+      // reach the layer's output: check it here, before it can become finite wrong output.
+      be.NoteNonFinite(q_abs, l);
+      Tensor out_lat = be.Alloc(adt, {rows, NH, c.kv_lora_rank});
+      Tensor lse = be.Alloc(DType::kF32, {rows, NH});
+      be.SparseMla(q_abs, latent, topk_rows, dims, attn_scale, &out_lat, &lse);
+      if (trace && opt.trace.attention) {
+        if (single) {
+          attn_q_all = q_abs;
+          lse_all = lse;
+        } else {
+          be.CopyRows(q_abs, t0, &attn_q_all);
+          be.CopyRows(lse, t0, &lse_all);
+        }
+      }
+      Tensor hr = h.Slice0(t0, t1);
+      Tensor attn = be.Alloc(adt, {rows, NH * c.v_head_dim});
+      be.AbsorbValue(out_lat, W.kv_b, dims, &attn);
+      be.Linear(attn, W.o, &hr, /*accumulate=*/true);
+
+      // --- MLP / MoE (per token, so per chunk) -------------------------------------------------------
+      Tensor x2 = be.Alloc(adt, {rows, Hd});
+      be.RmsNorm(hr, W.post_attention_norm, eps, &x2);
+      if (W.is_moe) {
+        Moe(be, c, W.moe, x2, &hr);
+      } else {
+        Mlp(be, W.mlp, x2, &hr, /*accumulate=*/true);
+      }
     }
     be.NoteNonFinite(h, l);  // the layer's output (the residual stream)
-  }
 
+    if (trace) {
+      if (opt.trace.indexer_inputs && pattern.is_full(l)) trace->indexer_x = keep(x);
+      if (want_q_latent) trace->q_latent = keep(q_latent_all);
+      if (opt.trace.topk) trace->topk = keep(topk);
+      if (opt.trace.attention) {
+        trace->attn_q = keep(attn_q_all);
+        trace->attn_lse = keep(lse_all);
+      }
+      if (opt.trace.attention || opt.trace.attention_inputs) {
+        trace->attn_kv = keep(latent);
+        trace->attn_scale = attn_scale;
+      }
+    }
+  }
   if (cache) cache->length += T;
   if (end < num_layers || opt.return_hidden) result.hidden_out = be.ToHost(h);
   if (end < num_layers && !topk_buffer.empty()) result.topk = be.ToHost(topk_buffer);

@@ -10,7 +10,10 @@
 //       of the indexer's inputs (trace.indexer_inputs), from which any layer's attention
 //       distribution can be rebuilt without a [T, L] matrix;
 //   (c) a forward that starts at any layer from cached activations (start_layer + hidden_in +
-//       initial_topk) and/or stops early (end_layer).
+//       initial_topk) and/or stops early (end_layer);
+//   (d) bounded memory at any length: the per-token work runs in row chunks
+//       (ForwardOptions::chunk_rows) over the whole sequence's latents and indexer keys, and
+//       trace.attention_inputs keeps what attention is rebuilt from instead of its queries.
 #pragma once
 
 #include <optional>
@@ -29,8 +32,8 @@ namespace indexcache {
 
 struct LayerTrace {
   Tensor hidden_in;  // [T, hidden]       residual stream entering the layer
-  Tensor indexer_x;  // [T, hidden]       input_layernorm output (indexer's k / weights input)
-  Tensor q_latent;   // [T, q_lora_rank]  q_a_layernorm output (indexer's q input)
+  Tensor indexer_x;  // [T, hidden]       input_layernorm output (indexer's k / weights input); Full layers
+  Tensor q_latent;   // [T, q_lora_rank]  q_a_layernorm output (the indexer's and attention's q input)
   Tensor topk;       // [T, index_topk]   int32 keys this layer attended (own or reused), -1 pad
   Tensor attn_q;     // [T, heads, latent_dim] absorbed queries, rope applied, unscaled
   Tensor attn_kv;    // [T, latent_dim]   latents (normalised kv latent, then rotated k rope)
@@ -40,10 +43,13 @@ struct LayerTrace {
 
 struct TraceRequest {
   bool hidden_in = false;
-  bool indexer_inputs = false;
+  bool indexer_inputs = false;  // indexer_x and q_latent of Full layers (Shared ones run no indexer)
   bool topk = false;
   bool attention = false;
-  bool any() const { return hidden_in || indexer_inputs || topk || attention; }
+  // q_latent and attn_kv (and attn_scale) only: what attention's queries are recomputed from
+  // (DsaModel::AbsorbedQueries) without keeping [T, heads, latent_dim] per layer.
+  bool attention_inputs = false;
+  bool any() const { return hidden_in || indexer_inputs || topk || attention || attention_inputs; }
 };
 
 // Decode state: every layer's MLA latents and, for Full layers only, the indexer keys of all
@@ -78,7 +84,16 @@ struct ForwardOptions {
   // Decode / chunked prefill: the tokens continue the cached sequence at position cache->length,
   // attend to everything cached, and are appended. Runs all layers; the cache fixes the pattern.
   KvCache* cache = nullptr;
+  // Rows per chunk of the per-token work (queries, indexer top-k, attention, MLP/MoE), which
+  // runs chunk after chunk over the whole sequence's latents and indexer keys; 0: as many as fit
+  // kForwardChunkBytes of activations (ForwardChunkRows). Traces still cover the whole sequence.
+  int64_t chunk_rows = 0;
 };
+
+// The activation budget of one forward chunk: long sequences (128K) run in bounded memory.
+inline constexpr int64_t kForwardChunkBytes = int64_t{8} << 30;
+// Rows per chunk for `c` with activations of `activation_bytes` per element.
+int64_t ForwardChunkRows(const ModelConfig& c, int64_t activation_bytes);
 
 struct ForwardResult {
   Tensor logits;      // [T, vocab] f32 (if computed)
@@ -137,10 +152,18 @@ class DsaModel {
   // [0, vocab) are an error.
   StatusOr<ForwardResult> Forward(const std::vector<int32_t>& tokens, const ForwardOptions& options = {}) const;
 
+  // Layer `layer`'s absorbed attention queries q_abs [rows, heads, latent_dim] (rope applied for
+  // positions first_position ..) from its q_latent rows (a trace.attention_inputs trace): the same
+  // operations the forward runs, so a caller can rebuild attention in query chunks instead of
+  // keeping trace.attention's [T, heads, latent_dim].
+  Status AbsorbedQueries(int layer, const Tensor& q_latent, int64_t first_position, Tensor* q_abs) const;
+
  private:
   // Next-token losses [T - 1] from the final stream h [T, hidden] (backend tensor): final norm,
   // LM head and cross-entropy in row chunks on the backend. Non-finite logits are an error.
   StatusOr<std::vector<double>> NextTokenNll(const Tensor& h, const std::vector<int32_t>& tokens) const;
+  void AbsorbQueries(const BackendLayer& W, const Tensor& q_lat, const RopeTable& rope, Tensor* q_abs) const;
+  MlaDims Dims() const;
   ModelConfig config_;
   // On the heap so its address is stable: the CPU backend's weights borrow its memory.
   std::shared_ptr<ModelWeights> weights_;

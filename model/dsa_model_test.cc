@@ -337,3 +337,92 @@ TEST(DsaModelTest, NonFiniteActivationsAreAnErrorNamingTheFirstLayer) {
 
 }  // namespace
 }  // namespace indexcache
+
+namespace indexcache {
+namespace {
+
+double RelL2(const Tensor& a, const Tensor& b) {
+  EXPECT_EQ(a.shape(), b.shape());
+  double num = 0, den = 0;
+  for (int64_t i = 0; i < a.numel(); ++i) {
+    const double d = double(a.data<float>()[i]) - b.data<float>()[i];
+    num += d * d;
+    den += double(b.data<float>()[i]) * b.data<float>()[i];
+  }
+  return std::sqrt(num / std::max(den, 1e-300));
+}
+
+// Row chunks (the forward's bounded-memory mode) compute the same model: logits, the top-k of
+// every layer and every trace, whatever the chunk size, including chunks that do not divide T
+// and a single-row chunk; with and without a decode cache.
+TEST(DsaModelChunkTest, ChunkedForwardEqualsTheWholeSequence) {
+  for (const char* dir : {kDsv32, kGlm}) {
+    Loaded m = Load(dir);
+    const int64_t T = static_cast<int64_t>(m.tokens.size());
+    ForwardOptions whole;
+    whole.chunk_rows = T;
+    whole.trace.topk = whole.trace.attention = whole.trace.indexer_inputs = true;
+    auto ref = m.model.Forward(m.tokens, whole);
+    ASSERT_TRUE(ref.ok()) << ref.status().ToString();
+    for (int64_t chunk : {int64_t{1}, int64_t{7}, T - 1}) {
+      ForwardOptions opts = whole;
+      opts.chunk_rows = chunk;
+      auto r = m.model.Forward(m.tokens, opts);
+      ASSERT_TRUE(r.ok()) << r.status().ToString();
+      EXPECT_LE(RelL2(r->logits, ref->logits), 1e-5) << dir << " chunk " << chunk;
+      for (int l = 0; l < m.model.config().num_layers; ++l) {
+        EXPECT_TRUE(SameInts(r->layers[l].topk, ref->layers[l].topk)) << dir << " layer " << l << " chunk " << chunk;
+        EXPECT_LE(RelL2(r->layers[l].attn_q, ref->layers[l].attn_q), 1e-5) << dir << " layer " << l;
+        EXPECT_LE(RelL2(r->layers[l].attn_lse, ref->layers[l].attn_lse), 1e-5) << dir << " layer " << l;
+        EXPECT_LE(RelL2(r->layers[l].attn_kv, ref->layers[l].attn_kv), 1e-5) << dir << " layer " << l;
+        EXPECT_EQ(r->layers[l].indexer_x.empty(), !m.model.pattern().is_full(l));
+        if (m.model.pattern().is_full(l)) {
+          EXPECT_LE(RelL2(r->layers[l].q_latent, ref->layers[l].q_latent), 1e-5) << dir << " layer " << l;
+        }
+      }
+    }
+    // A cached prefill in chunks, then one more token, equals the uncached forward's last row.
+    auto cache = m.model.NewCache(T);
+    ASSERT_TRUE(cache.ok());
+    ForwardOptions cached;
+    cached.cache = &*cache;
+    cached.chunk_rows = 5;
+    const std::vector<int32_t> head(m.tokens.begin(), m.tokens.end() - 1);
+    ASSERT_TRUE(m.model.Forward(head, cached).ok());
+    auto last = m.model.Forward({m.tokens.back()}, cached);
+    ASSERT_TRUE(last.ok()) << last.status().ToString();
+    const int64_t V = m.model.config().vocab_size;
+    Tensor ref_last = Tensor::Zeros(DType::kF32, {1, V});
+    std::copy(ref->logits.data<float>() + (T - 1) * V, ref->logits.data<float>() + T * V, ref_last.data<float>());
+    EXPECT_LE(RelL2(last->logits, ref_last), 1e-5) << dir;
+  }
+}
+
+// attention_inputs keeps q_latent and the latents; AbsorbedQueries rebuilds attn_q from them in
+// any row range.
+TEST(DsaModelChunkTest, AbsorbedQueriesRebuildTheTracedQueries) {
+  Loaded m = Load(kGlm);
+  ForwardOptions opts;
+  opts.trace.attention = opts.trace.attention_inputs = true;
+  auto r = m.model.Forward(m.tokens, opts);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  const ModelConfig& c = m.model.config();
+  const int64_t T = static_cast<int64_t>(m.tokens.size());
+  for (int l = 0; l < c.num_layers; ++l) {
+    const LayerTrace& tr = r->layers[l];
+    ASSERT_FALSE(tr.q_latent.empty()) << l;
+    for (auto [t0, t1] : {std::pair<int64_t, int64_t>{0, T}, {5, 17}, {T - 1, T}}) {
+      Tensor q_abs = Tensor::Zeros(DType::kF32, {t1 - t0, c.num_heads, c.latent_dim()});
+      ASSERT_TRUE(m.model.AbsorbedQueries(l, tr.q_latent.Slice0(t0, t1), t0, &q_abs).ok());
+      Tensor want = Tensor::Zeros(DType::kF32, {t1 - t0, c.num_heads, c.latent_dim()});
+      std::copy(tr.attn_q.Slice0(t0, t1).data<float>(), tr.attn_q.Slice0(t0, t1).data<float>() + want.numel(),
+                want.data<float>());
+      EXPECT_LE(RelL2(q_abs, want), 1e-6) << "layer " << l << " rows " << t0 << ".." << t1;
+    }
+  }
+  Tensor wrong = Tensor::Zeros(DType::kF32, {3, c.num_heads, c.latent_dim() + 1});
+  EXPECT_FALSE(m.model.AbsorbedQueries(0, r->layers[0].q_latent.Slice0(0, 3), 0, &wrong).ok());
+}
+
+}  // namespace
+}  // namespace indexcache

@@ -40,8 +40,19 @@ struct DistillStats {
 // Under a pipeline (`stage` set) the forward runs this stage's layers only (parallel/stage_forward.h:
 // the stream and indices buffer arrive from the previous stage and leave for the next), and only
 // this stage's Full layers are scored; each must serve only layers of the same stage.
+//
+// Memory is bounded at any length: the forward keeps no [T, heads, latent_dim] attention queries;
+// the teachers' queries are rebuilt from each served layer's q_latent one chunk of `chunk_rows`
+// queries at a time (0: DistillChunkRows), and the loss runs per chunk (causal from the chunk's
+// first position). The forward's own row chunks are `chunk_rows` too when it is set.
 Status DistillSequence(const DsaModel& model, const IndexPattern& pattern, DistillMode mode, const StudentSet& students,
                        const std::vector<int32_t>& tokens, double scale, StudentSet* grads, DistillStats* stats,
-                       DistillTargets targets = DistillTargets::kServed, const StageContext* stage = nullptr);
+                       DistillTargets targets = DistillTargets::kServed, const StageContext* stage = nullptr,
+                       int64_t chunk_rows = 0);
+
+// The budget of one chunk's rebuilt teacher queries, and the rows per chunk it allows for a Full
+// layer serving `served_layers` layers.
+inline constexpr int64_t kDistillTeacherChunkBytes = int64_t{2} << 30;
+int64_t DistillChunkRows(const ModelConfig& c, int64_t served_layers, int64_t activation_bytes);
 
 }  // namespace indexcache
