@@ -60,7 +60,14 @@ class DevicePool : public std::enable_shared_from_this<DevicePool> {
       }
     }
     if (!p) {
-      const cudaError_t err = cudaMalloc(&p, size);
+      cudaError_t err = cudaMalloc(&p, size);
+      if (err == cudaErrorMemoryAllocation) {
+        // Blocks cached for other sizes (earlier chunk shapes, other sequence lengths) may be what
+        // is missing: hand them all back to the driver and try once more.
+        (void)cudaGetLastError();
+        Trim();
+        err = cudaMalloc(&p, size);
+      }
       if (err == cudaErrorMemoryAllocation) {
         (void)cudaGetLastError();  // clear the sticky-free error so the process can report and exit
         // Like a host allocation failure: one error line at the command boundary, not an abort.
@@ -78,6 +85,15 @@ class DevicePool : public std::enable_shared_from_this<DevicePool> {
         cudaFree(q);
       }
     });
+  }
+
+  // Frees every cached block (cudaFree waits for the work that used them).
+  void Trim() {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto& [size, blocks] : free_) {
+      for (void* p : blocks) CUDA_CHECK(cudaFree(p));
+    }
+    free_.clear();
   }
 
  private:

@@ -27,6 +27,7 @@
 #include "model/dsa_model.h"
 #include "model/random_weights.h"
 #include "search/prefix_cache.h"
+#include "tools/bench_distill.h"
 #include "tools/commands.h"
 #include "trainer/comm.h"
 #include "trainer/distill.h"
@@ -152,89 +153,6 @@ double Seconds(const std::function<void()>& fn) {
   const auto t0 = std::chrono::steady_clock::now();
   fn();
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
-
-// Distillation training throughput per GPU: one step = the frozen forward of a V3.2-shaped stack
-// whose layer 0 is Full and serves every other layer, the fused loss, the student's backward and
-// (with several ranks under mpirun) the NCCL all-reduce of the gradients. Each rank trains on its
-// own sequence, so ranks x tokens / step time is the job's throughput.
-Status BenchDistill(const Flags& flags, json* out) {
-  std::unique_ptr<Communicator> comm = Communicator::Create(nullptr, nullptr);
-  ASSIGN_OR_RETURN(std::vector<int64_t> seqs, ParseInts(flags.GetOr("distill-seq", "8192,32768"), "distill-seq"));
-  ASSIGN_OR_RETURN(int64_t layers, flags.GetInt("distill-layers", 4, 1, kMaxLayers));
-  const ModelConfig config = SyntheticV32Config(static_cast<int>(layers));
-  ASSIGN_OR_RETURN(std::shared_ptr<Backend> backend, MakeBackend("cuda"));
-  const IndexPattern pattern = *IndexPattern::Parse("1/" + std::to_string(layers), static_cast<int>(layers));
-  ASSIGN_OR_RETURN(DsaModel model, DsaModel::FromParts(config, RandomModelWeights(config, 7), pattern, backend));
-  std::unique_ptr<NcclCommunicator> nccl;
-  if (comm->world() > 1) nccl = NcclCommunicator::Create(*comm);
-  Backend& be = *backend;
-  const IndexerWeights& w = model.weights().layers[0].indexer;
-  StudentSet students;
-  students[0] = {be.WeightF32(w.wq_b.data(), {w.wq_b.rows(), w.wq_b.cols()}),
-                 be.WeightF32(w.wk.data(), {w.wk.rows(), w.wk.cols()}),
-                 be.WeightF32(w.k_norm_weight.data(), {w.k_norm_weight.size()}),
-                 be.WeightF32(w.k_norm_bias.data(), {w.k_norm_bias.size()}),
-                 be.WeightF32(w.weights_proj.data(), {w.weights_proj.rows(), w.weights_proj.cols()})};
-  const int64_t num_params = w.wq_b.size() + w.wk.size() + w.k_norm_weight.size() + w.k_norm_bias.size() +
-                             w.weights_proj.size();
-  if (comm->rank() == 0) {
-    std::printf("\nDistillation step (forward + loss + backward%s): %lld V3.2-shaped layers, pattern %s (layer 0 "
-                "serves %lld layers), %d rank(s)\n\n| mode | seq | step s | tokens/s per GPU | tokens/s total |\n"
-                "|---|---:|---:|---:|---:|\n",
-                nccl ? " + NCCL all-reduce" : "", static_cast<long long>(layers), pattern.ToString().c_str(),
-                static_cast<long long>(layers), comm->world());
-  }
-  std::mt19937 rng(100 + comm->rank());
-  std::uniform_int_distribution<int32_t> tok(0, static_cast<int32_t>(config.vocab_size - 1));
-  for (int64_t T : seqs) {
-    std::vector<int32_t> tokens(T);
-    for (auto& t : tokens) t = tok(rng);
-    for (DistillMode mode : {DistillMode::kDense, DistillMode::kSparse}) {
-      std::vector<double> times;
-      Status status;
-      for (int it = 0; it < 3; ++it) {
-        comm->Barrier();
-        const double s = Seconds([&] {
-          Tensor flat = be.Alloc(DType::kF32, {num_params});
-          StudentSet grads;
-          int64_t off = 0;
-          auto view = [&](const Shape& shape) {
-            Tensor v = flat.Sub(off, shape);
-            off += NumElements(shape);
-            return v;
-          };
-          grads[0] = {view(students[0].wq_b.shape()), view(students[0].wk.shape()), view(students[0].k_norm_weight.shape()),
-                      view(students[0].k_norm_bias.shape()), view(students[0].weights_proj.shape())};
-          DistillStats stats;
-          status = DistillSequence(model, pattern, mode, students, tokens, 1.0 / double(T), &grads, &stats);
-          if (nccl) nccl->AllReduceSum(flat.data<float>(), num_params, nullptr);
-          be.Synchronize();
-        });
-        RETURN_IF_ERROR(status);
-        if (it > 0) times.push_back(s);  // the first run warms up
-      }
-      std::sort(times.begin(), times.end());
-      const double step_s = times[times.size() / 2];
-      double slowest = step_s;  // the job moves at its slowest rank
-      if (comm->world() > 1) {
-        std::vector<double> all(comm->world(), 0.0);
-        all[comm->rank()] = step_s;
-        comm->AllReduceSum(all.data(), static_cast<int64_t>(all.size()));
-        slowest = *std::max_element(all.begin(), all.end());
-      }
-      const double per_gpu = double(T) / slowest;
-      if (comm->rank() == 0) {
-        const char* name = mode == DistillMode::kDense ? "dense" : "sparse";
-        std::printf("| %s | %lld | %.3f | %.0f | %.0f |\n", name, static_cast<long long>(T), slowest, per_gpu,
-                    per_gpu * comm->world());
-        std::fflush(stdout);
-        (*out)["distill"].push_back({{"mode", name}, {"seq", T}, {"ranks", comm->world()}, {"step_s", slowest},
-                                     {"tokens_per_s_per_gpu", per_gpu}, {"tokens_per_s", per_gpu * comm->world()}});
-      }
-    }
-  }
-  return Status::Ok();
 }
 
 // One greedy step of the pattern search on a V3.2-shaped stack (one sequence of T random tokens):

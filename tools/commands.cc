@@ -138,7 +138,17 @@ const std::vector<Command>& AllCommands() {
         {"distill", "also time distillation training steps (forward + fused loss + backward [+ NCCL all-reduce "
                     "under mpirun]) per GPU", true},
         {"distill-seq", "comma-separated sequence lengths for --distill", false, false, "8192,32768"},
-        {"distill-layers", "layers of the --distill stack (layer 0 Full, serving all)", false, false, "4"},
+        {"distill-layers", "layers of the --distill stack", false, false, "4"},
+        {"distill-pattern", "the --distill stack's pattern (default 1/<layers>: layer 0 Full, serving all)"},
+        {"distill-modes", "comma-separated distillation losses for --distill: dense, sparse", false, false,
+         "dense,sparse"},
+        {"distill-moe", "--distill at full size: V3.2's MoE (256 experts of 2048, 8 per token) in every layer, "
+                        "FP8-resident random weights (default: a dense MLP of equal FLOPs, bf16)", true},
+        {"distill-micro", "sequences per step per data-parallel replica (they stream through the pipeline)", false,
+         false, "1"},
+        {"distill-chunk", "query rows per chunk of the forward and of the rebuilt teachers (0: automatic)", false,
+         false, "0"},
+        {"pipeline-stages", "--distill: pipeline stages P (world = P x replicas, under mpirun)", false, false, "1"},
         {"skip-stack", "skip the layer-stack section", true},
         {"search", "also time one step of the pattern search (prefix cache vs full forwards)", true},
         {"search-seq", "comma-separated sequence lengths for --search", false, false, "8192,32768"},
