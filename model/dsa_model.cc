@@ -521,8 +521,10 @@ StatusOr<ForwardResult> DsaModel::Forward(const std::vector<int32_t>& tokens, co
     }
   }
   if (cache) cache->length += T;
-  if (end < num_layers || opt.return_hidden) result.hidden_out = be.ToHost(h);
-  if (end < num_layers && !topk_buffer.empty()) result.topk = be.ToHost(topk_buffer);
+  if (end < num_layers || opt.return_hidden) result.hidden_out = opt.outputs_on_device ? h : be.ToHost(h);
+  if (end < num_layers && !topk_buffer.empty()) {
+    result.topk = opt.outputs_on_device ? topk_buffer : be.ToHost(topk_buffer);
+  }
   if (end == num_layers && opt.compute_logits) {
     const Tensor last = opt.logits_last_row_only ? h.Slice0(T - 1, T) : h;
     const int64_t rows = last.size(0);

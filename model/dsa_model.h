@@ -72,6 +72,9 @@ struct ForwardOptions {
   bool compute_loss = false;
   bool logits_last_row_only = false;      // logits of the final position only (generation, benchmarks)
   bool return_hidden = false;             // copy the final stream to the host even when all layers ran
+  // hidden_out and topk stay backend tensors (activation dtype, int32) instead of host copies:
+  // what a device-to-device pipeline link sends on.
+  bool outputs_on_device = false;
   // [T, hidden] when start_layer > 0: a host f32 tensor, or a backend tensor (e.g. a device trace
   // kept by trace_on_device). Never modified: the forward works on a copy.
   Tensor hidden_in;

@@ -110,7 +110,6 @@ ModelWeights RandomModelWeights(const ModelConfig& c, uint64_t seed, const Rando
   Filler f(seed);
   std::unique_ptr<Fp8Pool> pool;
   if (options.fp8) pool = std::make_unique<Fp8Pool>(LargestMatrix(c), seed);
-  const MatrixMaker make{&f, pool.get()};
   const int64_t H = c.hidden_size;
   ModelWeights w;
   w.range = options.range;
@@ -118,13 +117,17 @@ ModelWeights RandomModelWeights(const ModelConfig& c, uint64_t seed, const Rando
   if (w.has_embedding()) w.embed = f.Random(c.vocab_size, H);
   if (w.has_head(c.num_layers)) {
     w.final_norm = Filler::Ones(H);
-    w.lm_head = f.Random(c.vocab_size, H);
+    Filler head(Mix(seed) ^ Mix(0x4ead));  // its own stream: the last stage's head equals the whole model's
+    w.lm_head = head.Random(c.vocab_size, H);
   }
   w.layers.resize(c.num_layers);
   for (int64_t l = 0; l < c.num_layers; ++l) {
     LayerWeights& L = w.layers[l];
     L.loaded = l >= w.range.begin && l < w.range.end;
     if (!L.loaded) continue;
+    // Each layer draws from its own stream, so a stage's layers equal the whole model's.
+    Filler lf(Mix(seed) ^ Mix(0x1a7e5 + static_cast<uint64_t>(l)));
+    const MatrixMaker make{&lf, pool.get()};
     const std::string p = "model.layers." + std::to_string(l);
     L.input_norm = L.post_attention_norm = Filler::Ones(H);
     L.q_a = make(p + ".self_attn.q_a_proj.weight", c.q_lora_rank, H);
@@ -136,17 +139,17 @@ ModelWeights RandomModelWeights(const ModelConfig& c, uint64_t seed, const Rando
                   c.kv_lora_rank);
     L.o = make(p + ".self_attn.o_proj.weight", H, c.num_heads * c.v_head_dim);
     L.has_indexer = true;
-    L.indexer.wq_b = f.Random(c.index_n_heads * c.index_head_dim, c.q_lora_rank);
-    L.indexer.wk = f.Random(c.index_head_dim, H);
+    L.indexer.wq_b = lf.Random(c.index_n_heads * c.index_head_dim, c.q_lora_rank);
+    L.indexer.wk = lf.Random(c.index_head_dim, H);
     L.indexer.k_norm_weight = Filler::Ones(c.index_head_dim);
     L.indexer.k_norm_bias = Vector::Zero(c.index_head_dim);
-    L.indexer.weights_proj = f.Random(c.index_n_heads, H);
+    L.indexer.weights_proj = lf.Random(c.index_n_heads, H);
     L.is_moe = c.layer_is_moe[l];
     if (!L.is_moe) {
       L.mlp = RandomMlp(make, p + ".mlp", H, c.intermediate_size);
       continue;
     }
-    L.moe.router = f.Random(c.n_routed_experts, H);
+    L.moe.router = lf.Random(c.n_routed_experts, H);
     L.moe.score_bias = Vector::Zero(c.n_routed_experts);
     for (int64_t e = 0; e < c.n_routed_experts; ++e) {
       L.moe.experts.push_back(RandomMlp(make, p + ".mlp.experts." + std::to_string(e), H, c.moe_intermediate_size));

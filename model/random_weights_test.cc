@@ -58,6 +58,19 @@ TEST(RandomWeightsTest, StageRangeFillsOnlyItsLayers) {
   EXPECT_EQ(w.layers[1].moe.experts.size(), 8u);
 }
 
+TEST(RandomWeightsTest, AStagesLayersEqualTheWholeModels) {
+  const ModelConfig c = SmallMoeConfig();
+  const ModelWeights whole = RandomModelWeights(c, 4);
+  RandomWeightsOptions opts;
+  opts.range = {1, 3};
+  const ModelWeights stage = RandomModelWeights(c, 4, opts);
+  EXPECT_EQ(stage.layers[2].q_b, whole.layers[2].q_b);
+  EXPECT_EQ(stage.layers[1].indexer.wq_b, whole.layers[1].indexer.wq_b);
+  EXPECT_EQ(stage.layers[2].moe.router, whole.layers[2].moe.router);
+  EXPECT_EQ(stage.lm_head, whole.lm_head);
+  EXPECT_NE(whole.layers[1].q_b, whole.layers[2].q_b);
+}
+
 TEST(RandomWeightsTest, Fp8MatricesHaveTheFp32Scale) {
   const ModelConfig c = SmallMoeConfig();
   RandomWeightsOptions opts;

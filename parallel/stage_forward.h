@@ -6,6 +6,8 @@
 // Transfers go through host MPI (Communicator::Send/Recv): the stream as f32, the indices as
 // int32. Blocking sends and receives make consecutive sequences stream through the stages back
 // to back (a forward-only GPipe schedule: stage s works on sequence i while s + 1 works on i - 1).
+// With a StageLink (GPUs) the stream and indices cross device to device in the backend's dtypes
+// (bf16, int32) instead; StageForward::topk_in is then a backend tensor.
 #pragma once
 
 #include <cstdint>
@@ -13,6 +15,7 @@
 
 #include "core/status.h"
 #include "model/dsa_model.h"
+#include "parallel/stage_link.h"
 #include "parallel/stage_split.h"
 #include "trainer/comm.h"
 
@@ -31,6 +34,8 @@ struct StageContext {
   int stage = 0;
   Communicator* pipeline = nullptr;   // this replica's pipeline, rank == stage
   PipelineTimes* times = nullptr;     // optional
+  // Optional: moves the stream and indices device to device (NCCL) instead of through host MPI.
+  StageLink* link = nullptr;
   bool last_stage() const { return !split || stage == split->num_stages() - 1; }
   LayerRange layers(int num_layers) const { return split ? split->stages[stage] : LayerRange{0, num_layers}; }
 };

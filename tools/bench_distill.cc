@@ -144,19 +144,29 @@ Status BenchDistill(const Flags& flags, json* out) {
   // Each stage's gradients are all-reduced over its replicas only.
   std::unique_ptr<NcclCommunicator> nccl;
   if (grid.replicas() > 1) nccl = NcclCommunicator::Create(grid.stage_replicas());
+  // Activations cross between stages over NCCL (device to device), or through host MPI as the
+  // CPU pipeline does (--pipeline-link mpi, for comparison).
+  const std::string link_kind = flags.GetOr("pipeline-link", "nccl");
+  if (link_kind != "nccl" && link_kind != "mpi") return InvalidArgument("--pipeline-link must be nccl or mpi");
+  std::unique_ptr<NcclStageLink> link;
+  if (grid.stages() > 1 && link_kind == "nccl") {
+    link = std::make_unique<NcclStageLink>(NcclCommunicator::Create(grid.pipeline()));
+  }
   PipelineTimes times;
-  StageContext stage_ctx{&split, grid.stage(), &grid.pipeline(), &times};
+  StageContext stage_ctx{&split, grid.stage(), &grid.pipeline(), &times, link.get()};
   const StageContext* stage = grid.stages() > 1 ? &stage_ctx : nullptr;
 
   const bool lead = comm->rank() == 0;
   if (lead) {
     std::printf("\nDistillation step (forward + loss + backward%s): %d %s layers%s, pattern %s, %d stage(s) %s x %d "
-                "replica(s), %lld sequence(s) per step per replica\n\n"
+                "replica(s)%s, %lld sequence(s) per step per replica\n\n"
                 "| mode | seq | step s | tokens/s per GPU | tokens/s total | GPU GB used (max rank) | weights GB "
-                "(max rank) | stage busy (min) |\n|---|---:|---:|---:|---:|---:|---:|---:|\n",
+                "(max rank) | stage busy (min) | loss |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
                 nccl ? " + NCCL all-reduce" : "", n, moe ? "V3.2 (MoE 256 x 2048, FP8-resident)" : "V3.2-shaped",
                 moe ? "" : " (dense MLP 18432, bf16)", pattern.ToString().c_str(), grid.stages(),
-                split.ToString().c_str(), grid.replicas(), static_cast<long long>(micro));
+                split.ToString().c_str(), grid.replicas(),
+                grid.stages() > 1 ? (link ? ", stages linked by NCCL" : ", stages linked by host MPI") : "",
+                static_cast<long long>(micro));
   }
   std::mt19937 rng(100 + grid.replica());  // the stages of one replica see the same sequences
   std::uniform_int_distribution<int32_t> tok(0, static_cast<int32_t>(config.vocab_size - 1));
@@ -167,15 +177,16 @@ Status BenchDistill(const Flags& flags, json* out) {
     }
     for (DistillMode mode : modes) {
       std::vector<double> step_times, busy;
+      DistillStats last;  // the last step's loss on this rank's Full layers
       Status status;
       for (int it = 0; it < 3; ++it) {
         const PipelineTimes before = times;
         comm->Barrier();
         const double s = Seconds([&] {
           FlatGrads g = NewGrads(be, students, num_params);
+          last = DistillStats();
           for (const auto& seq : batch) {
-            DistillStats stats;
-            status = DistillSequence(model, pattern, mode, students, seq, 1.0 / double(T * micro), &g.grads, &stats,
+            status = DistillSequence(model, pattern, mode, students, seq, 1.0 / double(T * micro), &g.grads, &last,
                                      DistillTargets::kServed, stage, chunk);
             if (!status.ok()) return;
           }
@@ -190,6 +201,9 @@ Status BenchDistill(const Flags& flags, json* out) {
       }
       std::sort(step_times.begin(), step_times.end());
       // The job moves at its slowest rank; memory is the largest rank's.
+      std::vector<double> loss = {last.loss_sum, double(last.queries)};
+      comm->AllReduceSum(loss.data(), 2);  // over every stage (and replica)
+      const double mean_loss = loss[1] > 0 ? loss[0] / loss[1] : 0.0;
       std::vector<double> all(3 * comm->world(), 0.0);
       const int64_t free_after = be.FreeDeviceBytes();
       all[3 * comm->rank()] = step_times[step_times.size() / 2];
@@ -209,15 +223,16 @@ Status BenchDistill(const Flags& flags, json* out) {
       const double total = double(T * micro * grid.replicas()) / slowest, per_gpu = total / comm->world();
       if (lead) {
         const char* name = mode == DistillMode::kDense ? "dense" : "sparse";
-        std::printf("| %s | %lld | %.3f | %.0f | %.0f | %.1f | %.1f | %.3f |\n", name, static_cast<long long>(T), slowest,
-                    per_gpu, total, used_gb, weights_gb, min_busy);
+        std::printf("| %s | %lld | %.3f | %.0f | %.0f | %.1f | %.1f | %.3f | %.6f |\n", name, static_cast<long long>(T),
+                    slowest, per_gpu, total, used_gb, weights_gb, min_busy, mean_loss);
         std::fflush(stdout);
         (*out)["distill"].push_back({{"mode", name}, {"seq", T}, {"ranks", comm->world()}, {"stages", grid.stages()},
                                      {"replicas", grid.replicas()}, {"micro_batches", micro}, {"layers", n},
                                      {"moe_fp8", moe}, {"pattern", pattern.ToString()}, {"step_s", slowest},
                                      {"tokens_per_s_per_gpu", per_gpu}, {"tokens_per_s", total},
                                      {"gpu_gb_used_max_rank", used_gb}, {"weights_gb_max_rank", weights_gb},
-                                     {"stage_busy_min", min_busy}});
+                                     {"stage_busy_min", min_busy}, {"loss", mean_loss},
+                                     {"pipeline_link", grid.stages() > 1 ? link_kind : "none"}});
       }
     }
   }

@@ -149,6 +149,8 @@ const std::vector<Command>& AllCommands() {
         {"distill-chunk", "query rows per chunk of the forward and of the rebuilt teachers (0: automatic)", false,
          false, "0"},
         {"pipeline-stages", "--distill: pipeline stages P (world = P x replicas, under mpirun)", false, false, "1"},
+        {"pipeline-link", "--distill: how activations cross stages: nccl (device to device) or mpi (through the "
+                          "host)", false, false, "nccl"},
         {"skip-stack", "skip the layer-stack section", true},
         {"search", "also time one step of the pattern search (prefix cache vs full forwards)", true},
         {"search-seq", "comma-separated sequence lengths for --search", false, false, "8192,32768"},

@@ -42,4 +42,14 @@ void NcclCommunicator::AllReduceSum(float* data, int64_t n, cudaStream_t stream)
   }
 }
 
+void NcclCommunicator::SendBytes(const void* data, int64_t bytes, int peer, cudaStream_t stream) {
+  NCCL_CHECK(ncclSend(data, static_cast<size_t>(bytes), ncclUint8, peer, comm_, stream));
+  CUDA_CHECK(cudaStreamSynchronize(stream));
+}
+
+void NcclCommunicator::RecvBytes(void* data, int64_t bytes, int peer, cudaStream_t stream) {
+  NCCL_CHECK(ncclRecv(data, static_cast<size_t>(bytes), ncclUint8, peer, comm_, stream));
+  CUDA_CHECK(cudaStreamSynchronize(stream));
+}
+
 }  // namespace indexcache

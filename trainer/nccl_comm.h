@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <memory>
 
+#include "parallel/stage_link.h"
 #include "trainer/comm.h"
 
 namespace indexcache {
@@ -22,6 +23,10 @@ class NcclCommunicator {
 
   // In-place sum over ranks of a device buffer, in buckets of Communicator::kBucketElements.
   void AllReduceSum(float* device_data, int64_t n, cudaStream_t stream);
+  // Point-to-point bytes between device buffers (ncclSend / ncclRecv on `stream`); both return
+  // once the transfer is complete.
+  void SendBytes(const void* device_data, int64_t bytes, int peer, cudaStream_t stream);
+  void RecvBytes(void* device_data, int64_t bytes, int peer, cudaStream_t stream);
   int rank() const { return rank_; }
   int world() const { return world_; }
 
@@ -30,6 +35,19 @@ class NcclCommunicator {
   ncclComm_t comm_ = nullptr;
   Communicator* mpi_ = nullptr;
   int rank_ = 0, world_ = 1;
+};
+
+// A pipeline's device-to-device stage link over NCCL (the communicator of the pipeline's ranks,
+// rank == stage), on the CUDA backend's legacy default stream so that it orders itself after the
+// kernels that produced the tensor.
+class NcclStageLink final : public StageLink {
+ public:
+  explicit NcclStageLink(std::unique_ptr<NcclCommunicator> comm) : comm_(std::move(comm)) {}
+  void Send(const Tensor& t, int stage) override { comm_->SendBytes(t.raw(), t.nbytes(), stage, nullptr); }
+  void Recv(Tensor* t, int stage) override { comm_->RecvBytes(t->raw(), t->nbytes(), stage, nullptr); }
+
+ private:
+  std::unique_ptr<NcclCommunicator> comm_;
 };
 
 }  // namespace indexcache

@@ -3,6 +3,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <vector>
@@ -66,6 +67,57 @@ TEST(NcclCommTest, AllReduceSumsEveryRanksBuffer) {
                 bytes / sec / 1e9, bytes / sec / 1e9 * 2.0 * (world - 1) / world);
   }
   CUDA_CHECK(cudaFree(d));
+}
+
+// The pipeline's stage link: rank r sends an odd-sized buffer to r + 1, which receives it whole;
+// also the point-to-point bandwidth of a V3.2 128K stream (1.9 GB bf16).
+TEST(NcclCommTest, StageLinkMovesDeviceBuffersBetweenNeighbours) {
+  if (!CudaDeviceAvailable()) GTEST_SKIP() << "no CUDA device";
+  if (g_comm->world() < 2) GTEST_SKIP() << "run under mpirun -np 2 (or more) with one GPU per rank";
+  int devices = 0;
+  CUDA_CHECK(cudaGetDeviceCount(&devices));
+  const char* local = std::getenv("OMPI_COMM_WORLD_LOCAL_RANK");
+  CUDA_CHECK(cudaSetDevice((local ? std::atoi(local) : g_comm->rank()) % devices));
+  NcclStageLink link(NcclCommunicator::Create(*g_comm));
+  const int world = g_comm->world(), rank = g_comm->rank();
+  const int64_t n = 1000003;
+  int32_t* d = nullptr;
+  CUDA_CHECK(cudaMalloc(&d, n * sizeof(int32_t)));
+  Tensor t = Tensor::View(DType::kI32, {n}, d, nullptr, Device::kCuda);
+  std::vector<int32_t> host(n);
+  if (rank > 0) {
+    link.Recv(&t, rank - 1);
+    CUDA_CHECK(cudaMemcpy(host.data(), d, n * sizeof(int32_t), cudaMemcpyDeviceToHost));
+    int64_t wrong = 0;
+    for (int64_t i = 0; i < n; ++i) wrong += host[i] != static_cast<int32_t>(i * 3 + rank - 1);
+    EXPECT_EQ(wrong, 0);
+  }
+  if (rank + 1 < world) {
+    for (int64_t i = 0; i < n; ++i) host[i] = static_cast<int32_t>(i * 3 + rank);
+    CUDA_CHECK(cudaMemcpy(d, host.data(), n * sizeof(int32_t), cudaMemcpyHostToDevice));
+    link.Send(t, rank + 1);
+  }
+  CUDA_CHECK(cudaFree(d));
+
+  // 131072 x 7168 bf16 from rank 0 to rank 1 (median of 5).
+  const int64_t bytes = int64_t{131072} * 7168 * 2;
+  void* big = nullptr;
+  CUDA_CHECK(cudaMalloc(&big, bytes));
+  Tensor b = Tensor::View(DType::kU8, {bytes}, big, nullptr, Device::kCuda);
+  std::vector<double> secs;
+  for (int it = 0; it < 7; ++it) {
+    g_comm->Barrier();
+    const auto t0 = std::chrono::steady_clock::now();
+    if (rank == 0) link.Send(b, 1);
+    if (rank == 1) link.Recv(&b, 0);
+    if (it >= 2) secs.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
+  std::sort(secs.begin(), secs.end());
+  if (rank == 1) {
+    std::printf("stage link: %.2f GB in %.2f ms, %.1f GB/s\n", bytes / 1e9, secs[secs.size() / 2] * 1e3,
+                bytes / secs[secs.size() / 2] / 1e9);
+  }
+  CUDA_CHECK(cudaFree(big));
 }
 
 }  // namespace
