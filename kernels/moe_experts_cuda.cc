@@ -15,17 +15,30 @@ using bf16 = __nv_bfloat16;
 
 // One grouped GEMM: for each problem p, C_p[M_p rows of tokens, N] = B_p[tokens, K] A_p[N, K]^T in
 // row-major terms, i.e. column-major C^T = op_T(A) B^T (the layout CudaBackend::Linear uses).
-// `a`, `b`, `c` are the device pointer arrays; `tokens` the problems' row counts (host).
-void GroupedLinear(cublasHandle_t handle, const std::vector<int>& tokens, int N, int K, const void* const* a,
-                   const void* const* b, void* const* c) {
+// `a`, `b`, `c` are the device pointer arrays, `host_a` ... the same pointers on the host;
+// `tokens` the problems' row counts. Should a cuBLAS build refuse the grouped call for these
+// types (CUBLAS_STATUS_NOT_SUPPORTED), the same products run as one cublasGemmEx each and the
+// function returns false, so the caller can report which path ran.
+bool GroupedLinear(cublasHandle_t handle, const std::vector<int>& tokens, int N, int K, const void* const* a,
+                   const void* const* b, void* const* c, const void* const* host_a, const void* const* host_b,
+                   const void* const* host_c) {
   const int count = static_cast<int>(tokens.size());
   const std::vector<cublasOperation_t> ta(count, CUBLAS_OP_T), tb(count, CUBLAS_OP_N);
   const std::vector<int> m(count, N), k(count, K), lda(count, K), ldb(count, K), ldc(count, N), size(count, 1);
   const std::vector<float> alpha(count, 1.0f), beta(count, 0.0f);
-  CUBLAS_CHECK(cublasGemmGroupedBatchedEx(handle, ta.data(), tb.data(), m.data(), tokens.data(), k.data(),
-                                          alpha.data(), a, CUDA_R_16BF, lda.data(), b, CUDA_R_16BF, ldb.data(),
-                                          beta.data(), c, CUDA_R_16BF, ldc.data(), count, size.data(),
-                                          CUBLAS_COMPUTE_32F));
+  const cublasStatus_t status = cublasGemmGroupedBatchedEx(
+      handle, ta.data(), tb.data(), m.data(), tokens.data(), k.data(), alpha.data(), a, CUDA_R_16BF, lda.data(), b,
+      CUDA_R_16BF, ldb.data(), beta.data(), c, CUDA_R_16BF, ldc.data(), count, size.data(), CUBLAS_COMPUTE_32F);
+  if (status != CUBLAS_STATUS_NOT_SUPPORTED) {
+    CUBLAS_CHECK(status);
+    return true;
+  }
+  for (int p = 0; p < count; ++p) {
+    CUBLAS_CHECK(cublasGemmEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, N, tokens[p], K, &alpha[p], host_a[p], CUDA_R_16BF, K,
+                              host_b[p], CUDA_R_16BF, K, &beta[p], const_cast<void*>(host_c[p]), CUDA_R_16BF, N,
+                              CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+  }
+  return false;
 }
 
 // The bf16 operand of one matrix: the weight itself, or its dequantisation into *cursor.
@@ -50,7 +63,8 @@ int64_t MoeExpertScratchElements(const ExpertCuda& e) {
   return e.gate.scratch_elements() + e.up.scratch_elements() + e.down.scratch_elements();
 }
 
-int MoeExpertMlpsCuda(cublasHandle_t handle, const MoeExpertsCudaArgs& args, cudaStream_t stream) {
+MoeExpertsCudaRun MoeExpertMlpsCuda(cublasHandle_t handle, const MoeExpertsCudaArgs& args, cudaStream_t stream) {
+  MoeExpertsCudaRun run;
   const int64_t E = static_cast<int64_t>(args.experts.size());
   if (E == 0 || static_cast<int64_t>(args.offsets.size()) != E + 1) {
     std::fprintf(stderr, "MoeExpertMlpsCuda: %lld experts with %zu offsets\n", static_cast<long long>(E),
@@ -66,7 +80,7 @@ int MoeExpertMlpsCuda(cublasHandle_t handle, const MoeExpertsCudaArgs& args, cud
   for (int64_t e = 0; e < E; ++e) {
     if (args.offsets[e + 1] > args.offsets[e]) active.push_back(e);
   }
-  if (active.empty()) return 0;
+  if (active.empty()) return run;
   std::vector<size_t> begin = {0};
   int64_t used = 0;
   for (size_t i = 0; i < active.size(); ++i) {
@@ -115,6 +129,12 @@ int MoeExpertMlpsCuda(cublasHandle_t handle, const MoeExpertsCudaArgs& args, cud
                              stream));
   const void* const* dev = static_cast<const void* const*>(args.pointers);
   auto dev_at = [&](int gemm, int operand, size_t i) { return dev + (gemm * 3 + operand) * n_active + i; };
+  auto host_at = [&](int gemm, int operand, size_t i) { return &host[(gemm * 3 + operand) * n_active + i]; };
+  auto linear = [&](int gemm, const std::vector<int>& tokens, int N, int K, size_t lo) {
+    run.grouped &= GroupedLinear(handle, tokens, N, K, dev_at(gemm, 0, lo), dev_at(gemm, 1, lo),
+                                 const_cast<void* const*>(dev_at(gemm, 2, lo)), host_at(gemm, 0, lo),
+                                 host_at(gemm, 1, lo), host_at(gemm, 2, lo));
+  };
   for (size_t b = 0; b + 1 < begin.size(); ++b) {
     const size_t lo = begin[b], hi = begin[b + 1];
     bf16* cursor = args.dequant;
@@ -126,17 +146,15 @@ int MoeExpertMlpsCuda(cublasHandle_t handle, const MoeExpertsCudaArgs& args, cud
       Operand(w.down, &cursor, stream);
       tokens.push_back(args.offsets[active[i] + 1] - args.offsets[active[i]]);
     }
-    GroupedLinear(handle, tokens, static_cast<int>(I), static_cast<int>(H), dev_at(0, 0, lo), dev_at(0, 1, lo),
-                  const_cast<void* const*>(dev_at(0, 2, lo)));
-    GroupedLinear(handle, tokens, static_cast<int>(I), static_cast<int>(H), dev_at(1, 0, lo), dev_at(1, 1, lo),
-                  const_cast<void* const*>(dev_at(1, 2, lo)));
+    linear(0, tokens, static_cast<int>(I), static_cast<int>(H), lo);
+    linear(1, tokens, static_cast<int>(I), static_cast<int>(H), lo);
     // The batch's experts are consecutive in expert order, so their rows are one contiguous range.
     const int64_t r0 = args.offsets[active[lo]], r1 = args.offsets[active[hi - 1] + 1];
     SiluMulCuda(args.gate + r0 * I, args.up + r0 * I, (r1 - r0) * I, args.gate + r0 * I, stream);
-    GroupedLinear(handle, tokens, static_cast<int>(H), static_cast<int>(I), dev_at(2, 0, lo), dev_at(2, 1, lo),
-                  const_cast<void* const*>(dev_at(2, 2, lo)));
+    linear(2, tokens, static_cast<int>(H), static_cast<int>(I), lo);
   }
-  return static_cast<int>(begin.size() - 1);
+  run.batches = static_cast<int>(begin.size() - 1);
+  return run;
 }
 
 }  // namespace indexcache

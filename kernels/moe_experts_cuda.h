@@ -53,7 +53,12 @@ size_t MoeExpertsCudaPointerBytes(int64_t E);
 // bf16 scratch elements one expert needs when it is FP8 (0 when bf16).
 int64_t MoeExpertScratchElements(const ExpertCuda& e);
 
-// Queues every batch on `stream` (cuBLAS' stream is set to it). Returns the number of batches run.
-int MoeExpertMlpsCuda(cublasHandle_t handle, const MoeExpertsCudaArgs& args, cudaStream_t stream);
+struct MoeExpertsCudaRun {
+  int batches = 0;       // dequantisation batches (1 for bf16 experts)
+  bool grouped = true;   // false if cuBLAS refused the grouped call and per-expert GEMMs ran
+};
+
+// Queues every batch on `stream` (cuBLAS' stream is set to it).
+MoeExpertsCudaRun MoeExpertMlpsCuda(cublasHandle_t handle, const MoeExpertsCudaArgs& args, cudaStream_t stream);
 
 }  // namespace indexcache
