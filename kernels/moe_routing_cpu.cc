@@ -15,8 +15,8 @@ void MoeRoutingCpu(const MoeRoutingParams& p) {
   for (int64_t t = 0; t < p.T; ++t) {
     const float* logits = p.logits + t * p.E;
     for (int64_t e = 0; e < p.E; ++e) {
-      scores[e] = 1.0f / (1.0f + std::exp(-logits[e]));
-      choice[e] = scores[e] + (p.bias ? p.bias[e] : 0.0f);
+      scores[e] = MoeSigmoid(logits[e]);
+      choice[e] = MoeRankKey(scores[e] + (p.bias ? p.bias[e] : 0.0f));
     }
     if (p.n_group > 1) {
       for (int64_t g = 0; g < p.n_group; ++g) {
@@ -26,7 +26,7 @@ void MoeRoutingCpu(const MoeRoutingParams& p) {
           if (c[i] > best) { second = best; best = c[i]; }
           else if (c[i] > second) { second = c[i]; }
         }
-        group_score[g] = best + second;
+        group_score[g] = MoeRankKey(best + second);
       }
       std::iota(order.begin(), order.begin() + p.n_group, 0);
       std::stable_sort(order.begin(), order.begin() + p.n_group,

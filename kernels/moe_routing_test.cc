@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <map>
 #include <numeric>
 #include <random>
@@ -213,6 +214,41 @@ TEST(MoeRoutingTest, TiesPreferLowerIndex) {
   std::vector<int32_t> chosen;
   for (const auto& [e, w] : got_groups[0]) chosen.push_back(e);
   EXPECT_EQ(chosen, (std::vector<int32_t>{0, 1, 2, 3, 4, 5, 6}));
+}
+
+// moe_routing.h's rule for non-finite inputs: a NaN score ranks as -inf (ties to the lower
+// index), so finite experts win and a NaN-scored expert is chosen only when too few rank above
+// -inf; its NaN weight then reaches every weight of the token through the normalisation.
+TEST(MoeRoutingTest, NanRanksAsMinusInfinity) {
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  auto route = [](const std::vector<float>& logits, int64_t n_group, int64_t topk_group, int64_t k,
+                  std::vector<int32_t>* experts, std::vector<float>* weights) {
+    experts->assign(k, -1);
+    weights->assign(k, 0.0f);
+    MoeRoutingParams p;
+    p.logits = logits.data();
+    p.T = 1;
+    p.E = static_cast<int64_t>(logits.size());
+    p.n_group = n_group;
+    p.topk_group = topk_group;
+    p.topk = k;
+    p.out_experts = experts->data();
+    p.out_weights = weights->data();
+    MoeRoutingCpu(p);
+  };
+  std::vector<int32_t> e;
+  std::vector<float> w;
+  route({nan, 0.5f, nan, -1.0f, 2.0f, nan}, 1, 1, 3, &e, &w);
+  EXPECT_EQ(e, (std::vector<int32_t>{4, 1, 3}));
+  for (float v : w) EXPECT_TRUE(std::isfinite(v));
+  route({nan, 0.5f, nan, nan, nan, nan}, 1, 1, 3, &e, &w);  // one finite expert, then NaNs by index
+  EXPECT_EQ(e, (std::vector<int32_t>{1, 0, 2}));
+  for (float v : w) EXPECT_TRUE(std::isnan(v));
+  // A group whose best two are NaN rates -inf: group 1 (experts 2, 3) loses to group 2.
+  route({3.0f, 2.0f, nan, nan, -4.0f, -5.0f}, 3, 2, 2, &e, &w);
+  EXPECT_EQ(e, (std::vector<int32_t>{0, 1}));
+  route({-3.0f, -2.0f, nan, 9.0f, -4.0f, -5.0f}, 3, 2, 3, &e, &w);  // group 1 = 9 + -inf: last
+  EXPECT_EQ(e, (std::vector<int32_t>{1, 0, 4}));
 }
 
 }  // namespace

@@ -6,7 +6,7 @@
 // dequantises each just before the GEMM that reads it (PlacedWeight below). Tensors handed to a
 // backend live on its device and are contiguous row-major unless a stride says otherwise;
 // host-side index lists are plain vectors. Every operation is asynchronous with respect to the
-// host except the ones returning host data (ToHost, MoeRoute).
+// host except the ones returning host data (ToHost, MoeGroupByExpert's offsets, ...).
 #pragma once
 
 #include <memory>
@@ -61,7 +61,12 @@ struct DistillLossArgs {
   Tensor* grad_w = nullptr;
 };
 
-// Result of MoE routing for T tokens, on the host (the dispatch loop runs on the host).
+// One MLP's matrices (dense layers, shared and routed experts): down(silu(gate x) * up x).
+struct BackendMlp {
+  PlacedWeight gate, up, down;
+};
+
+// MoE routing of T tokens on the host: MoeRouteOnHost's result (the test oracle of MoeRoute).
 struct MoeRouting {
   std::vector<int32_t> experts;  // [T, k]
   std::vector<float> weights;    // [T, k]
@@ -71,6 +76,13 @@ struct MoeRouteSpec {
   int64_t n_group = 1, topk_group = 1, topk = 1;
   bool norm_topk_prob = true;
   float routed_scaling_factor = 1.0f;
+};
+
+// The T * k routing assignments (a = t * k + j) grouped by expert, stably (kernels/moe_dispatch.h).
+struct MoeGrouping {
+  Tensor order;                  // int32 [T * k] on the backend: position -> assignment
+  Tensor inverse;                // int32 [T * k] on the backend: assignment -> position
+  std::vector<int32_t> offsets;  // [E + 1] on the HOST: expert e owns positions [offsets[e], offsets[e + 1])
 };
 
 class Backend {
@@ -187,9 +199,28 @@ class Backend {
   virtual void IndexerTopk(const Tensor& q, const Tensor& k, const Tensor& weights, int64_t topk,
                            int64_t query_offset, float scale, Tensor* indices) = 0;
 
-  // --- MoE ------------------------------------------------------------------------------------
-  // Routes from router logits [T, E] (f32) and the correction bias [E] (f32); result on the host.
-  virtual MoeRouting MoeRoute(const Tensor& logits, const Tensor& bias, const MoeRouteSpec& spec) = 0;
+  // --- MoE (model/moe_block.cc runs the block over these) ------------------------------------
+  // Routes router logits [T, E] (f32) with the correction bias [E] (f32) into experts [T, k] int32
+  // and weights [T, k] f32, both on this backend (kernels/moe_routing.h; no host copy).
+  virtual void MoeRoute(const Tensor& logits, const Tensor& bias, const MoeRouteSpec& spec, Tensor* experts,
+                        Tensor* weights) = 0;
+  // Groups the assignments of experts [T, k] by expert over E experts. The offsets come back to the
+  // host: that copy of E + 1 integers is the MoE layer's one synchronisation, which the grouped
+  // expert GEMMs need for their sizes.
+  virtual MoeGrouping MoeGroupByExpert(const Tensor& experts, int64_t E) = 0;
+  // y[i] = x[order[i] / k] for the T * k rows of y (the permuted buffer).
+  virtual void MoeGather(const Tensor& x, const Tensor& order, int64_t k, Tensor* y) = 0;
+  // out[offsets[e] .. offsets[e + 1]) = MLP of experts[e] over the same rows of x, for every
+  // expert with rows (written, not accumulated). CPU: a loop of Linear calls (the reference);
+  // CUDA: grouped cuBLAS GEMMs, FP8 experts dequantised in batches (kernels/moe_experts_cuda.h).
+  virtual void ExpertMlps(const std::vector<BackendMlp>& experts, const Tensor& x, const std::vector<int32_t>& offsets,
+                          Tensor* out) = 0;
+  // y[t] += sum_j weights[t, j] rows[inverse[t * k + j]], summed in fp32 in j order without atomics:
+  // the same bits on every run (kernels/moe_dispatch.h).
+  virtual void MoeCombine(const Tensor& rows, const Tensor& inverse, const Tensor& weights, Tensor* y) = 0;
+  // Bytes of bf16 scratch ExpertMlps may use to dequantise FP8-resident experts (a tuning and test
+  // knob; CUDA's default is 1 GiB). Backends without FP8-resident weights ignore it.
+  virtual void SetExpertScratchBytes(int64_t /*bytes*/) {}
   // --- training ---------------------------------------------------------------------------------
   // c = alpha * op(a) op(b) + beta * c for 2-D row-major a, b, c (op transposes when the flag is set).
   virtual void Gemm(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, float alpha, float beta,
@@ -216,12 +247,6 @@ class Backend {
   // (optim/adamw_update.h: the same element arithmetic on both backends).
   virtual void AdamWUpdate(Tensor* p, Tensor* m, Tensor* v, const Tensor& g, const AdamWScalars& s) = 0;
 
-  // y[i] = x[rows[i]]
-  virtual void GatherRows(const Tensor& x, const std::vector<int32_t>& rows, Tensor* y) = 0;
-  // y[rows[i]] += scale[i] * x[i]
-  virtual void ScatterAddRows(const Tensor& x, const std::vector<int32_t>& rows, const std::vector<float>& scale,
-                              Tensor* y) = 0;
-
  protected:
   // w as a plain tensor in the weight dtype: w.values, or for an FP8-resident w a view of the
   // dequantisation scratch, valid only until the next PlainWeight call (so only as the operand of
@@ -232,8 +257,8 @@ class Backend {
   }
 };
 
-// Routing of host fp32 logits [T, E] with the CPU reference (kernels/moe_routing.h); both backends
-// route this way (the dispatch loop needs the expert lists on the host).
+// Routing of host fp32 logits [T, E] with the CPU reference (kernels/moe_routing.h): the CPU
+// backend's MoeRoute, and the oracle tests compare the device routing with.
 MoeRouting MoeRouteOnHost(const float* logits, const float* bias, int64_t T, int64_t E, const MoeRouteSpec& spec);
 
 // The checks every backend's WeightFp8 makes before it reads a byte: `fp8` is contiguous host

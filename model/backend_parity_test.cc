@@ -252,31 +252,53 @@ TEST_F(BackendParityTest, SmallSparseMlaAndIndexerTopk) {
   EXPECT_EQ(mismatched_rows, 0);
 }
 
-TEST_F(BackendParityTest, MoeRoutingAndRowDispatch) {
-  const int64_t T = 13, E = 8, C = 33;
+// Routing on the device equals the host oracle (experts exactly, in order; weights to 1e-6);
+// grouping equals element for element; gather and combine are bitwise equal on bf16 values.
+TEST_F(BackendParityTest, MoeRoutingGroupingGatherCombine) {
+  const int64_t T = 13, E = 24, C = 40, K = 3;
   const Tensor logits = Random({T, E}), bias = Random({E}, 0.1f);
   MoeRouteSpec spec;
   spec.n_group = 4;
   spec.topk_group = 2;
-  spec.topk = 3;
-  const MoeRouting a = cpu_->MoeRoute(logits, bias, spec);
-  const MoeRouting b = gpu_->MoeRoute(gpu_->ToDevice(logits), gpu_->ToDevice(bias), spec);
-  EXPECT_EQ(a.experts, b.experts);
-  EXPECT_EQ(a.weights, b.weights);
+  spec.topk = K;
+  spec.routed_scaling_factor = 2.5f;
+  const MoeRouting want = MoeRouteOnHost(logits.data<float>(), bias.data<float>(), T, E, spec);
+  Tensor e_cpu = Tensor::Zeros(DType::kI32, {T, K}), w_cpu = Tensor::Zeros(DType::kF32, {T, K});
+  cpu_->MoeRoute(logits, bias, spec, &e_cpu, &w_cpu);
+  Tensor e_gpu = gpu_->Alloc(DType::kI32, {T, K}), w_gpu = gpu_->Alloc(DType::kF32, {T, K});
+  gpu_->MoeRoute(gpu_->ToDevice(logits), gpu_->ToDevice(bias), spec, &e_gpu, &w_gpu);
+  const Tensor e_host = gpu_->ToHost(e_gpu), w_host = gpu_->ToHost(w_gpu);
+  for (int64_t i = 0; i < T * K; ++i) {
+    EXPECT_EQ(e_cpu.data<int32_t>()[i], want.experts[i]);
+    EXPECT_EQ(e_host.data<int32_t>()[i], want.experts[i]) << i;
+    EXPECT_NEAR(w_host.data<float>()[i], want.weights[i], 1e-6f * std::fabs(want.weights[i])) << i;
+  }
+
+  const MoeGrouping g_cpu = cpu_->MoeGroupByExpert(e_cpu, E);
+  const MoeGrouping g_gpu = gpu_->MoeGroupByExpert(e_gpu, E);
+  EXPECT_EQ(g_gpu.offsets, g_cpu.offsets);
+  const Tensor order = gpu_->ToHost(g_gpu.order), inverse = gpu_->ToHost(g_gpu.inverse);
+  for (int64_t i = 0; i < T * K; ++i) {
+    EXPECT_EQ(order.data<int32_t>()[i], g_cpu.order.data<int32_t>()[i]);
+    EXPECT_EQ(inverse.data<int32_t>()[i], g_cpu.inverse.data<int32_t>()[i]);
+  }
 
   const Tensor x = Random({T, C});
-  const std::vector<int32_t> rows = {12, 0, 5, 7};
-  const std::vector<float> scale = {0.5f, -1.0f, 2.0f, 0.25f};
-  Tensor g_cpu = Tensor::Zeros(DType::kF32, {4, C});
-  Tensor g_gpu = gpu_->Alloc(DType::kBF16, {4, C});
-  cpu_->GatherRows(x, rows, &g_cpu);
-  gpu_->GatherRows(OnGpu(x), rows, &g_gpu);
-  EXPECT_EQ(RelL2(gpu_->ToHost(g_gpu), g_cpu), 0.0);
+  Tensor p_cpu = Tensor::Zeros(DType::kF32, {T * K, C});
+  Tensor p_gpu = gpu_->Alloc(DType::kBF16, {T * K, C});
+  cpu_->MoeGather(x, g_cpu.order, K, &p_cpu);
+  gpu_->MoeGather(OnGpu(x), g_gpu.order, K, &p_gpu);
+  EXPECT_EQ(RelL2(gpu_->ToHost(p_gpu), p_cpu), 0.0);
+  // Combine with the GPU's weights on both sides, onto the same y, from the same bf16 rows.
+  const Tensor rows = Random({T * K, C});
   Tensor y_cpu = Random({T, C});
   Tensor y_gpu = OnGpu(y_cpu);
-  cpu_->ScatterAddRows(g_cpu, rows, scale, &y_cpu);
-  gpu_->ScatterAddRows(g_gpu, rows, scale, &y_gpu);
-  EXPECT_LE(RelL2(gpu_->ToHost(y_gpu), y_cpu), kRelL2TolBf16);
+  cpu_->MoeCombine(rows, g_cpu.inverse, w_host, &y_cpu);
+  gpu_->MoeCombine(OnGpu(rows), g_gpu.inverse, w_gpu, &y_gpu);
+  const Tensor got = gpu_->ToHost(y_gpu);
+  for (int64_t i = 0; i < T * C; ++i) {
+    ASSERT_EQ(got.data<float>()[i], Bf16ToFloat(FloatToBf16(y_cpu.data<float>()[i]))) << i;
+  }
 }
 
 // --- training operations -------------------------------------------------------------------------

@@ -12,10 +12,6 @@
 
 namespace indexcache {
 
-struct BackendMlp {
-  PlacedWeight gate, up, down;
-};
-
 struct BackendIndexer {
   Tensor wq_b, wk, k_norm_weight, k_norm_bias;
   Tensor weights_proj;  // f32

@@ -9,6 +9,7 @@
 #include "kernels/elementwise.h"
 #include "kernels/fp8_dequant.h"
 #include "kernels/indexer_topk.h"
+#include "kernels/moe_dispatch.h"
 #include "kernels/moe_routing.h"
 #include "kernels/norms.h"
 #include "kernels/sparse_mla.h"
@@ -29,6 +30,20 @@ using StridedMap = Eigen::Map<RowMajor, 0, Eigen::OuterStride<>>;
 // A 2-D view of a tensor whose last axis is `cols` wide.
 ConstMap View(const Tensor& t, int64_t cols) { return ConstMap(t.data<float>(), t.numel() / cols, cols); }
 Map View(Tensor* t, int64_t cols) { return Map(t->data<float>(), t->numel() / cols, cols); }
+
+MoeRoutingParams RoutingParams(const float* logits, const float* bias, int64_t T, int64_t E, const MoeRouteSpec& spec) {
+  MoeRoutingParams p;
+  p.logits = logits;
+  p.bias = bias;
+  p.T = T;
+  p.E = E;
+  p.n_group = spec.n_group;
+  p.topk_group = spec.topk_group;
+  p.topk = spec.topk;
+  p.norm_topk_prob = spec.norm_topk_prob;
+  p.routed_scaling_factor = spec.routed_scaling_factor;
+  return p;
+}
 
 class CpuBackend final : public Backend {
  public:
@@ -208,8 +223,51 @@ class CpuBackend final : public Backend {
     IndexerTopkCpu(p);
   }
 
-  MoeRouting MoeRoute(const Tensor& logits, const Tensor& bias, const MoeRouteSpec& spec) override {
-    return MoeRouteOnHost(logits.data<float>(), bias.data<float>(), logits.size(0), logits.size(1), spec);
+  void MoeRoute(const Tensor& logits, const Tensor& bias, const MoeRouteSpec& spec, Tensor* experts,
+                Tensor* weights) override {
+    MoeRoutingParams p = RoutingParams(logits.data<float>(), bias.data<float>(), logits.size(0), logits.size(1), spec);
+    p.out_experts = experts->data<int32_t>();
+    p.out_weights = weights->data<float>();
+    MoeRoutingCpu(p);
+  }
+
+  MoeGrouping MoeGroupByExpert(const Tensor& experts, int64_t E) override {
+    const int64_t n = experts.numel();
+    MoeGrouping g;
+    g.order = Tensor::Zeros(DType::kI32, {n});
+    g.inverse = Tensor::Zeros(DType::kI32, {n});
+    g.offsets.resize(E + 1);
+    MoeGroupByExpertCpu(experts.data<int32_t>(), n, E, g.order.data<int32_t>(), g.inverse.data<int32_t>(),
+                        g.offsets.data());
+    return g;
+  }
+
+  void MoeGather(const Tensor& x, const Tensor& order, int64_t k, Tensor* y) override {
+    MoeGatherCpu(x.data<float>(), order.data<int32_t>(), order.numel(), k, x.size(1), y->data<float>());
+  }
+
+  // The reference: each expert with rows runs as its own MLP over its slice of the permuted rows.
+  void ExpertMlps(const std::vector<BackendMlp>& experts, const Tensor& x, const std::vector<int32_t>& offsets,
+                  Tensor* out) override {
+    const int64_t H = x.size(1);
+    for (size_t e = 0; e < experts.size(); ++e) {
+      const int64_t begin = offsets[e], n = offsets[e + 1] - offsets[e];
+      if (n == 0) continue;
+      const BackendMlp& w = experts[e];
+      const int64_t I = w.gate.size(0);
+      const Tensor xe = x.Sub(begin * H, {n, H});
+      Tensor ye = out->Sub(begin * H, {n, H});
+      Tensor gate = Tensor::Zeros(DType::kF32, {n, I}), up = Tensor::Zeros(DType::kF32, {n, I});
+      Linear(xe, w.gate, &gate);
+      Linear(xe, w.up, &up);
+      SiluMul(gate, up, &gate);
+      Linear(gate, w.down, &ye);
+    }
+  }
+
+  void MoeCombine(const Tensor& rows, const Tensor& inverse, const Tensor& weights, Tensor* y) override {
+    MoeCombineCpu(rows.data<float>(), inverse.data<int32_t>(), weights.data<float>(), weights.size(0),
+                  weights.size(1), y->size(1), y->data<float>());
   }
 
   void Gemm(const Tensor& a, bool ta, const Tensor& b, bool tb, float alpha, float beta, Tensor* c) override {
@@ -277,19 +335,6 @@ class CpuBackend final : public Backend {
     return loss;
   }
 
-  void GatherRows(const Tensor& x, const std::vector<int32_t>& rows, Tensor* y) override {
-    GatherRowsCpu(x.data<float>(), rows.data(), static_cast<int64_t>(rows.size()), x.numel() / x.size(0),
-                  y->data<float>());
-  }
-
-
-  void ScatterAddRows(const Tensor& x, const std::vector<int32_t>& rows, const std::vector<float>& scale,
-                      Tensor* y) override {
-    ScatterAddRowsCpu(x.data<float>(), rows.data(), scale.data(), static_cast<int64_t>(rows.size()),
-                      x.numel() / x.size(0), y->data<float>());
-  }
-
-
  private:
   int32_t first_nonfinite_ = -1;
 };
@@ -300,16 +345,7 @@ MoeRouting MoeRouteOnHost(const float* logits, const float* bias, int64_t T, int
   MoeRouting r;
   r.experts.resize(T * spec.topk);
   r.weights.resize(T * spec.topk);
-  MoeRoutingParams p;
-  p.logits = logits;
-  p.bias = bias;
-  p.T = T;
-  p.E = E;
-  p.n_group = spec.n_group;
-  p.topk_group = spec.topk_group;
-  p.topk = spec.topk;
-  p.norm_topk_prob = spec.norm_topk_prob;
-  p.routed_scaling_factor = spec.routed_scaling_factor;
+  MoeRoutingParams p = RoutingParams(logits, bias, T, E, spec);
   p.out_experts = r.experts.data();
   p.out_weights = r.weights.data();
   MoeRoutingCpu(p);

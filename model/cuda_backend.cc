@@ -29,6 +29,9 @@
 #include "kernels/finite_check_cuda.h"
 #include "kernels/fp8_dequant_cuda.h"
 #include "kernels/indexer_topk_cuda.h"
+#include "kernels/moe_dispatch_cuda.h"
+#include "kernels/moe_experts_cuda.h"
+#include "kernels/moe_routing_cuda.h"
 #include "kernels/norms_cuda.h"
 #include "kernels/sparse_mla_cuda.h"
 #include "kernels/sparse_mla_generic_cuda.h"
@@ -347,6 +350,9 @@ class CudaBackend final : public Backend {
     indexer.head_dim = c.index_head_dim;
     indexer.topk = c.index_topk;
     RETURN_IF_ERROR(IndexerTopkCudaSupports(indexer));
+    if (c.n_routed_experts > 0) {
+      RETURN_IF_ERROR(MoeRoutingCudaSupports(c.n_routed_experts, c.n_group, c.topk_group, c.num_experts_per_tok));
+    }
     return SparseMlaCudaSupports(c.latent_dim(), c.kv_lora_rank, c.index_topk);
   }
 
@@ -407,11 +413,84 @@ class CudaBackend final : public Backend {
     IndexerTopkCuda(p);
   }
 
-  // Routing runs on the host over the fp32 logits: T x E floats per MoE layer, small next to the
-  // expert GEMMs, and the dispatch loop needs the expert lists on the host anyway.
-  MoeRouting MoeRoute(const Tensor& logits, const Tensor& bias, const MoeRouteSpec& spec) override {
-    const Tensor l = ToHost(logits), b = ToHost(bias);
-    return MoeRouteOnHost(l.data<float>(), b.data<float>(), l.size(0), l.size(1), spec);
+  void MoeRoute(const Tensor& logits, const Tensor& bias, const MoeRouteSpec& spec, Tensor* experts,
+                Tensor* weights) override {
+    MoeRoutingParams p;
+    p.logits = logits.data<float>();
+    p.bias = bias.empty() ? nullptr : bias.data<float>();
+    p.T = logits.size(0);
+    p.E = logits.size(1);
+    p.n_group = spec.n_group;
+    p.topk_group = spec.topk_group;
+    p.topk = spec.topk;
+    p.norm_topk_prob = spec.norm_topk_prob;
+    p.routed_scaling_factor = spec.routed_scaling_factor;
+    p.out_experts = experts->data<int32_t>();
+    p.out_weights = weights->data<float>();
+    MoeRoutingCuda(p, nullptr);
+  }
+
+  // The copy of the offsets is the MoE layer's one host synchronisation: the grouped GEMMs take
+  // their problem sizes from the host.
+  MoeGrouping MoeGroupByExpert(const Tensor& experts, int64_t E) override {
+    const int64_t n = experts.numel();
+    MoeGrouping g;
+    g.order = Alloc(DType::kI32, {n});
+    g.inverse = Alloc(DType::kI32, {n});
+    Tensor offsets = Alloc(DType::kI32, {E + 1});
+    const size_t ws_bytes = MoeGroupByExpertCudaWorkspaceBytes(n, E);
+    Tensor ws = Alloc(DType::kU8, {static_cast<int64_t>(ws_bytes)});
+    MoeGroupByExpertCuda(experts.data<int32_t>(), n, E, g.order.data<int32_t>(), g.inverse.data<int32_t>(),
+                         offsets.data<int32_t>(), ws.raw(), ws_bytes, nullptr);
+    g.offsets.resize(E + 1);
+    CUDA_CHECK(cudaMemcpy(g.offsets.data(), offsets.raw(), (E + 1) * sizeof(int32_t), cudaMemcpyDeviceToHost));
+    return g;
+  }
+
+  void MoeGather(const Tensor& x, const Tensor& order, int64_t k, Tensor* y) override {
+    MoeGatherCuda(B(x), order.data<int32_t>(), order.numel(), k, x.size(1), B(*y), nullptr);
+  }
+
+  // FP8-resident experts are dequantised into moe_scratch_, at most expert_scratch_bytes_ (1 GiB by
+  // default: 12 of DeepSeek-V3.2's 88 MB experts per batch, ~1 % of an H200) but never more than
+  // the layer's FP8 experts need, and never less than one expert.
+  void ExpertMlps(const std::vector<BackendMlp>& experts, const Tensor& x, const std::vector<int32_t>& offsets,
+                  Tensor* out) override {
+    const int64_t n = x.size(0);
+    if (experts.empty() || n == 0) return;
+    const int64_t I = experts[0].gate.size(0);
+    MoeExpertsCudaArgs args;
+    int64_t total = 0, largest = 0;
+    for (const BackendMlp& e : experts) {
+      ExpertCuda c{Matrix(e.gate), Matrix(e.up), Matrix(e.down)};
+      const int64_t need = MoeExpertScratchElements(c);
+      total += need;
+      largest = std::max(largest, need);
+      args.experts.push_back(c);
+    }
+    const int64_t want = std::max(largest, std::min(total, expert_scratch_bytes_ / 2));
+    if (want > 0 && (moe_scratch_.empty() || moe_scratch_.numel() < want)) moe_scratch_ = Alloc(DType::kBF16, {want});
+    args.offsets = offsets;
+    args.x = B(x);
+    Tensor gate = Alloc(DType::kBF16, {n, I}), up = Alloc(DType::kBF16, {n, I});
+    Tensor pointers = Alloc(DType::kU8, {static_cast<int64_t>(MoeExpertsCudaPointerBytes(args.experts.size()))});
+    args.gate = B(gate);
+    args.up = B(up);
+    args.out = B(*out);
+    args.dequant = want > 0 ? B(moe_scratch_) : nullptr;
+    args.dequant_elements = want > 0 ? moe_scratch_.numel() : 0;
+    args.pointers = pointers.raw();
+    MoeExpertMlpsCuda(cublas_, args, nullptr);
+  }
+
+  void MoeCombine(const Tensor& rows, const Tensor& inverse, const Tensor& weights, Tensor* y) override {
+    MoeCombineCuda(B(rows), inverse.data<int32_t>(), weights.data<float>(), weights.size(0), weights.size(1),
+                   y->size(1), B(*y), nullptr);
+  }
+
+  void SetExpertScratchBytes(int64_t bytes) override {
+    expert_scratch_bytes_ = bytes;
+    moe_scratch_ = Tensor();
   }
 
   // Row-major c = op(a) op(b) is column-major c^T = op(b)^T op(a)^T: b comes first.
@@ -493,21 +572,6 @@ class CudaBackend final : public Backend {
     return result;
   }
 
-  void GatherRows(const Tensor& x, const std::vector<int32_t>& rows, Tensor* y) override {
-    const Tensor ids = Upload(rows);
-    GatherRowsCuda(B(x), ids.data<int32_t>(), static_cast<int64_t>(rows.size()), x.numel() / x.size(0), B(*y),
-                   nullptr);
-  }
-
-  void ScatterAddRows(const Tensor& x, const std::vector<int32_t>& rows, const std::vector<float>& scale,
-                      Tensor* y) override {
-    const Tensor ids = Upload(rows);
-    Tensor s = Alloc(DType::kF32, {static_cast<int64_t>(scale.size())});
-    CUDA_CHECK(cudaMemcpy(s.raw(), scale.data(), scale.size() * sizeof(float), cudaMemcpyHostToDevice));
-    ScatterAddRowsCuda(B(x), ids.data<int32_t>(), s.data<float>(), static_cast<int64_t>(rows.size()),
-                       x.numel() / x.size(0), B(*y), nullptr);
-  }
-
  protected:
   Tensor PlainWeight(const PlacedWeight& w) override {
     if (!w.is_fp8()) return w.values;
@@ -530,6 +594,18 @@ class CudaBackend final : public Backend {
   }
 
  private:
+  // A placed weight as kernels/moe_experts_cuda.h sees it.
+  static ExpertMatrixCuda Matrix(const PlacedWeight& w) {
+    ExpertMatrixCuda m;
+    m.values = w.values.raw();
+    m.scale_inv = w.is_fp8() ? w.scale_inv.data<float>() : nullptr;
+    m.rows = w.size(0);
+    m.cols = w.size(1);
+    m.block_rows = w.block_rows;
+    m.block_cols = w.block_cols;
+    return m;
+  }
+
   Tensor Upload(const std::vector<int32_t>& v) {
     Tensor t = Alloc(DType::kI32, {static_cast<int64_t>(v.size())});
     CUDA_CHECK(cudaMemcpy(t.raw(), v.data(), v.size() * sizeof(int32_t), cudaMemcpyHostToDevice));
@@ -557,6 +633,8 @@ class CudaBackend final : public Backend {
   Tensor nonfinite_flag_;  // one int32 on the device: the smallest tag noted, or >= kNoTag
   Tensor fp8_scratch_;        // bf16, as many elements as the largest FP8 weight placed
   Tensor fp8_scratch_holds_;  // the FP8 weight whose dequantised form the scratch holds, if any
+  int64_t expert_scratch_bytes_ = int64_t{1} << 30;  // ExpertMlps' FP8 dequantisation budget
+  Tensor moe_scratch_;                               // bf16, ExpertMlps' dequantised experts
 };
 
 }  // namespace

@@ -6,6 +6,7 @@
 
 #include "core/file_util.h"
 #include "kernels/rope.h"
+#include "model/moe_block.h"
 
 namespace indexcache {
 
@@ -19,49 +20,7 @@ Status CheckTopk(const Tensor& t, int64_t T, const std::string& what) {
   return Status::Ok();
 }
 
-// y += MLP(x) = down(silu(gate x) * up x), or y = when !accumulate.
-void Mlp(Backend& be, const BackendMlp& w, const Tensor& x, Tensor* y, bool accumulate) {
-  const int64_t T = x.size(0), I = w.gate.size(0);
-  Tensor gate = be.Alloc(be.activation_dtype(), {T, I});
-  Tensor up = be.Alloc(be.activation_dtype(), {T, I});
-  be.Linear(x, w.gate, &gate);
-  be.Linear(x, w.up, &up);
-  be.SiluMul(gate, up, &gate);
-  be.Linear(gate, w.down, y, accumulate);
-}
-
-// y += MoE(x): route on the device, dispatch per expert on the host side of the loop.
-void Moe(Backend& be, const ModelConfig& c, const BackendMoe& w, const Tensor& x, Tensor* y) {
-  const int64_t T = x.size(0), Hd = x.size(1), K = c.num_experts_per_tok;
-  const Tensor x32 = be.Convert(x, DType::kF32);
-  Tensor logits = be.Alloc(DType::kF32, {T, c.n_routed_experts});
-  be.Linear(x32, w.router, &logits);
-  MoeRouteSpec spec;
-  spec.n_group = c.n_group;
-  spec.topk_group = c.topk_group;
-  spec.topk = K;
-  spec.norm_topk_prob = c.norm_topk_prob;
-  spec.routed_scaling_factor = static_cast<float>(c.routed_scaling_factor);
-  const MoeRouting routing = be.MoeRoute(logits, w.score_bias, spec);
-  std::vector<std::vector<int32_t>> rows(c.n_routed_experts);
-  std::vector<std::vector<float>> scales(c.n_routed_experts);
-  for (int64_t t = 0; t < T; ++t) {
-    for (int64_t j = 0; j < K; ++j) {
-      rows[routing.experts[t * K + j]].push_back(static_cast<int32_t>(t));
-      scales[routing.experts[t * K + j]].push_back(routing.weights[t * K + j]);
-    }
-  }
-  for (int64_t e = 0; e < c.n_routed_experts; ++e) {
-    if (rows[e].empty()) continue;
-    const int64_t n = static_cast<int64_t>(rows[e].size());
-    Tensor xe = be.Alloc(be.activation_dtype(), {n, Hd});
-    be.GatherRows(x, rows[e], &xe);
-    Tensor ye = be.Alloc(be.activation_dtype(), {n, Hd});
-    Mlp(be, w.experts[e], xe, &ye, /*accumulate=*/false);
-    be.ScatterAddRows(ye, rows[e], scales[e], y);
-  }
-  if (w.has_shared) Mlp(be, w.shared, x, y, /*accumulate=*/true);
-}
+// Mlp() and Moe() live in model/moe_block.cc.
 
 }  // namespace
 
