@@ -17,12 +17,21 @@ using bf16 = __nv_bfloat16;
 // row-major terms, i.e. column-major C^T = op_T(A) B^T (the layout CudaBackend::Linear uses).
 // `a`, `b`, `c` are the device pointer arrays, `host_a` ... the same pointers on the host;
 // `tokens` the problems' row counts. Should a cuBLAS build refuse the grouped call for these
-// types (CUBLAS_STATUS_NOT_SUPPORTED), the same products run as one cublasGemmEx each and the
-// function returns false, so the caller can report which path ran.
-bool GroupedLinear(cublasHandle_t handle, const std::vector<int>& tokens, int N, int K, const void* const* a,
-                   const void* const* b, void* const* c, const void* const* host_a, const void* const* host_b,
-                   const void* const* host_c) {
+// types (CUBLAS_STATUS_NOT_SUPPORTED), or when `try_grouped` is false, the same products run as
+// one cublasGemmEx each and the function returns false, so the caller can report which path ran.
+bool GroupedLinear(cublasHandle_t handle, bool try_grouped, const std::vector<int>& tokens, int N, int K,
+                   const void* const* a, const void* const* b, void* const* c, const void* const* host_a,
+                   const void* const* host_b, const void* const* host_c) {
   const int count = static_cast<int>(tokens.size());
+  if (!try_grouped) {
+    const float alpha = 1.0f, beta = 0.0f;
+    for (int p = 0; p < count; ++p) {
+      CUBLAS_CHECK(cublasGemmEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, N, tokens[p], K, &alpha, host_a[p], CUDA_R_16BF, K,
+                                host_b[p], CUDA_R_16BF, K, &beta, const_cast<void*>(host_c[p]), CUDA_R_16BF, N,
+                                CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    }
+    return false;
+  }
   const std::vector<cublasOperation_t> ta(count, CUBLAS_OP_T), tb(count, CUBLAS_OP_N);
   const std::vector<int> m(count, N), k(count, K), lda(count, K), ldb(count, K), ldc(count, N), size(count, 1);
   const std::vector<float> alpha(count, 1.0f), beta(count, 0.0f);
@@ -125,13 +134,13 @@ MoeExpertsCudaRun MoeExpertMlpsCuda(cublasHandle_t handle, const MoeExpertsCudaA
     }
   }
   // From pageable memory the copy is staged before this call returns, so `host` may go away.
-  CUDA_CHECK(cudaMemcpyAsync(args.pointers, host.data(), host.size() * sizeof(void*), cudaMemcpyHostToDevice,
+  if (args.grouped_gemm) CUDA_CHECK(cudaMemcpyAsync(args.pointers, host.data(), host.size() * sizeof(void*), cudaMemcpyHostToDevice,
                              stream));
   const void* const* dev = static_cast<const void* const*>(args.pointers);
   auto dev_at = [&](int gemm, int operand, size_t i) { return dev + (gemm * 3 + operand) * n_active + i; };
   auto host_at = [&](int gemm, int operand, size_t i) { return &host[(gemm * 3 + operand) * n_active + i]; };
   auto linear = [&](int gemm, const std::vector<int>& tokens, int N, int K, size_t lo) {
-    run.grouped &= GroupedLinear(handle, tokens, N, K, dev_at(gemm, 0, lo), dev_at(gemm, 1, lo),
+    run.grouped &= GroupedLinear(handle, args.grouped_gemm, tokens, N, K, dev_at(gemm, 0, lo), dev_at(gemm, 1, lo),
                                  const_cast<void* const*>(dev_at(gemm, 2, lo)), host_at(gemm, 0, lo),
                                  host_at(gemm, 1, lo), host_at(gemm, 2, lo));
   };

@@ -45,6 +45,10 @@ struct MoeExpertsCudaArgs {
   __nv_bfloat16* dequant = nullptr; // bf16 scratch for FP8 experts, dequant_elements long
   int64_t dequant_elements = 0;     // >= the largest single expert's scratch_elements() sum
   void* pointers = nullptr;         // device scratch of MoeExpertsCudaPointerBytes(E)
+  // One cublasGemmGroupedBatchedEx per GEMM and batch, or (default) one cublasGemmEx per expert:
+  // measured on an H200 at V3.2 size, cuBLAS 13.0's grouped call reaches 226-276 TFLOP/s and the
+  // per-expert loop 242-591 (2.1x faster at 16K-32K tokens; docs/benchmarks.md).
+  bool grouped_gemm = false;
 };
 
 // Device bytes for the GEMMs' pointer arrays (three per GEMM, three GEMMs, E experts).
@@ -55,7 +59,7 @@ int64_t MoeExpertScratchElements(const ExpertCuda& e);
 
 struct MoeExpertsCudaRun {
   int batches = 0;       // dequantisation batches (1 for bf16 experts)
-  bool grouped = true;   // false if cuBLAS refused the grouped call and per-expert GEMMs ran
+  bool grouped = true;   // false if per-expert GEMMs ran (asked for, or cuBLAS refused the grouped call)
 };
 
 // Queues every batch on `stream` (cuBLAS' stream is set to it).

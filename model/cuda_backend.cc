@@ -430,8 +430,8 @@ class CudaBackend final : public Backend {
     MoeRoutingCuda(p, nullptr);
   }
 
-  // The copy of the offsets is the MoE layer's one host synchronisation: the grouped GEMMs take
-  // their problem sizes from the host.
+  // The copy of the offsets is the MoE layer's one host synchronisation: the expert GEMMs take
+  // their row counts from the host.
   MoeGrouping MoeGroupByExpert(const Tensor& experts, int64_t E) override {
     const int64_t n = experts.numel();
     MoeGrouping g;
