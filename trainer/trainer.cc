@@ -213,6 +213,13 @@ Status RunTraining(const TrainConfig& cfg, const TrainRunOptions& run, Communica
   Communicator& replicas = grid.stage_replicas();
   std::unique_ptr<NcclCommunicator> nccl;
   if (be.device() == Device::kCuda && replicas.world() > 1) nccl = NcclCommunicator::Create(replicas);
+  // GPU pipelines move the stream and indices device to device (bf16, lossless) rather than
+  // through the host as f32.
+  std::unique_ptr<NcclStageLink> stage_link;
+  if (be.device() == Device::kCuda && grid.stages() > 1) {
+    stage_link = std::make_unique<NcclStageLink>(NcclCommunicator::Create(grid.pipeline()));
+    stage_context.link = stage_link.get();
+  }
   NamedTensors params;
   int64_t num_params = 0;
   for (const Slot& s : slots) {
