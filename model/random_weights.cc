@@ -124,7 +124,11 @@ ModelWeights RandomModelWeights(const ModelConfig& c, uint64_t seed, const Rando
   for (int64_t l = 0; l < c.num_layers; ++l) {
     LayerWeights& L = w.layers[l];
     L.loaded = l >= w.range.begin && l < w.range.end;
-    if (!L.loaded) continue;
+    if (!L.loaded) {  // another stage's layer: what it is, not its weights (as LoadModelWeights)
+      L.has_indexer = true;
+      L.is_moe = c.layer_is_moe[l];
+      continue;
+    }
     // Each layer draws from its own stream, so a stage's layers equal the whole model's.
     Filler lf(Mix(seed) ^ Mix(0x1a7e5 + static_cast<uint64_t>(l)));
     const MatrixMaker make{&lf, pool.get()};

@@ -56,6 +56,13 @@ TEST(RandomWeightsTest, StageRangeFillsOnlyItsLayers) {
   EXPECT_TRUE(w.layers[1].loaded);
   EXPECT_FALSE(w.layers[2].loaded);
   EXPECT_EQ(w.layers[1].moe.experts.size(), 8u);
+  // Another stage's layers say what they are (the pattern check needs their indexers).
+  EXPECT_TRUE(w.layers[0].has_indexer);
+  EXPECT_TRUE(w.layers[2].is_moe);
+  auto backend = MakeBackend("cpu");
+  ASSERT_TRUE(backend.ok());
+  auto m = DsaModel::FromParts(c, RandomModelWeights(c, 3, opts), IndexPattern::AllFull(3), *backend);
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
 }
 
 TEST(RandomWeightsTest, AStagesLayersEqualTheWholeModels) {
