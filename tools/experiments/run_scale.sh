@@ -4,14 +4,14 @@
 # pipelined over 2. Binaries are built here and carried (.device-bin: indexcache, nccl_comm_test,
 # moe_cuda_bench; .device-carry/gpu_tests.tar.xz for tools/device_checks.sh). Run from the repo
 # root with OUT set:
-#   bash tools/experiments/run_scale.sh part1   # GPU tests, MoE bench, stage link, 8 layers on 1 GPU and on 2 stages at 32K
-#   bash tools/experiments/run_scale.sh part2   # 8 layers over 2 stages at 128K, 16 layers over 2 stages
+#   bash tools/experiments/run_scale.sh part1   # GPU tests, MoE bench, stage link, 8 layers on 1 GPU (32K, 128K)
+#   bash tools/experiments/run_scale.sh part2   # the same 8 layers over 2 stages, then 16 layers over 2 stages
 set -uo pipefail
 part=${1:?part1 or part2}
 B=${B:-.device-bin}
 MPI="mpirun --allow-run-as-root --bind-to none -np 2"
 D="--skip-kernels --skip-stack --distill --distill-moe --distill-pattern 1/4"
-run() { echo "+ $*" | tee -a "$OUT/scale.txt"; "$@" 2>&1 | grep -v "^$" | tail -4 | tee -a "$OUT/scale.txt"; }
+run() { echo "+ $*" | tee -a "$OUT/scale.txt"; "$@" 2>&1 | grep -v "^$" | grep -v "^Ceilings\|^## " | tail -6 | tee -a "$OUT/scale.txt"; }
 case $part in
   part1)
     bash tools/device_checks.sh "$OUT/checks.log" 240 | tail -12
@@ -19,10 +19,10 @@ case $part in
     $B/moe_cuda_bench --json "$OUT/moe_bench.json" 2>&1 | tail -9 | tee "$OUT/moe_bench.txt"
     run $B/indexcache bench $D --distill-layers 8 --distill-seq 32768 --distill-modes sparse,dense
     run $B/indexcache bench $D --distill-layers 8 --distill-seq 131072 --distill-modes sparse
-    run $MPI $B/indexcache bench $D --distill-layers 8 --pipeline-stages 2 --distill-micro 4 --distill-seq 32768 --distill-modes sparse,dense
     ;;
   part2)
+    run $MPI $B/indexcache bench $D --distill-layers 8 --pipeline-stages 2 --distill-micro 4 --distill-seq 32768 --distill-modes sparse,dense
     run $MPI $B/indexcache bench $D --distill-layers 8 --pipeline-stages 2 --distill-micro 4 --distill-seq 131072 --distill-modes sparse
-    run $MPI $B/indexcache bench $D --distill-layers 16 --pipeline-stages 2 --distill-micro 4 --distill-seq 32768,131072 --distill-modes sparse
+    run $MPI $B/indexcache bench $D --distill-layers 16 --pipeline-stages 2 --distill-micro 2 --distill-seq 32768,131072 --distill-modes sparse
     ;;
 esac
