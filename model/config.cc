@@ -1,5 +1,6 @@
 #include "model/config.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "core/file_util.h"
@@ -238,6 +239,21 @@ StatusOr<ModelConfig> LoadModelConfig(const std::string& model_dir) {
   ASSIGN_OR_RETURN(std::string text, ReadFileToString(path));
   ASSIGN_OR_RETURN(const json j, ParseJson(text, path));
   return ParseModelConfig(j, path);
+}
+
+int64_t ForwardChunkRows(const ModelConfig& c, int64_t activation_bytes) {
+  // Per-row activations alive at once inside a chunk: q, q_abs, the latent attention output and
+  // its value projection, q_latent, the MLP input and intermediates (a MoE's per-assignment
+  // gathered rows, gate and up, and outputs; else the dense MLP's gate and up).
+  const int64_t heads = c.num_heads;
+  int64_t per_row = heads * (c.qk_head_dim() + c.latent_dim() + c.kv_lora_rank + c.v_head_dim) + c.q_lora_rank +
+                    2 * c.hidden_size;
+  int64_t mlp = 2 * c.intermediate_size;
+  if (c.n_routed_experts > 0) {
+    mlp = std::max(mlp, c.num_experts_per_tok * (2 * c.hidden_size + 2 * c.moe_intermediate_size));
+  }
+  per_row = (per_row + mlp) * std::max<int64_t>(1, activation_bytes);
+  return std::max<int64_t>(1, kForwardChunkBytes / per_row);
 }
 
 }  // namespace indexcache

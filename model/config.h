@@ -62,4 +62,10 @@ StatusOr<ModelConfig> ParseModelConfig(const nlohmann::json& config, const std::
 // Reads `<dir>/config.json`.
 StatusOr<ModelConfig> LoadModelConfig(const std::string& model_dir);
 
+// The activation budget of one forward chunk (DsaModel::Forward runs the per-token work in row
+// chunks over the whole sequence's latents, so that 128K fits), and the rows per chunk it allows
+// for `c` with activations of `activation_bytes` per element (the planner uses the same rule).
+inline constexpr int64_t kForwardChunkBytes = int64_t{8} << 30;
+int64_t ForwardChunkRows(const ModelConfig& c, int64_t activation_bytes);
+
 }  // namespace indexcache

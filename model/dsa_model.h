@@ -93,10 +93,6 @@ struct ForwardOptions {
   int64_t chunk_rows = 0;
 };
 
-// The activation budget of one forward chunk: long sequences (128K) run in bounded memory.
-inline constexpr int64_t kForwardChunkBytes = int64_t{8} << 30;
-// Rows per chunk for `c` with activations of `activation_bytes` per element.
-int64_t ForwardChunkRows(const ModelConfig& c, int64_t activation_bytes);
 
 struct ForwardResult {
   Tensor logits;      // [T, vocab] f32 (if computed)

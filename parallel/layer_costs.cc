@@ -11,6 +11,8 @@ namespace {
 
 constexpr double kMaxBytes = 4.0e18;  // well inside int64
 constexpr double kLossKernelSms = 132;
+// trainer/distill.h's kDistillTeacherChunkBytes (the planner does not link the trainer).
+constexpr int64_t kDistillTeacherChunkBytesForPlan = int64_t{2} << 30;
 
 StatusOr<int64_t> ToBytes(double bytes, const std::string& what) {
   if (!(bytes >= 0) || bytes > kMaxBytes) return InvalidArgument(what + ": size overflows 64 bits");
@@ -80,7 +82,14 @@ StatusOr<ModelCosts> EstimateCosts(const ModelConfig& c, const IndexPattern& pat
       (static_cast<double>(c.num_heads) * (c.qk_head_dim() + 2 * d + c.v_head_dim) + c.q_lora_rank + d +
        static_cast<double>(c.index_n_heads) * (c.index_head_dim + 1) + 3 * MlpWidth(c) + 4 * h);
   const double dequant_scratch = c.quant.fp8 ? 2 * 2 * LargestFp8MatrixElements(inv) : 0;
-  const double loss_rows = train ? 2 * kLossKernelSms * t * 4 : 0;
+  // Train, while one Full layer's loss runs: f32 copies of its inputs, the student's queries and
+  // their gradient (f32 [T, index heads x dim] each), a chunk of rebuilt teacher queries, and the
+  // loss kernel's row workspace.
+  const double student = train ? t * 4 * (h + c.q_lora_rank) +
+                                     2 * t * 4 * static_cast<double>(c.index_n_heads) * c.index_head_dim +
+                                     static_cast<double>(kDistillTeacherChunkBytesForPlan)
+                               : 0;
+  const double loss_rows = train ? 2 * kLossKernelSms * t * 4 + student : 0;
   ASSIGN_OR_RETURN(costs.stage_overhead_bytes,
                    ToBytes(2 * stream + keys + chunk_activations + dequant_scratch + loss_rows, "--seq-len"));
 
@@ -100,19 +109,23 @@ StatusOr<ModelCosts> EstimateCosts(const ModelConfig& c, const IndexPattern& pat
     item.weight_bytes = inv.layers[l].device_bytes(c.quant);
     item.indexer_parameters = item.full ? inv.layers[l].indexer_parameters() : 0;
     const LayerFlops f = ForwardFlops(c, l, item.full, o.seq_len);
-    const double rest = (f.gemm + f.sparse_attention) / rest_rate;
-    const double rest_fp8 = (f.gemm * fp8_gemm_factor + f.sparse_attention) / rest_rate;
+    // Routed experts run once per forward chunk of `chunk` tokens, at the measured MoE rate.
+    const double moe = f.routed_experts > 0 ? f.routed_experts / MoeFlopsPerSecond(dev, static_cast<int64_t>(chunk)) : 0;
+    const double rest = (f.gemm + f.sparse_attention) / rest_rate + moe;
+    const double rest_fp8 = (f.gemm * fp8_gemm_factor + f.sparse_attention) / rest_rate + moe * fp8_gemm_factor;
     double extra = f.indexer / indexer_rate, extra_fp8 = extra;
     double workspace = 0;
     if (o.mode == PlanMode::kSearch) {
       workspace = static_cast<double>(o.sequences_per_replica) * stream;
     } else if (train) {
-      workspace = t * 2 * (h + d);
+      // Kept per layer for the teachers: q_latent and the latents (bf16).
+      workspace = t * 2 * (static_cast<double>(c.q_lora_rank) + d);
       const double recompute = TeacherQueryFlops(c, o.seq_len) / rest_rate;
       extra += recompute;
       extra_fp8 += recompute * fp8_gemm_factor;
       if (item.full) {
-        workspace += t * 4 * (k + c.index_head_dim) + 16.0 * item.indexer_parameters;
+        // The indexer input (bf16), the top-k (int32), the student's keys (f32) and optimizer state.
+        workspace += t * (2 * h + 4 * (k + c.index_head_dim)) + 16.0 * item.indexer_parameters;
         const int served = static_cast<int>(pattern.served_by(l).size());
         const double loss = DistillLossFlops(c, o.seq_len, served, o.dense_loss) /
                             DistillLossFlopsPerSecond(dev, o.dense_loss, served);

@@ -22,8 +22,7 @@ double IndexerProjectionFlops(const ModelConfig& c, int64_t tokens) {
 }
 
 double TeacherQueryFlops(const ModelConfig& c, int64_t tokens) {
-  const double per_token = static_cast<double>(c.hidden_size) * c.q_lora_rank +
-                           static_cast<double>(c.q_lora_rank) * c.num_heads * c.qk_head_dim() +
+  const double per_token = static_cast<double>(c.q_lora_rank) * c.num_heads * c.qk_head_dim() +
                            static_cast<double>(c.num_heads) * c.qk_nope_head_dim * c.kv_lora_rank;
   return 2.0 * per_token * static_cast<double>(tokens);
 }
@@ -35,16 +34,17 @@ LayerFlops ForwardFlops(const ModelConfig& c, int layer, bool full, int64_t toke
                                 heads * c.qk_nope_head_dim * c.kv_lora_rank +  // q_nope into the latent space
                                 heads * c.kv_lora_rank * c.v_head_dim +        // values out of the latent space
                                 heads * c.v_head_dim * h;                      // o_proj
-  double mlp = 0;
+  double mlp = 0, routed = 0;
   if (c.layer_is_moe[layer]) {
-    const double active = static_cast<double>(c.num_experts_per_tok + c.n_shared_experts);
-    mlp = 3.0 * h * c.moe_intermediate_size * active + h * c.n_routed_experts;
+    mlp = 3.0 * h * c.moe_intermediate_size * c.n_shared_experts + h * c.n_routed_experts;
+    routed = 3.0 * h * c.moe_intermediate_size * c.num_experts_per_tok;
   } else {
     mlp = 3.0 * h * c.intermediate_size;
   }
   LayerFlops f;
   const double t = static_cast<double>(tokens);
   f.gemm = 2.0 * (attention_gemm + mlp) * t;
+  f.routed_experts = 2.0 * routed * t;
   f.sparse_attention = 2.0 * heads * (c.latent_dim() + c.kv_lora_rank) * SparsePairs(tokens, c.index_topk);
   if (full) {
     f.indexer = IndexerProjectionFlops(c, tokens) +

@@ -12,10 +12,11 @@
 namespace indexcache {
 
 struct LayerFlops {
-  double gemm = 0;              // q/kv/o projections (absorbed MLA), MLP or routed + shared experts, router
+  double gemm = 0;              // q/kv/o projections (absorbed MLA), dense MLP or shared experts, router
+  double routed_experts = 0;    // a MoE layer's routed experts (k per token): their own measured speed
   double sparse_attention = 0;  // 2 x heads x (latent + kv_lora) per (query, selected key)
   double indexer = 0;           // 0 for a Shared layer
-  double total() const { return gemm + sparse_attention + indexer; }
+  double total() const { return gemm + routed_experts + sparse_attention + indexer; }
 };
 
 // sum over t < T of (t + 1): the causal pairs.
@@ -26,7 +27,7 @@ double SparsePairs(int64_t tokens, int64_t topk);
 LayerFlops ForwardFlops(const ModelConfig& config, int layer, bool full, int64_t tokens);
 // The indexer's projection FLOPs alone (wq_b, wk, weights_proj) over T tokens.
 double IndexerProjectionFlops(const ModelConfig& config, int64_t tokens);
-// Recomputing a served layer's absorbed queries from its kept input stream (q_a, q_b, absorption).
+// Recomputing a served layer's absorbed queries from its kept q_latent (q_b and the absorption).
 double TeacherQueryFlops(const ModelConfig& config, int64_t tokens);
 // The fused distillation loss (forward + backward) of one Full layer serving `served` layers:
 // pairs x (served x 2 sweeps x 2 x heads x latent + 4 x 2 x index_heads x index_head_dim), pairs

@@ -31,6 +31,17 @@ constexpr double kStackDeviceGemmFlops = 797e12;
 constexpr double kLossDense1 = 99.75e12, kLossDense4 = 125.95e12;
 constexpr double kLossSparse1 = 87.85e12, kLossSparse4 = 112.0e12;
 
+// docs/benchmarks.md, "Full-size DeepSeek-V3.2 layers ... 2 x H200" (nvidia-h200-x2, 2026-12-01,
+// `moe_cuda_bench`): the routed MoE block of V3.2 (256 experts x 2048, k 8, FP8-resident experts,
+// one cuBLAS GEMM per expert) end to end, 6 T k 7168 2048 FLOPs over its total time, by tokens T;
+// and that run's bf16 GEMM ceiling.
+struct MoePoint {
+  int64_t rows;
+  double flops_per_s;
+};
+constexpr MoePoint kMoe[] = {{4096, 119.0e12}, {16384, 322.7e12}, {32768, 440.4e12}};
+constexpr double kMoeDeviceGemmFlops = 774e12;
+
 // docs/benchmarks.md, "NCCL all-reduce" (2 x H200): 256 MiB fp32, busbw = algbw.
 constexpr double kAllReduceBusBytes = 229.7e9;
 constexpr double kInterNodeAssumedBytes = 50e9;  // assumed: 400 Gb/s per GPU
@@ -118,6 +129,24 @@ double DistillLossFlopsPerSecond(const DeviceProfile& device, bool dense, int se
   return ((1 - w) * one + w * four) * ComputeScale(device);
 }
 
+double MoeFlopsPerSecond(const DeviceProfile& device, int64_t rows) {
+  const int n = sizeof(kMoe) / sizeof(kMoe[0]);
+  double rate = kMoe[n - 1].flops_per_s;
+  if (rows <= kMoe[0].rows) {
+    rate = kMoe[0].flops_per_s * static_cast<double>(rows) / kMoe[0].rows;  // launch-bound below: linear
+  } else {
+    for (int i = 0; i + 1 < n; ++i) {
+      if (rows <= kMoe[i + 1].rows) {
+        const double w = (std::log2(double(rows)) - std::log2(double(kMoe[i].rows))) /
+                         (std::log2(double(kMoe[i + 1].rows)) - std::log2(double(kMoe[i].rows)));
+        rate = (1 - w) * kMoe[i].flops_per_s + w * kMoe[i + 1].flops_per_s;
+        break;
+      }
+    }
+  }
+  return rate * device.gemm_bf16_flops / kMoeDeviceGemmFlops;
+}
+
 double AllReduceBusBytesPerSecond() { return kAllReduceBusBytes; }
 
 double StageLinkBytesPerSecond(bool crosses_nodes) {
@@ -141,6 +170,8 @@ std::vector<std::string> MeasurementSources(const DeviceProfile& device) {
                 device.name.c_str(), device.gemm_bf16_flops / 1e12, kStackDeviceGemmFlops / 1e12);
   out.push_back(line);
   out.push_back("distillation loss: fused kernel bench (H100): dense 100-126 TFLOP/s, sparse 88-112 TFLOP/s (1-4 served layers)");
+  out.push_back("routed MoE: V3.2 MoE block, FP8-resident experts (H200, moe_cuda_bench): 119 / 323 / 440 TFLOP/s at "
+                "4K / 16K / 32K tokens per forward chunk");
   out.push_back("gradient all-reduce: NCCL 2 x H200 busbw 229.7 GB/s; stage links: the same within a node, 50 GB/s across "
                 "nodes (assumed, 400 Gb/s per GPU)");
   out.push_back("weight reads: a layer takes at least its resident bytes / the device copy bandwidth");

@@ -36,6 +36,9 @@ double NonIndexerFlopsPerSecond(const DeviceProfile& device, int64_t tokens);
 double IndexerFlopsPerSecond(const DeviceProfile& device, int64_t tokens);
 // The fused distillation loss kernel, forward + backward (H100 measurement, scaled like the rest).
 double DistillLossFlopsPerSecond(const DeviceProfile& device, bool dense, int served);
+// A MoE layer's routed experts (routing, dispatch, FP8-resident expert GEMMs, combine) over `rows`
+// tokens at once (one forward chunk): the measured V3.2 MoE block, interpolated in log2(rows).
+double MoeFlopsPerSecond(const DeviceProfile& device, int64_t rows);
 // NCCL all-reduce bus bandwidth between two H200s of one host (measured).
 double AllReduceBusBytesPerSecond();
 // Point-to-point bandwidth for the hidden state and indices between stages: within a node the

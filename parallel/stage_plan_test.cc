@@ -67,9 +67,11 @@ TEST(PlanPipeline, DeepSeekV32OnH200sGivesSaneNumbers) {
     const double m = static_cast<double>(plan->micro_batches);
     EXPECT_DOUBLE_EQ(plan->pipeline_efficiency, m / (m + 7));
     EXPECT_GT(plan->balance, 0.9);
-    // ~0.8 s per V3.2 layer at 128K (the measured stack) x 61 layers x 16 sequences / N GPUs,
-    // divided by the bubble efficiency (16 sequences over D replicas: few micro-batches at 64).
-    const double ideal = 0.8 * 61 * 16 / static_cast<double>(gpus) / plan->pipeline_efficiency;
+    // ~1.1 s per V3.2 layer at 128K (the measured stack's attention and indexer, the measured
+    // FP8-resident MoE block for the routed experts; a full-size 8-layer distillation measured
+    // 1.7 s per layer with its loss and backward) x 61 layers x 16 sequences / N GPUs, divided by
+    // the bubble efficiency (16 sequences over D replicas: few micro-batches at 64).
+    const double ideal = 1.1 * 61 * 16 / static_cast<double>(gpus) / plan->pipeline_efficiency;
     EXPECT_GT(plan->step_time_s, ideal * 0.8) << gpus;
     EXPECT_LT(plan->step_time_s, ideal * 1.3) << gpus;
     EXPECT_LT(plan->step_time_fp8_gemm_s, plan->step_time_s);

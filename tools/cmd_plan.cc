@@ -142,7 +142,8 @@ Status RunPlan(const Flags& flags) {
   ASSIGN_OR_RETURN(r.costs.device, DeviceProfileByName(flags.GetOr("gpu", "h200")));
   ASSIGN_OR_RETURN(r.gpus, flags.GetInt("gpus", 1, 1, 65536));
   ASSIGN_OR_RETURN(r.costs.seq_len, flags.GetInt("seq-len", 1, 1, int64_t{1} << 24));
-  ASSIGN_OR_RETURN(r.costs.chunk, flags.GetInt("chunk", 8192, 1, int64_t{1} << 24));
+  // Default: the rows the runtime's forward puts in one chunk (bf16 activations).
+  ASSIGN_OR_RETURN(r.costs.chunk, flags.GetInt("chunk", ForwardChunkRows(c, 2), 1, int64_t{1} << 24));
   ASSIGN_OR_RETURN(r.sequences, flags.GetInt("sequences", 16, 1, int64_t{1} << 20));
   ASSIGN_OR_RETURN(r.pipeline_stages, flags.GetInt("pipeline-stages", 0, 0, 65536));
   ASSIGN_OR_RETURN(r.gpus_per_node, flags.GetInt("gpus-per-node", 8, 1, 1024));

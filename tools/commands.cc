@@ -120,7 +120,8 @@ const std::vector<Command>& AllCommands() {
         {"gpu", "measured device profile: h200 or h100", false, false, "h200"},
         {"gpu-mem-gb", "memory per GPU in GB (1e9 bytes); default: the device's (H200 141, H100 80)"},
         {"reserve-gb", "per GPU, kept free for the CUDA context, library workspaces and allocator slack", false, false, "4"},
-        {"chunk", "query rows per forward piece (sizes the activations)", false, false, "8192"},
+        {"chunk", "query rows per forward chunk (sizes the activations and the MoE GEMMs); default: the runtime's "
+                  "(8 GiB of activations per chunk)"},
         {"loss", "train: dense or sparse distillation loss", false, false, "dense"},
         {"gpus-per-node", "GPUs per node (stage links across nodes are assumed slower)", false, false, "8"},
         kJson},
