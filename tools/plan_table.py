@@ -2,7 +2,7 @@
 """Markdown table of `indexcache plan` for the shipped real-model configs (README, docs/scale.md).
 
 Usage: tools/plan_table.py [--binary bazel-bin/tools/indexcache] [--mode eval] [--seq-len 131072]
-       [--pattern P] [--sequences 16] [--gpus 8,16,32,64]
+       [--pattern P] [--loss dense|sparse] [--sequences 16] [--gpus 8,16,32,64]
 Every number comes from the command's --json output; nothing is computed here but formatting.
 """
 import argparse
@@ -16,6 +16,7 @@ def main():
     ap.add_argument("--mode", default="eval")
     ap.add_argument("--seq-len", default="131072")
     ap.add_argument("--pattern")
+    ap.add_argument("--loss", help="train: dense or sparse")
     ap.add_argument("--sequences", default="16", help="sequences per step (fixed global batch)")
     ap.add_argument("--sequences-per-gpu", type=int, help="instead: sequences = this x GPUs (weak scaling)")
     ap.add_argument("--gpus", default="8,16,32,64")
@@ -30,6 +31,8 @@ def main():
                    str(args.sequences_per_gpu * int(gpus)) if args.sequences_per_gpu else args.sequences]
             if args.pattern:
                 cmd += ["--pattern", args.pattern]
+            if args.loss:
+                cmd += ["--loss", args.loss]
             run = subprocess.run(cmd, capture_output=True, text=True)
             if run.returncode != 0:
                 print(f"| {model} | {gpus} | {cmd[cmd.index('--sequences') + 1]} | {run.stderr.strip().split(': error: ')[-1]} ||||||||")
