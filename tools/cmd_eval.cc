@@ -75,6 +75,7 @@ Status EvalOnThisRank(const Flags& flags, Communicator& comm) {
   ASSIGN_OR_RETURN(DsaModel model, DsaModel::Load(*flags.Get("model"), flags.Get("pattern"), flags.GetOr("device", "cpu"),
                                                   "--pattern", pipe->layers()));
   LogResidentWeights("eval", model);
+  pipe->UseDeviceLink(model.backend());
   EvalParallel parallel{pipe->Context(), &comm, pipe->grid.replica(), pipe->grid.replicas()};
   options.parallel = &parallel;
   const int layers = static_cast<int>(model.config().num_layers);

@@ -98,6 +98,7 @@ Status SearchOnThisRank(const Flags& flags, Communicator& comm) {
   ASSIGN_OR_RETURN(DsaModel model, DsaModel::Load(*flags.Get("model"), std::nullopt, flags.GetOr("device", "cpu"),
                                                   "--pattern", pipe->layers()));
   LogResidentWeights("search", model);
+  pipe->UseDeviceLink(model.backend());
   opt.stage = pipe->Context();
   opt.replica = pipe->grid.replica();
   opt.replicas = pipe->grid.replicas();

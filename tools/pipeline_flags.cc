@@ -1,6 +1,7 @@
 #include "tools/pipeline_flags.h"
 
 #include "model/config.h"
+#include "trainer/nccl_comm.h"
 
 namespace indexcache {
 
@@ -21,7 +22,14 @@ StageContext PipelineSetup::Context(PipelineTimes* times) const {
   c.stage = grid.stage();
   c.pipeline = &grid.pipeline();
   c.times = times;
+  c.link = link.get();
   return c;
+}
+
+void PipelineSetup::UseDeviceLink(const Backend& backend) {
+  if (grid.stages() > 1 && backend.device() == Device::kCuda && !link) {
+    link = std::make_unique<NcclStageLink>(NcclCommunicator::Create(grid.pipeline()));
+  }
 }
 
 StatusOr<std::unique_ptr<PipelineSetup>> SetUpPipeline(const Flags& flags, Communicator& world,

@@ -17,9 +17,13 @@ namespace indexcache {
 struct PipelineSetup {
   PipelineGrid grid;
   StageSplit split;
+  std::unique_ptr<StageLink> link;  // set by UseDeviceLink on GPUs
   LayerRange layers() const { return split.stages[grid.stage()]; }
   // Where ForwardStage runs on this rank (null split when there is one stage).
   StageContext Context(PipelineTimes* times = nullptr) const;
+  // On a GPU backend with several stages: the stream and indices cross device to device over
+  // NCCL (trainer/nccl_comm.h) instead of through host MPI. Every rank of a pipeline calls it.
+  void UseDeviceLink(const Backend& backend);
 };
 
 // The flags "pipeline-stages" and "stage-boundaries", to add to a command's flag table.
