@@ -7,12 +7,13 @@
 #   bash tools/experiments/run_scale.sh part1   # GPU tests, MoE bench, stage link, 8 layers on 1 GPU (32K, 128K)
 #   bash tools/experiments/run_scale.sh part2   # the same 8 layers over 2 stages, then 16 layers over 2 stages
 set -uo pipefail
-part=${1:?part1 or part2}
+part=${1:?part1, part2 or part3}
 B=${B:-.device-bin}
 MPI="mpirun --allow-run-as-root --bind-to none -np 2"
 D="--skip-kernels --skip-stack --distill --distill-moe --distill-pattern 1/4"
 run() { echo "+ $*" | tee -a "$OUT/scale.txt"; "$@" 2>&1 | grep -v "^$" | grep -v "^Ceilings\|^## " | tail -6 | tee -a "$OUT/scale.txt"; }
 case $part in
+  part3) ;;
   part1)
     bash tools/device_checks.sh "$OUT/checks.log" 240 | tail -12
     $MPI $B/nccl_comm_test 2>&1 | grep -E "all-reduce|stage link|PASSED|FAILED" | tee -a "$OUT/scale.txt"
@@ -26,3 +27,13 @@ case $part in
     run $MPI $B/indexcache bench $D --distill-layers 16 --pipeline-stages 2 --distill-micro 2 --distill-seq 32768,131072 --distill-modes sparse
     ;;
 esac
+# part3: eval and search pipelined over 2 GPUs with the NCCL stage link, against 1 GPU (a small
+# fixture model: the results must be equal).
+if [[ $part == part3 ]]; then
+  M=tests/data/dsv32_gentle_bf16
+  for cmd in "eval --seq-len 48" "search --seq-len 48 --target 2 --out /tmp/s"; do
+    echo "+ $cmd (1 GPU, then 2 stages)" | tee -a "$OUT/scale.txt"
+    $B/indexcache $cmd --model $M --data $M/tokens.npy --device cuda 2>&1 | tail -3 | tee -a "$OUT/scale.txt"
+    $MPI $B/indexcache $cmd --model $M --data $M/tokens.npy --device cuda --pipeline-stages 2 2>&1 | tail -3 | tee -a "$OUT/scale.txt"
+  done
+fi
