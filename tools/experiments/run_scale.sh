@@ -31,9 +31,11 @@ esac
 # fixture model: the results must be equal).
 if [[ $part == part3 ]]; then
   M=tests/data/dsv32_gentle_bf16
-  for cmd in "eval --seq-len 48" "search --seq-len 48 --target 2 --out /tmp/s"; do
+  for cmd in "eval --seq-len 48" "search --seq-len 48 --target 2"; do
     echo "+ $cmd (1 GPU, then 2 stages)" | tee -a "$OUT/scale.txt"
-    $B/indexcache $cmd --model $M --data $M/tokens.npy --device cuda 2>&1 | tail -3 | tee -a "$OUT/scale.txt"
-    $MPI $B/indexcache $cmd --model $M --data $M/tokens.npy --device cuda --pipeline-stages 2 2>&1 | tail -3 | tee -a "$OUT/scale.txt"
+    out1=() out2=()
+    [[ $cmd == search* ]] && out1=(--out /tmp/search1) out2=(--out /tmp/search2) && rm -rf /tmp/search1 /tmp/search2
+    $B/indexcache $cmd "${out1[@]}" --model $M --data $M/tokens.npy --device cuda 2>&1 | tail -3 | tee -a "$OUT/scale.txt"
+    $MPI $B/indexcache $cmd "${out2[@]}" --model $M --data $M/tokens.npy --device cuda --pipeline-stages 2 2>&1 | tail -3 | tee -a "$OUT/scale.txt"
   done
 fi
