@@ -7,6 +7,8 @@
 
 #include <gtest/gtest.h>
 
+#include "core/test_util.h"
+
 #include <functional>
 
 #include "data/token_array.h"
@@ -341,16 +343,6 @@ TEST(DsaModelTest, NonFiniteActivationsAreAnErrorNamingTheFirstLayer) {
 namespace indexcache {
 namespace {
 
-double RelL2(const Tensor& a, const Tensor& b) {
-  EXPECT_EQ(a.shape(), b.shape());
-  double num = 0, den = 0;
-  for (int64_t i = 0; i < a.numel(); ++i) {
-    const double d = double(a.data<float>()[i]) - b.data<float>()[i];
-    num += d * d;
-    den += double(b.data<float>()[i]) * b.data<float>()[i];
-  }
-  return std::sqrt(num / std::max(den, 1e-300));
-}
 
 // Row chunks (the forward's bounded-memory mode) compute the same model: logits, the top-k of
 // every layer and every trace, whatever the chunk size, including chunks that do not divide T

@@ -32,24 +32,6 @@ namespace {
 
 using json = nlohmann::json;
 
-StatusOr<std::vector<int64_t>> ParseList(const std::string& text, const std::string& flag) {
-  std::vector<int64_t> out;
-  std::stringstream ss(text);
-  std::string item;
-  while (std::getline(ss, item, ',')) {
-    try {
-      out.push_back(std::stoll(item));
-    } catch (...) {
-      return InvalidArgument("--" + flag + ": '" + item + "' is not an integer");
-    }
-    if (out.back() < 1 || out.back() > kMaxSeqLen) {
-      return InvalidArgument("--" + flag + ": values must be in [1, " + std::to_string(kMaxSeqLen) + "]");
-    }
-  }
-  if (out.empty()) return InvalidArgument("--" + flag + " is empty");
-  return out;
-}
-
 StatusOr<std::vector<DistillMode>> ParseModes(const std::string& text) {
   std::vector<DistillMode> out;
   std::stringstream ss(text);
@@ -99,7 +81,7 @@ FlatGrads NewGrads(Backend& be, const StudentSet& students, int64_t num_params) 
 
 Status BenchDistill(const Flags& flags, json* out) {
   std::unique_ptr<Communicator> comm = Communicator::Create(nullptr, nullptr);
-  ASSIGN_OR_RETURN(std::vector<int64_t> seqs, ParseList(flags.GetOr("distill-seq", "8192,32768"), "distill-seq"));
+  ASSIGN_OR_RETURN(std::vector<int64_t> seqs, ParseInts(flags.GetOr("distill-seq", "8192,32768"), "distill-seq"));
   ASSIGN_OR_RETURN(std::vector<DistillMode> modes, ParseModes(flags.GetOr("distill-modes", "dense,sparse")));
   ASSIGN_OR_RETURN(int64_t layers, flags.GetInt("distill-layers", 4, 1, kMaxLayers));
   ASSIGN_OR_RETURN(int64_t stages, flags.GetInt("pipeline-stages", 1, 1, kMaxLayers));

@@ -131,24 +131,6 @@ json BenchSparseMla(int64_t L, const Ceilings& ceil) {
           {"of_gemm_ceiling", flops / (ms * 1e-3) / 1e12 / ceil.gemm_tflops}};
 }
 
-StatusOr<std::vector<int64_t>> ParseInts(const std::string& text, const std::string& flag) {
-  std::vector<int64_t> out;
-  std::stringstream ss(text);
-  std::string item;
-  while (std::getline(ss, item, ',')) {
-    try {
-      out.push_back(std::stoll(item));
-    } catch (...) {
-      return InvalidArgument("--" + flag + ": '" + item + "' is not an integer");
-    }
-    if (out.back() < 1 || out.back() > kMaxSeqLen) {
-      return InvalidArgument("--" + flag + ": values must be in [1, " + std::to_string(kMaxSeqLen) + "]");
-    }
-  }
-  if (out.empty()) return InvalidArgument("--" + flag + " is empty");
-  return out;
-}
-
 double Seconds(const std::function<void()>& fn) {
   const auto t0 = std::chrono::steady_clock::now();
   fn();

@@ -1,7 +1,10 @@
 #include "tools/flags.h"
 
 #include <cstdio>
+#include <sstream>
 #include <stdexcept>
+
+#include "core/limits.h"
 
 namespace indexcache {
 
@@ -94,6 +97,24 @@ const std::vector<std::string>& Flags::repeated(const std::string& name) const {
   static const std::vector<std::string> kEmpty;
   auto it = repeated_.find(name);
   return it == repeated_.end() ? kEmpty : it->second;
+}
+
+StatusOr<std::vector<int64_t>> ParseInts(const std::string& text, const std::string& flag) {
+  std::vector<int64_t> out;
+  std::stringstream ss(text);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    try {
+      out.push_back(std::stoll(item));
+    } catch (...) {
+      return InvalidArgument("--" + flag + ": '" + item + "' is not an integer");
+    }
+    if (out.back() < 1 || out.back() > kMaxSeqLen) {
+      return InvalidArgument("--" + flag + ": values must be in [1, " + std::to_string(kMaxSeqLen) + "]");
+    }
+  }
+  if (out.empty()) return InvalidArgument("--" + flag + " is empty");
+  return out;
 }
 
 }  // namespace indexcache

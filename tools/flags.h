@@ -43,4 +43,8 @@ class Flags {
   std::map<std::string, std::vector<std::string>> repeated_;
 };
 
+// A comma-separated list of lengths for flag `flag` ("8192,32768"): each in [1, kMaxSeqLen];
+// errors name the flag.
+StatusOr<std::vector<int64_t>> ParseInts(const std::string& text, const std::string& flag);
+
 }  // namespace indexcache

@@ -6,21 +6,13 @@
 
 #include <gtest/gtest.h>
 
+#include "core/test_util.h"
+
 #include "data/token_array.h"
 
 namespace indexcache {
 namespace {
 
-double RelL2(const Tensor& a, const Tensor& b) {
-  EXPECT_EQ(a.shape(), b.shape());
-  double num = 0, den = 0;
-  for (int64_t i = 0; i < a.numel(); ++i) {
-    const double d = double(a.data<float>()[i]) - b.data<float>()[i];
-    num += d * d;
-    den += double(b.data<float>()[i]) * b.data<float>()[i];
-  }
-  return std::sqrt(num / std::max(den, 1e-300));
-}
 
 struct Pass {
   DistillStats stats;
