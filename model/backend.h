@@ -148,6 +148,13 @@ class Backend {
 
   // dst[dst_row + i, :] = src[i, :] (decode caches).
   virtual void CopyRows(const Tensor& src, int64_t dst_row, Tensor* dst) = 0;
+  // dst[rows[i], :] = src[i, :] for the n rows of src (same dtype and row size); rows: int32 [n]
+  // on this backend, distinct and in range. A batched decode step's new rows into pooled caches.
+  virtual void ScatterRows(const Tensor& src, const Tensor& rows, Tensor* dst) = 0;
+  // indices[t, j] += offsets[t] wherever indices[t, j] >= 0 (the -1 padding stays -1); indices
+  // int32 [T, k] and offsets int32 [T], both on this backend: each request's top-k, relative to its
+  // own keys, made into rows of a pooled latent buffer (kernels/batched_decode.h).
+  virtual void OffsetIndices(const Tensor& offsets, Tensor* indices) = 0;
 
   // --- dense math -----------------------------------------------------------------------------
   // y[t] = table[tokens[t]]; tokens already validated.

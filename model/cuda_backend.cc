@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "core/cuda_check.h"
+#include "kernels/batched_decode_cuda.h"
 #include "kernels/cross_entropy_cuda.h"
 #include "kernels/distill_loss_cuda.h"
 #include "kernels/elementwise_cuda.h"
@@ -240,6 +241,15 @@ class CudaBackend final : public Backend {
     const int64_t row_bytes = dst->nbytes() / dst->size(0);
     CUDA_CHECK(cudaMemcpyAsync(static_cast<char*>(dst->raw()) + dst_row * row_bytes, src.raw(), src.nbytes(),
                                cudaMemcpyDeviceToDevice, nullptr));
+  }
+
+  void ScatterRows(const Tensor& src, const Tensor& rows, Tensor* dst) override {
+    if (src.numel() == 0) return;
+    ScatterRowsCuda(src.raw(), rows.data<int32_t>(), src.size(0), src.nbytes() / src.size(0), dst->raw(), nullptr);
+  }
+
+  void OffsetIndices(const Tensor& offsets, Tensor* indices) override {
+    OffsetIndicesCuda(offsets.data<int32_t>(), indices->size(0), indices->size(1), indices->data<int32_t>(), nullptr);
   }
 
   void Embedding(const Tensor& table, const std::vector<int32_t>& tokens, Tensor* y) override {
