@@ -39,14 +39,18 @@ StatusOr<BatchedKvCache> BatchedKvCache::Create(const DsaModel& model, int64_t p
   for (int l = 0; l < c.num_layers; ++l) full += cache.pattern_.is_full(l);
   const double bytes = double(pool_rows) * DTypeSize(adt) *
                        (double(c.num_layers) * c.latent_dim() + double(full) * c.index_head_dim);
-  const int64_t free_bytes = be.FreeDeviceBytes();
-  if (free_bytes >= 0 && bytes > double(free_bytes)) {
+  // Allocated outright (the backend's pool hands cached blocks back to the driver when it must);
+  // running out is one error line with the size, not an abort.
+  try {
+    for (int l = 0; l < c.num_layers; ++l) {
+      cache.latent.push_back(be.Alloc(adt, {pool_rows, c.latent_dim()}));
+      cache.index_keys.push_back(cache.pattern_.is_full(l) ? be.Alloc(adt, {pool_rows, c.index_head_dim})
+                                                           : Tensor());
+    }
+  } catch (const AllocationError& e) {
     return InvalidArgument("batched cache: " + std::to_string(pool_rows) + " rows x " + std::to_string(c.num_layers) +
-                           " layers need " + Gb(bytes) + " of device memory, " + Gb(double(free_bytes)) + " free");
-  }
-  for (int l = 0; l < c.num_layers; ++l) {
-    cache.latent.push_back(be.Alloc(adt, {pool_rows, c.latent_dim()}));
-    cache.index_keys.push_back(cache.pattern_.is_full(l) ? be.Alloc(adt, {pool_rows, c.index_head_dim}) : Tensor());
+                           " layers need " + Gb(bytes) + " of " + (be.FreeDeviceBytes() >= 0 ? "device" : "host") +
+                           " memory: " + e.what());
   }
   cache.free_[0] = pool_rows;
   return cache;

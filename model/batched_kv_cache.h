@@ -38,8 +38,8 @@ class BatchedKvCache {
   };
 
   // An empty pool of `pool_rows` rows per layer on `model`'s backend, for `pattern` (nullptr: the
-  // model's). Errors: pool_rows outside [1, kMaxPoolRows], a pattern the model cannot run, or more
-  // bytes than the device has free (named in GB).
+  // model's). Errors: pool_rows outside [1, kMaxPoolRows], a pattern the model cannot run, a model
+  // holding only a pipeline stage, or more bytes than the backend can allocate (named in GB).
   static StatusOr<BatchedKvCache> Create(const DsaModel& model, int64_t pool_rows,
                                          const IndexPattern* pattern = nullptr);
 

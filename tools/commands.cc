@@ -135,6 +135,9 @@ const std::vector<Command>& AllCommands() {
         {"patterns", "comma-separated patterns", false, false, "all,1/2,1/4,1/8"},
         {"chunk", "prefill chunk (tokens per forward)", false, false, "8192"},
         {"decode-steps", "decode steps timed per context", false, false, "16"},
+        {"decode-batch", "comma-separated batch sizes B: also time batched decode (DsaModel::DecodeStep) of B "
+                         "requests each at every --contexts length under every --patterns pattern (pooled caches "
+                         "filled with random values, not prefill); e.g. 1,32,64"},
         {"skip-kernels", "skip the per-kernel section", true},
         {"distill", "also time distillation training steps (forward + fused loss + backward [+ NCCL all-reduce "
                     "under mpirun]) per GPU", true},
