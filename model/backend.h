@@ -206,6 +206,22 @@ class Backend {
   virtual void IndexerTopk(const Tensor& q, const Tensor& k, const Tensor& weights, int64_t topk,
                            int64_t query_offset, float scale, Tensor* indices) = 0;
 
+  // The indexer of a decode batch, one query per request against that request's own keys: for each
+  // i in [0, B), indices[i, :] = the top-k of q[i] over the rows [key_begin[i], key_begin[i] +
+  // key_count[i]) of `keys`, causal with the query the last of them (query_offset key_count[i] - 1),
+  // as indices relative to key_begin[i] (-1 padding). q [B, H, D], weights [B, H] f32, indices
+  // [B, topk] int32. The default is a loop of IndexerTopk calls; CUDA runs the requests' calls on
+  // several streams at once (the same kernels, so the same results).
+  virtual void IndexerTopkRequests(const Tensor& q, const Tensor& keys, const Tensor& weights, int64_t topk,
+                                   const std::vector<int64_t>& key_begin, const std::vector<int64_t>& key_count,
+                                   float scale, Tensor* indices) {
+    for (int64_t i = 0; i < q.size(0); ++i) {
+      Tensor out = indices->Slice0(i, i + 1);
+      IndexerTopk(q.Slice0(i, i + 1), keys.Slice0(key_begin[i], key_begin[i] + key_count[i]), weights.Slice0(i, i + 1),
+                  topk, key_count[i] - 1, scale, &out);
+    }
+  }
+
   // --- MoE (model/moe_block.cc runs the block over these) ------------------------------------
   // Routes router logits [T, E] (f32) with the correction bias [E] (f32) into experts [T, k] int32
   // and weights [T, k] f32, both on this backend (kernels/moe_routing.h; no host copy).

@@ -93,7 +93,7 @@ StatusOr<DecodeStepResult> DsaModel::DecodeStep(const std::vector<int64_t>& requ
   }
   const IndexPattern& pattern = cache->pattern();
   if (!pattern.is_full(0)) return InvalidArgument("DecodeStep: layer 0 is Shared; a cached decode needs it Full");
-  std::vector<int64_t> base(B), pos(B), rows(B);
+  std::vector<int64_t> base(B), pos(B), rows(B), key_count(B);
   std::set<int64_t> seen;
   for (int64_t i = 0; i < B; ++i) {
     const int64_t id = requests[i];
@@ -115,6 +115,7 @@ StatusOr<DecodeStepResult> DsaModel::DecodeStep(const std::vector<int64_t>& requ
     base[i] = s->base;
     pos[i] = s->length;
     rows[i] = s->base + s->length;  // the new token's row in the pool
+    key_count[i] = s->length + 1;    // the keys its query sees: the cached ones and its own
   }
 
   const int64_t Hd = c.hidden_size, NH = c.num_heads, dqk = c.latent_dim();
@@ -166,12 +167,9 @@ StatusOr<DecodeStepResult> DsaModel::DecodeStep(const std::vector<int64_t>& requ
       be.Linear(be.Convert(x, DType::kF32), I.weights_proj, &iw);
       be.Scale(&iw, static_cast<float>(1.0 / std::sqrt(double(IH))));
       topk_buffer = be.Alloc(DType::kI32, {B, c.index_topk});
-      for (int64_t i = 0; i < B; ++i) {
-        // Causal over the request's keys [0, pos_i]: query_offset pos_i, keys its rows of the pool.
-        Tensor out = topk_buffer.Slice0(i, i + 1);
-        be.IndexerTopk(iq.Slice0(i, i + 1), cache->index_keys[l].Slice0(base[i], rows[i] + 1), iw.Slice0(i, i + 1),
-                       c.index_topk, /*query_offset=*/pos[i], static_cast<float>(1.0 / std::sqrt(double(ID))), &out);
-      }
+      // Per request, causal over its own keys [0, pos_i] (its rows of the pool, the new one included).
+      be.IndexerTopkRequests(iq, cache->index_keys[l], iw, c.index_topk, base, key_count,
+                             static_cast<float>(1.0 / std::sqrt(double(ID))), &topk_buffer);
       // Indices into each request's keys -> rows of the pool (-1 padding stays -1).
       be.OffsetIndices(offsets, &topk_buffer);
     } else if (topk_buffer.empty()) {

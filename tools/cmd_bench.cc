@@ -346,8 +346,8 @@ Status BenchBatchedDecode(const Flags& flags, const std::vector<int64_t>& contex
               "token per request per step (DsaModel::DecodeStep). The pooled caches are filled with RANDOM latents "
               "and indexer keys, not by prefill (decode time does not depend on the values); median of %lld timed "
               "steps after 2 warm-up steps, each rolled back to context L.\n\n"
-              "indexer ms / Full layer: B indexer calls (one query over L + 1 keys each, as DecodeStep runs them) "
-              "timed alone; share = Full layers x that / step.\n\n"
+              "indexer ms / Full layer: the B requests' indexer (one query over its own L + 1 keys each, "
+              "Backend::IndexerTopkRequests as DecodeStep runs it) timed alone; share = Full layers x that / step.\n\n"
               "| context | batch | pattern | step ms | tokens/s | speedup over %s | indexer ms / Full layer | "
               "indexer share |\n|---:|---:|---|---:|---:|---:|---:|---:|\n",
               n, static_cast<long long>(steps), patterns.front().c_str());
@@ -395,25 +395,25 @@ Status BenchBatchedDecode(const Flags& flags, const std::vector<int64_t>& contex
         std::sort(step_s.begin(), step_s.end());
         const double med = step_s[step_s.size() / 2], tps = double(B) / med;
         if (base_tps == 0) base_tps = tps;
-        // The indexer of one Full layer as DecodeStep runs it: B calls of one query over L + 1 keys
-        // (layer 0's pool, random queries and weights), to show its share of the step.
+        // The indexer of one Full layer as DecodeStep runs it (Backend::IndexerTopkRequests: B queries,
+        // each over its own L + 1 keys in layer 0's pool; random queries and weights), to show its
+        // share of the step.
         std::vector<double> idx_s;
         {
-          Tensor q_host = Tensor::Zeros(DType::kF32, {1, config.index_n_heads * ID});
-          Tensor w_host = Tensor::Zeros(DType::kF32, {1, config.index_n_heads});
+          Tensor q_host = Tensor::Zeros(DType::kF32, {B, config.index_n_heads * ID});
+          Tensor w_host = Tensor::Zeros(DType::kF32, {B, config.index_n_heads});
           std::normal_distribution<float> normal(0.f, 1.f);
           for (int64_t i = 0; i < q_host.numel(); ++i) q_host.data<float>()[i] = normal(rng);
           for (int64_t i = 0; i < w_host.numel(); ++i) w_host.data<float>()[i] = 0.125f * normal(rng);
           const Tensor q = backend->Convert(backend->ToDevice(q_host), backend->activation_dtype());
           const Tensor w = backend->ToDevice(w_host);
-          Tensor idx = backend->Alloc(DType::kI32, {1, config.index_topk});
+          Tensor idx = backend->Alloc(DType::kI32, {B, config.index_topk});
+          std::vector<int64_t> begin, count(B, L + 1);
+          for (int64_t id : ids) begin.push_back(cache.Find(id)->base);
           for (int rep = 0; rep < 4; ++rep) {
             const double sec = Seconds([&] {
-              for (int64_t id : ids) {
-                const int64_t base = cache.Find(id)->base;
-                backend->IndexerTopk(q, cache.index_keys[0].Slice0(base, base + L + 1), w, config.index_topk, L,
-                                     1.0f / std::sqrt(float(ID)), &idx);
-              }
+              backend->IndexerTopkRequests(q, cache.index_keys[0], w, config.index_topk, begin, count,
+                                           1.0f / std::sqrt(float(ID)), &idx);
               backend->Synchronize();
             });
             if (rep > 0) idx_s.push_back(sec);
