@@ -54,10 +54,12 @@ const std::vector<Command>& AllCommands() {
                 "FILE_tasks_pI.svg)"},
         kDevice, kJson},
        RunEval},
-      {"generate", "Greedy generation with the decode path: prefill the prompt (.npy [T] or [B, T]) into a latent + "
-                   "indexer-key cache (Shared layers keep no indexer keys), then one token per step.",
+      {"generate", "Greedy generation with the decode path: prefill each prompt (.npy [T] or [B, T]) into its rows "
+                   "of a pooled latent + indexer-key cache (Shared layers keep no indexer keys), then one token per "
+                   "step for all prompts at once (batched decode).",
        {kModel, {"tokens", "prompt token ids (.npy)", false, true},
         {"max-new", "tokens to generate", false, true},
+        {"decode-batch", "prompts decoded together (one pooled cache per group)", false, false, "32"},
         {"out", "optional .npy for prompt + generated ids (int32)"}, kPattern, kDevice},
        RunGenerate},
       {"search", "Training-free IndexCache: greedy search for the Full layers by calibration loss. From all-F (where "
