@@ -4,11 +4,13 @@
 // slots reused); overflow and bad input are errors that leave the cache as it was.
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <string>
 #include <vector>
 
 #include <gtest/gtest.h>
 
+#include "core/safetensors.h"
 #include "kernels/tolerances.h"
 #include "model/batched_kv_cache.h"
 #include "model/dsa_model.h"
@@ -270,6 +272,30 @@ TEST(BatchedDecodeTest, OverflowAndBadInputAreErrorsThatChangeNothing) {
   auto wrong = model.DecodeStep({g}, {1}, &*other);
   ASSERT_FALSE(wrong.ok());
   EXPECT_NE(wrong.status().message().find("another model"), std::string::npos) << wrong.status().message();
+}
+
+// A NaN in a layer is an error naming that layer, as in Forward; the step's requests keep their
+// lengths (the rows it wrote lie past them and are overwritten by the next step).
+TEST(BatchedDecodeTest, NonFiniteActivationsAreAnErrorNamingTheLayer) {
+  auto config = LoadModelConfig(kGlm);
+  auto ckpt = SafetensorsCheckpoint::Open(kGlm);
+  ASSERT_TRUE(config.ok() && ckpt.ok());
+  std::vector<bool> indexer_layers(config->num_layers);
+  for (int l = 0; l < config->num_layers; ++l) indexer_layers[l] = config->pattern.is_full(l);
+  auto weights = LoadModelWeights(*config, *ckpt, indexer_layers);
+  ASSERT_TRUE(weights.ok());
+  weights->layers[2].o(3, 5) = NAN;  // layer 2 (Shared) poisons the stream; layers 0-1 are fine
+  IndexPattern pattern = config->pattern;
+  auto model = DsaModel::FromParts(*config, std::move(*weights), pattern, std::shared_ptr<Backend>(MakeCpuBackend()));
+  ASSERT_TRUE(model.ok()) << model.status().ToString();
+  auto cache = BatchedKvCache::Create(*model, 16);
+  ASSERT_TRUE(cache.ok());
+  const int64_t a = *cache->Add(8), b = *cache->Add(8);
+  auto r = model->DecodeStep({a, b}, {1, 2}, &*cache);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("layer 2 (model.layers.2.*)"), std::string::npos) << r.status().message();
+  EXPECT_EQ(cache->Find(a)->length, 0);
+  EXPECT_EQ(cache->Find(b)->length, 0);
 }
 
 }  // namespace

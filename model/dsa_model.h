@@ -175,8 +175,10 @@ class DsaModel {
   // request's top-k offset to its rows of the pool); Full layers run the indexer per request over
   // its own keys, Shared layers reuse the indices buffer as Forward does. Each request's length
   // advances by one on success. The result equals B separate cached Forward calls of one token.
-  // Errors (nothing is written then): unknown or repeated ids, B outside [1, kMaxRequests],
-  // ids outside the vocabulary, a full request (named), a cache from another model.
+  // Errors, checked before any work (the cache is left as it was): unknown or repeated ids, B
+  // outside [1, kMaxRequests], token ids outside the vocabulary, a full request (named), a cache
+  // from another model. NaN / Inf activations are an error naming the first layer, as in Forward;
+  // the lengths then stay as they were (the rows the step wrote lie past them).
   StatusOr<DecodeStepResult> DecodeStep(const std::vector<int64_t>& requests, const std::vector<int32_t>& next_tokens,
                                         BatchedKvCache* cache, const DecodeStepOptions& options = {}) const;
   // The same for every live request of the cache, in ascending id order (next_tokens[i] for the
