@@ -148,6 +148,13 @@ class Backend {
 
   // dst[dst_row + i, :] = src[i, :] (decode caches).
   virtual void CopyRows(const Tensor& src, int64_t dst_row, Tensor* dst) = 0;
+  // dst[rows[i], :] = src[i, :] for the n rows of src (same dtype and row size); rows: int32 [n]
+  // on this backend, distinct and in range. A batched decode step's new rows into pooled caches.
+  virtual void ScatterRows(const Tensor& src, const Tensor& rows, Tensor* dst) = 0;
+  // indices[t, j] += offsets[t] wherever indices[t, j] >= 0 (the -1 padding stays -1); indices
+  // int32 [T, k] and offsets int32 [T], both on this backend: each request's top-k, relative to its
+  // own keys, made into rows of a pooled latent buffer (kernels/batched_decode.h).
+  virtual void OffsetIndices(const Tensor& offsets, Tensor* indices) = 0;
 
   // --- dense math -----------------------------------------------------------------------------
   // y[t] = table[tokens[t]]; tokens already validated.
@@ -198,6 +205,22 @@ class Backend {
   // weights [T, H] f32; indices [T, topk] int32.
   virtual void IndexerTopk(const Tensor& q, const Tensor& k, const Tensor& weights, int64_t topk,
                            int64_t query_offset, float scale, Tensor* indices) = 0;
+
+  // The indexer of a decode batch, one query per request against that request's own keys: for each
+  // i in [0, B), indices[i, :] = the top-k of q[i] over the rows [key_begin[i], key_begin[i] +
+  // key_count[i]) of `keys`, causal with the query the last of them (query_offset key_count[i] - 1),
+  // as indices relative to key_begin[i] (-1 padding). q [B, H, D], weights [B, H] f32, indices
+  // [B, topk] int32. The default is a loop of IndexerTopk calls; CUDA runs the requests' calls on
+  // several streams at once (the same kernels, so the same results).
+  virtual void IndexerTopkRequests(const Tensor& q, const Tensor& keys, const Tensor& weights, int64_t topk,
+                                   const std::vector<int64_t>& key_begin, const std::vector<int64_t>& key_count,
+                                   float scale, Tensor* indices) {
+    for (int64_t i = 0; i < q.size(0); ++i) {
+      Tensor out = indices->Slice0(i, i + 1);
+      IndexerTopk(q.Slice0(i, i + 1), keys.Slice0(key_begin[i], key_begin[i] + key_count[i]), weights.Slice0(i, i + 1),
+                  topk, key_count[i] - 1, scale, &out);
+    }
+  }
 
   // --- MoE (model/moe_block.cc runs the block over these) ------------------------------------
   // Routes router logits [T, E] (f32) with the correction bias [E] (f32) into experts [T, k] int32

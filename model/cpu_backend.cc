@@ -4,6 +4,7 @@
 
 #include <Eigen/Core>
 
+#include "kernels/batched_decode.h"
 #include "kernels/cross_entropy.h"
 #include "kernels/distill_loss.h"
 #include "kernels/elementwise.h"
@@ -97,6 +98,15 @@ class CpuBackend final : public Backend {
   void CopyRows(const Tensor& src, int64_t dst_row, Tensor* dst) override {
     const int64_t cols = dst->numel() / dst->size(0);
     std::memcpy(dst->data<float>() + dst_row * cols, src.data<float>(), src.numel() * sizeof(float));
+  }
+
+  void ScatterRows(const Tensor& src, const Tensor& rows, Tensor* dst) override {
+    if (src.numel() == 0) return;
+    ScatterRowsCpu(src.raw(), rows.data<int32_t>(), src.size(0), src.nbytes() / src.size(0), dst->raw());
+  }
+
+  void OffsetIndices(const Tensor& offsets, Tensor* indices) override {
+    OffsetIndicesCpu(offsets.data<int32_t>(), indices->size(0), indices->size(1), indices->data<int32_t>());
   }
 
   void Embedding(const Tensor& table, const std::vector<int32_t>& tokens, Tensor* y) override {

@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "core/cuda_check.h"
+#include "kernels/batched_decode_cuda.h"
 #include "kernels/cross_entropy_cuda.h"
 #include "kernels/distill_loss_cuda.h"
 #include "kernels/elementwise_cuda.h"
@@ -123,7 +124,11 @@ class CudaBackend final : public Backend {
   using Backend::Linear;
 
   CudaBackend() : pool_(std::make_shared<DevicePool>()) { CUBLAS_CHECK(cublasCreate(&cublas_)); }
-  ~CudaBackend() override { cublasDestroy(cublas_); }
+  ~CudaBackend() override {
+    for (cudaStream_t s : side_streams_) cudaStreamDestroy(s);
+    for (cudaEvent_t e : side_events_) cudaEventDestroy(e);
+    cublasDestroy(cublas_);
+  }
 
   const char* name() const override { return "cuda"; }
   Device device() const override { return Device::kCuda; }
@@ -240,6 +245,15 @@ class CudaBackend final : public Backend {
     const int64_t row_bytes = dst->nbytes() / dst->size(0);
     CUDA_CHECK(cudaMemcpyAsync(static_cast<char*>(dst->raw()) + dst_row * row_bytes, src.raw(), src.nbytes(),
                                cudaMemcpyDeviceToDevice, nullptr));
+  }
+
+  void ScatterRows(const Tensor& src, const Tensor& rows, Tensor* dst) override {
+    if (src.numel() == 0) return;
+    ScatterRowsCuda(src.raw(), rows.data<int32_t>(), src.size(0), src.nbytes() / src.size(0), dst->raw(), nullptr);
+  }
+
+  void OffsetIndices(const Tensor& offsets, Tensor* indices) override {
+    OffsetIndicesCuda(offsets.data<int32_t>(), indices->size(0), indices->size(1), indices->data<int32_t>(), nullptr);
   }
 
   void Embedding(const Tensor& table, const std::vector<int32_t>& tokens, Tensor* y) override {
@@ -411,6 +425,51 @@ class CudaBackend final : public Backend {
     p.workspace = workspace.raw();
     p.workspace_bytes = static_cast<size_t>(workspace.nbytes());
     IndexerTopkCuda(p);
+  }
+
+  // The requests' indexer calls fan out over kSideStreams streams: one call of one query keeps
+  // only ~128 CTAs busy and ends in a one-CTA merge, so several run side by side. Every workspace is
+  // allocated (and zeroed) on the default stream before the fork, and the default stream waits for
+  // every side stream before it goes on, so the workspaces' blocks return to the pool only for work
+  // ordered after the calls that used them.
+  void IndexerTopkRequests(const Tensor& q, const Tensor& keys, const Tensor& weights, int64_t topk,
+                           const std::vector<int64_t>& key_begin, const std::vector<int64_t>& key_count, float scale,
+                           Tensor* indices) override {
+    const int64_t n = q.size(0);
+    if (n <= 1) {
+      Backend::IndexerTopkRequests(q, keys, weights, topk, key_begin, key_count, scale, indices);
+      return;
+    }
+    EnsureSideStreams();
+    const int64_t S = std::min<int64_t>(n, kSideStreams);
+    std::vector<IndexerTopkCudaParams> calls(n);
+    std::vector<Tensor> workspaces(n);
+    const int64_t H = weights.size(1), D = keys.size(1);
+    for (int64_t i = 0; i < n; ++i) {
+      IndexerTopkCudaParams& p = calls[i];
+      p.q = B(q) + i * H * D;
+      p.k = B(keys) + key_begin[i] * D;
+      p.weights = weights.data<float>() + i * H;
+      p.T = 1;
+      p.L = key_count[i];
+      p.H = H;
+      p.D = D;
+      p.topk = topk;
+      p.query_offset = key_count[i] - 1;
+      p.scale = scale;
+      p.out_indices = indices->data<int32_t>() + i * topk;
+      p.stream = side_streams_[i % S];
+      workspaces[i] = Alloc(DType::kU8, {static_cast<int64_t>(IndexerTopkCudaWorkspaceBytes(p))});
+      p.workspace = workspaces[i].raw();
+      p.workspace_bytes = static_cast<size_t>(workspaces[i].nbytes());
+    }
+    CUDA_CHECK(cudaEventRecord(side_events_[0], nullptr));  // fork: after q, keys, weights, workspaces
+    for (int64_t s = 0; s < S; ++s) CUDA_CHECK(cudaStreamWaitEvent(side_streams_[s], side_events_[0], 0));
+    for (const IndexerTopkCudaParams& p : calls) IndexerTopkCuda(p);
+    for (int64_t s = 0; s < S; ++s) {  // join
+      CUDA_CHECK(cudaEventRecord(side_events_[1 + s], side_streams_[s]));
+      CUDA_CHECK(cudaStreamWaitEvent(nullptr, side_events_[1 + s], 0));
+    }
   }
 
   void MoeRoute(const Tensor& logits, const Tensor& bias, const MoeRouteSpec& spec, Tensor* experts,
@@ -627,6 +686,23 @@ class CudaBackend final : public Backend {
   }
 
 
+  void EnsureSideStreams() {
+    if (!side_streams_.empty()) return;
+    for (int i = 0; i < kSideStreams; ++i) {
+      cudaStream_t s = nullptr;
+      CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+      side_streams_.push_back(s);
+    }
+    for (int i = 0; i < kSideStreams + 1; ++i) {
+      cudaEvent_t e = nullptr;
+      CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+      side_events_.push_back(e);
+    }
+  }
+
+  static constexpr int kSideStreams = 8;
+  std::vector<cudaStream_t> side_streams_;  // IndexerTopkRequests' streams, made on first use
+  std::vector<cudaEvent_t> side_events_;    // [0]: the fork; [1 + s]: side stream s done
   std::shared_ptr<DevicePool> pool_;
   cublasHandle_t cublas_ = nullptr;
   Tensor sum_sq_;          // f64 [1 + kSumOfSquaresWorkspace]: SumOfSquares' result and scratch

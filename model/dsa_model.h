@@ -62,6 +62,17 @@ struct KvCache {
   IndexPattern pattern;              // the pattern the cache was made for
 };
 
+class BatchedKvCache;  // model/batched_kv_cache.h
+
+struct DecodeStepOptions {
+  bool compute_logits = true;  // false: only the caches advance (benchmarks of the layers alone)
+};
+
+struct DecodeStepResult {
+  std::vector<int64_t> requests;  // the requests stepped, in row order
+  Tensor logits;                  // [B, vocab] f32 host: row i is requests[i]'s next-token logits
+};
+
 struct ForwardOptions {
   const IndexPattern* pattern = nullptr;  // nullptr: the model's pattern
   int start_layer = 0;                    // > 0: hidden_in holds the stream entering this layer
@@ -150,6 +161,30 @@ class DsaModel {
   // One sequence of token ids (positions 0..T-1, or continuing options.cache). Ids outside
   // [0, vocab) are an error.
   StatusOr<ForwardResult> Forward(const std::vector<int32_t>& tokens, const ForwardOptions& options = {}) const;
+
+  // --- Batched decode (serving; model/batched_decode.cc) ---------------------------------------
+  // Runs `tokens` for request `id` of a batched cache (its prompt, or any continuation) through
+  // the per-request cached forward, which writes straight into the request's rows of the pool
+  // (BatchedKvCache::View); the request's length advances on success. `options.cache` is set here.
+  StatusOr<ForwardResult> Prefill(BatchedKvCache* cache, int64_t id, const std::vector<int32_t>& tokens,
+                                  ForwardOptions options = {}) const;
+  // One decode step of B requests at once: next_tokens[i] is the next token of requests[i]
+  // (distinct live ids of `cache`, any lengths), at position length_i, attending to that request's
+  // cached tokens and itself. Every GEMM (projections, o_proj, MLP / MoE, LM head) runs over the
+  // B rows together; the sparse MLA runs once over all B queries against the pooled latents (each
+  // request's top-k offset to its rows of the pool); Full layers run the indexer per request over
+  // its own keys, Shared layers reuse the indices buffer as Forward does. Each request's length
+  // advances by one on success. The result equals B separate cached Forward calls of one token.
+  // Errors, checked before any work (the cache is left as it was): unknown or repeated ids, B
+  // outside [1, kMaxRequests], token ids outside the vocabulary, a full request (named), a cache
+  // from another model. NaN / Inf activations are an error naming the first layer, as in Forward;
+  // the lengths then stay as they were (the rows the step wrote lie past them).
+  StatusOr<DecodeStepResult> DecodeStep(const std::vector<int64_t>& requests, const std::vector<int32_t>& next_tokens,
+                                        BatchedKvCache* cache, const DecodeStepOptions& options = {}) const;
+  // The same for every live request of the cache, in ascending id order (next_tokens[i] for the
+  // i-th of cache->requests()).
+  StatusOr<DecodeStepResult> DecodeStep(const std::vector<int32_t>& next_tokens, BatchedKvCache* cache,
+                                        const DecodeStepOptions& options = {}) const;
 
   // Layer `layer`'s absorbed attention queries q_abs [rows, heads, latent_dim] (rope applied for
   // positions first_position ..) from its q_latent rows (a trace.attention_inputs trace): the same

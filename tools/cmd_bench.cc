@@ -24,6 +24,7 @@
 #include "kernels/bench_util.h"
 #include "kernels/indexer_topk_cuda.h"
 #include "kernels/sparse_mla_cuda.h"
+#include "model/batched_kv_cache.h"
 #include "model/dsa_model.h"
 #include "model/random_weights.h"
 #include "search/prefix_cache.h"
@@ -287,6 +288,141 @@ Status BenchOptimizer(const Flags& flags, json* out) {
   return Status::Ok();
 }
 
+// Batched decode (DsaModel::DecodeStep): B requests, each at context L, one token each per step,
+// on the V3.2-shaped stack under each pattern. The pooled caches are filled with random latents and
+// indexer keys instead of running B prefills of L tokens (decode time does not depend on the
+// values): a random tile per buffer kind, copied over every request's rows at a different shift.
+// tokens/s = B / step time (median of the timed steps after two warm-up steps; every step ends
+// with the logits on the host, so the device is synchronised); each step is rolled back so every
+// step runs at context L.
+Status BenchBatchedDecode(const Flags& flags, const std::vector<int64_t>& contexts,
+                          const std::vector<std::string>& patterns, int64_t num_layers, int64_t steps, json* out) {
+  ASSIGN_OR_RETURN(std::vector<int64_t> batches, ParseInts(*flags.Get("decode-batch"), "decode-batch"));
+  for (int64_t B : batches) {
+    if (B > BatchedKvCache::kMaxRequests) {
+      return InvalidArgument("--decode-batch: at most " + std::to_string(BatchedKvCache::kMaxRequests) + " requests");
+    }
+  }
+  const int n = static_cast<int>(num_layers);
+  const ModelConfig config = SyntheticV32Config(n);
+  ASSIGN_OR_RETURN(std::shared_ptr<Backend> backend, MakeBackend("cuda"));
+  ASSIGN_OR_RETURN(DsaModel model, DsaModel::FromParts(config, RandomModelWeights(config, 42), IndexPattern::AllFull(n),
+                                                       backend));
+  // Random tiles the pools are filled from (latent values never change the work; indexer keys only
+  // through the score distribution, so a long tile of keys).
+  const int64_t D = config.latent_dim(), ID = config.index_head_dim;
+  const int64_t lat_tile = 16384, key_tile = 131072;
+  bf16* lat_src = NewRandomBf16(size_t(lat_tile * D), 21);
+  bf16* key_src = NewRandomBf16(size_t(key_tile * ID), 22);
+  auto fill = [](Tensor* pool, int64_t base, int64_t rows, const bf16* tile, int64_t tile_rows, int64_t shift) {
+    const int64_t width = pool->size(1);
+    bf16* dst = pool->data<bf16>() + base * width;
+    for (int64_t r = 0; r < rows;) {
+      const int64_t from = (r + shift) % tile_rows, len = std::min(rows - r, tile_rows - from);
+      CUDA_CHECK(cudaMemcpyAsync(dst + r * width, tile + from * width, size_t(len * width) * sizeof(bf16),
+                                 cudaMemcpyDeviceToDevice, nullptr));
+      r += len;
+    }
+  };
+  std::printf("Batched decode: %d V3.2-shaped layers (dense MLP 18432, bf16), B requests each at context L, one "
+              "token per request per step (DsaModel::DecodeStep). The pooled caches are filled with RANDOM latents "
+              "and indexer keys, not by prefill (decode time does not depend on the values); median of %lld timed "
+              "steps after 2 warm-up steps, each rolled back to context L.\n\n"
+              "indexer ms / Full layer: the B requests' indexer (one query over its own L + 1 keys each, "
+              "Backend::IndexerTopkRequests as DecodeStep runs it) timed alone; share = Full layers x that / step.\n\n"
+              "| context | batch | pattern | step ms | tokens/s | speedup over %s | indexer ms / Full layer | "
+              "indexer share |\n|---:|---:|---|---:|---:|---:|---:|---:|\n",
+              n, static_cast<long long>(steps), patterns.front().c_str());
+  std::mt19937 rng(13);
+  std::uniform_int_distribution<int32_t> tok(0, static_cast<int32_t>(config.vocab_size - 1));
+  for (int64_t L : contexts) {
+    for (int64_t B : batches) {
+      double base_tps = 0;
+      for (const std::string& spec : patterns) {
+        ASSIGN_OR_RETURN(IndexPattern pattern, IndexPattern::Parse(spec, n));
+        StatusOr<BatchedKvCache> made = BatchedKvCache::Create(model, B * (L + 1), &pattern);
+        if (!made.ok()) {  // too large for this device: say so and go on
+          std::printf("| %lld | %lld | %s | - | - | %s | - | - |\n", static_cast<long long>(L), static_cast<long long>(B),
+                      spec.c_str(), made.status().message().c_str());
+          std::fflush(stdout);
+          continue;
+        }
+        BatchedKvCache cache = std::move(*made);
+        std::vector<int64_t> ids;
+        for (int64_t r = 0; r < B; ++r) {
+          ASSIGN_OR_RETURN(int64_t id, cache.Add(L + 1));
+          const int64_t base = cache.Find(id)->base;
+          for (int l = 0; l < n; ++l) {
+            const int64_t shift = (r * 7919 + l * 104729) % key_tile;
+            fill(&cache.latent[l], base, L, lat_src, lat_tile, shift % lat_tile);
+            if (!cache.index_keys[l].empty()) fill(&cache.index_keys[l], base, L, key_src, key_tile, shift);
+          }
+          RETURN_IF_ERROR(cache.SetLength(id, L));
+          ids.push_back(id);
+        }
+        backend->Synchronize();
+        std::vector<double> step_s;
+        for (int64_t i = 0; i < steps + 2; ++i) {
+          std::vector<int32_t> tokens(B);
+          for (auto& t : tokens) t = tok(rng);
+          Status status;
+          const double sec = Seconds([&] {
+            status = model.DecodeStep(ids, tokens, &cache).status();
+            backend->Synchronize();
+          });
+          RETURN_IF_ERROR(status);
+          for (int64_t id : ids) RETURN_IF_ERROR(cache.SetLength(id, L));
+          if (i >= 2) step_s.push_back(sec);
+        }
+        std::sort(step_s.begin(), step_s.end());
+        const double med = step_s[step_s.size() / 2], tps = double(B) / med;
+        if (base_tps == 0) base_tps = tps;
+        // The indexer of one Full layer as DecodeStep runs it (Backend::IndexerTopkRequests: B queries,
+        // each over its own L + 1 keys in layer 0's pool; random queries and weights), to show its
+        // share of the step.
+        std::vector<double> idx_s;
+        {
+          Tensor q_host = Tensor::Zeros(DType::kF32, {B, config.index_n_heads * ID});
+          Tensor w_host = Tensor::Zeros(DType::kF32, {B, config.index_n_heads});
+          std::normal_distribution<float> normal(0.f, 1.f);
+          for (int64_t i = 0; i < q_host.numel(); ++i) q_host.data<float>()[i] = normal(rng);
+          for (int64_t i = 0; i < w_host.numel(); ++i) w_host.data<float>()[i] = 0.125f * normal(rng);
+          const Tensor q = backend->Convert(backend->ToDevice(q_host), backend->activation_dtype());
+          const Tensor w = backend->ToDevice(w_host);
+          Tensor idx = backend->Alloc(DType::kI32, {B, config.index_topk});
+          std::vector<int64_t> begin, count(B, L + 1);
+          for (int64_t id : ids) begin.push_back(cache.Find(id)->base);
+          for (int rep = 0; rep < 4; ++rep) {
+            const double sec = Seconds([&] {
+              backend->IndexerTopkRequests(q, cache.index_keys[0], w, config.index_topk, begin, count,
+                                           1.0f / std::sqrt(float(ID)), &idx);
+              backend->Synchronize();
+            });
+            if (rep > 0) idx_s.push_back(sec);
+          }
+          std::sort(idx_s.begin(), idx_s.end());
+        }
+        const double idx_ms = 1e3 * idx_s[idx_s.size() / 2];
+        int full = 0;
+        for (int l = 0; l < n; ++l) full += pattern.is_full(l);
+        std::printf("| %lld | %lld | %s (%s) | %.2f | %.0f | %.2fx | %.2f | %.0f %% |\n", static_cast<long long>(L),
+                    static_cast<long long>(B), spec.c_str(), pattern.ToString().c_str(), med * 1e3, tps,
+                    tps / base_tps, idx_ms, 100.0 * full * idx_ms / (med * 1e3));
+        std::fflush(stdout);
+        (*out)["batched_decode"].push_back({{"context", L}, {"batch", B}, {"pattern", spec},
+                                            {"layers", pattern.ToString()}, {"step_ms", med * 1e3},
+                                            {"step_ms_min", step_s.front() * 1e3}, {"tokens_per_s", tps},
+                                            {"speedup", tps / base_tps}, {"indexer_ms_per_full_layer", idx_ms},
+                                            {"full_layers", full}, {"filled", "random"}});
+      }
+    }
+  }
+  std::printf("\n");
+  CUDA_CHECK(cudaFree(lat_src));
+  CUDA_CHECK(cudaFree(key_src));
+  return Status::Ok();
+}
+
 }  // namespace
 
 Status RunBench(const Flags& flags) {
@@ -390,6 +526,9 @@ Status RunBench(const Flags& flags) {
                                 {"decode_tokens_per_s", decode_tps}, {"decode_speedup", decode_tps / base_decode}});
       }
     }
+  }
+  if (flags.Get("decode-batch")) {
+    RETURN_IF_ERROR(BenchBatchedDecode(flags, contexts, patterns, num_layers, decode_steps, &out));
   }
   if (flags.GetBool("distill")) RETURN_IF_ERROR(BenchDistill(flags, &out));
   if (flags.GetBool("search")) RETURN_IF_ERROR(BenchSearch(flags, &out));

@@ -4,6 +4,7 @@
 
 #include "core/npy.h"
 #include "data/eval_windows.h"
+#include "model/batched_kv_cache.h"
 #include "model/dsa_model.h"
 #include "tools/commands.h"
 
@@ -66,8 +67,8 @@ Status RunGenerate(const Flags& flags) {
   const std::string tokens_path = *flags.Get("tokens");
   const int64_t V = model.config().vocab_size;
   ASSIGN_OR_RETURN(TokenRows prompts, ReadTokenRows(tokens_path, V, kMaxRows, kMaxEvalSeqLen * 64));
-  // Prompts of different lengths each generate on their own; --out right-pads the shorter rows
-  // with -1 so that one [B, longest + max_new] array holds them all.
+  // Prompts of different lengths generate side by side in batched decode steps; --out right-pads
+  // the shorter rows with -1 so that one [B, longest + max_new] array holds them all.
   const int64_t B = static_cast<int64_t>(prompts.rows.size());
   int64_t longest = 0;
   for (const auto& p : prompts.rows) longest = std::max<int64_t>(longest, static_cast<int64_t>(p.size()));
@@ -76,30 +77,44 @@ Status RunGenerate(const Flags& flags) {
                            std::to_string(kMaxEvalSeqLen) + " tokens");
   }
   const int64_t width = longest + max_new;
+  ASSIGN_OR_RETURN(int64_t group, flags.GetInt("decode-batch", 32, 1, BatchedKvCache::kMaxRequests));
   Tensor out = Tensor::Zeros(DType::kI32, {B, width});
   std::fill(out.data<int32_t>(), out.data<int32_t>() + B * width, -1);
-  for (int64_t b = 0; b < B; ++b) {
-    const std::vector<int32_t>& prompt = prompts.rows[b];
-    const int64_t T = static_cast<int64_t>(prompt.size());
-    ASSIGN_OR_RETURN(KvCache cache, model.NewCache(T + max_new));
-    ForwardOptions step;
-    step.cache = &cache;
-    step.logits_last_row_only = true;
-    // Prefill the prompt, then one token per step, each the argmax of the last logits.
-    ASSIGN_OR_RETURN(ForwardResult r, model.Forward(prompt, step));
-    std::vector<int32_t> seq = prompt;
-    for (int64_t i = 0; i < max_new; ++i) {
-      const float* last = r.logits.data<float>();
-      const int32_t next = static_cast<int32_t>(std::max_element(last, last + V) - last);
-      seq.push_back(next);
-      if (i + 1 < max_new) {
-        ASSIGN_OR_RETURN(r, model.Forward({next}, step));
-      }
+  auto argmax = [V](const float* row) { return static_cast<int32_t>(std::max_element(row, row + V) - row); };
+  // Up to --decode-batch prompts at a time share one batched cache: each prompt is prefilled into
+  // its own rows, then every step decodes one token of each of them together (DsaModel::DecodeStep).
+  for (int64_t g0 = 0; g0 < B; g0 += group) {
+    const int64_t g1 = std::min(B, g0 + group);
+    int64_t rows = 0;
+    for (int64_t b = g0; b < g1; ++b) rows += static_cast<int64_t>(prompts.rows[b].size()) + max_new;
+    ASSIGN_OR_RETURN(BatchedKvCache cache, BatchedKvCache::Create(model, rows));
+    std::vector<int64_t> ids;
+    std::vector<std::vector<int32_t>> seqs;
+    std::vector<int32_t> next;
+    for (int64_t b = g0; b < g1; ++b) {
+      const std::vector<int32_t>& prompt = prompts.rows[b];
+      ASSIGN_OR_RETURN(int64_t id, cache.Add(static_cast<int64_t>(prompt.size()) + max_new));
+      ForwardOptions prefill;
+      prefill.logits_last_row_only = true;
+      ASSIGN_OR_RETURN(ForwardResult r, model.Prefill(&cache, id, prompt, prefill));
+      ids.push_back(id);
+      seqs.push_back(prompt);
+      next.push_back(argmax(r.logits.data<float>()));
     }
-    std::copy(seq.begin(), seq.end(), out.data<int32_t>() + b * width);
-    std::printf("row %lld:", static_cast<long long>(b));
-    for (int64_t i = T; i < T + max_new; ++i) std::printf(" %d", seq[i]);
-    std::printf("\n");
+    for (int64_t i = 0; i < max_new; ++i) {
+      for (size_t k = 0; k < seqs.size(); ++k) seqs[k].push_back(next[k]);
+      if (i + 1 == max_new) break;
+      ASSIGN_OR_RETURN(DecodeStepResult step, model.DecodeStep(ids, next, &cache));
+      for (size_t k = 0; k < seqs.size(); ++k) next[k] = argmax(step.logits.data<float>() + k * V);
+    }
+    for (int64_t b = g0; b < g1; ++b) {
+      const std::vector<int32_t>& seq = seqs[b - g0];
+      const int64_t T = static_cast<int64_t>(prompts.rows[b].size());
+      std::copy(seq.begin(), seq.end(), out.data<int32_t>() + b * width);
+      std::printf("row %lld:", static_cast<long long>(b));
+      for (int64_t i = T; i < T + max_new; ++i) std::printf(" %d", seq[i]);
+      std::printf("\n");
+    }
   }
   if (auto path = flags.Get("out")) {
     if (prompts.one_dimensional) {

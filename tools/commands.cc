@@ -54,10 +54,12 @@ const std::vector<Command>& AllCommands() {
                 "FILE_tasks_pI.svg)"},
         kDevice, kJson},
        RunEval},
-      {"generate", "Greedy generation with the decode path: prefill the prompt (.npy [T] or [B, T]) into a latent + "
-                   "indexer-key cache (Shared layers keep no indexer keys), then one token per step.",
+      {"generate", "Greedy generation with the decode path: prefill each prompt (.npy [T] or [B, T]) into its rows "
+                   "of a pooled latent + indexer-key cache (Shared layers keep no indexer keys), then one token per "
+                   "step for all prompts at once (batched decode).",
        {kModel, {"tokens", "prompt token ids (.npy)", false, true},
         {"max-new", "tokens to generate", false, true},
+        {"decode-batch", "prompts decoded together (one pooled cache per group)", false, false, "32"},
         {"out", "optional .npy for prompt + generated ids (int32)"}, kPattern, kDevice},
        RunGenerate},
       {"search", "Training-free IndexCache: greedy search for the Full layers by calibration loss. From all-F (where "
@@ -135,6 +137,9 @@ const std::vector<Command>& AllCommands() {
         {"patterns", "comma-separated patterns", false, false, "all,1/2,1/4,1/8"},
         {"chunk", "prefill chunk (tokens per forward)", false, false, "8192"},
         {"decode-steps", "decode steps timed per context", false, false, "16"},
+        {"decode-batch", "comma-separated batch sizes B: also time batched decode (DsaModel::DecodeStep) of B "
+                         "requests each at every --contexts length under every --patterns pattern (pooled caches "
+                         "filled with random values, not prefill); e.g. 1,32,64"},
         {"skip-kernels", "skip the per-kernel section", true},
         {"distill", "also time distillation training steps (forward + fused loss + backward [+ NCCL all-reduce "
                     "under mpirun]) per GPU", true},
