@@ -66,11 +66,55 @@ __device__ __forceinline__ void WarpMma(float (&acc)[NT][4], const __nv_bfloat16
   }
 }
 
-struct KernelParams {
-  DistillLossCudaParams p;
+// Shared-memory plan of the kernel (dynamic shared memory; the phases reuse it in turn):
+//  phase 0 (sparse key set): the top-k row being sorted, Kp2 ints;
+//  phase 1 (teachers):       qa_j[t] [HAp][strideA] bf16, then 2 stages of kKT kv rows;
+//  phase 2 (student):        q[t] [HIp][strideD] bf16, 2 stages of kKT k rows, coef
+//                            [HIp][kCoefStride] bf16, the grad_q accumulator [HIp][Dp] fp32.
+// The host sizes the launch with Bytes(); the kernel takes its pointers from the same struct.
+struct DistillSmemPlan {
   int HAp, DAp, strideA;  // teacher rows (padded to 16), dims (padded to 16), smem row stride
   int HIp, Dp, strideD;   // student likewise
   int Kp2;                // sparse: next power of two >= K
+
+  static DistillSmemPlan For(const DistillLossCudaParams& p) {
+    DistillSmemPlan s;
+    s.HAp = static_cast<int>(RoundUp(p.HA, 16));
+    s.DAp = static_cast<int>(RoundUp(p.DA, 16));
+    s.strideA = s.DAp + 8;
+    s.HIp = static_cast<int>(RoundUp(p.HI, 16));
+    s.Dp = static_cast<int>(RoundUp(p.D, 16));
+    s.strideD = s.Dp + 8;
+    s.Kp2 = 1;
+    if (p.sparse) {
+      while (s.Kp2 < p.K) s.Kp2 <<= 1;
+    }
+    return s;
+  }
+
+  // Phase 0.
+  __device__ int* SortKeys(unsigned char* smem) const { return reinterpret_cast<int*>(smem); }
+  // Phase 1.
+  __device__ __nv_bfloat16* TeacherQ(unsigned char* smem) const { return reinterpret_cast<__nv_bfloat16*>(smem); }
+  __device__ __nv_bfloat16* TeacherKv(unsigned char* smem) const { return TeacherQ(smem) + HAp * strideA; }
+  // Phase 2 (aliases phase 1).
+  __device__ __nv_bfloat16* StudentQ(unsigned char* smem) const { return reinterpret_cast<__nv_bfloat16*>(smem); }
+  __device__ __nv_bfloat16* StudentK(unsigned char* smem) const { return StudentQ(smem) + HIp * strideD; }
+  __device__ __nv_bfloat16* Coef(unsigned char* smem) const { return StudentK(smem) + 2 * kKT * strideD; }
+  __device__ float* GradQ(unsigned char* smem) const { return reinterpret_cast<float*>(Coef(smem) + HIp * kCoefStride); }
+
+  size_t TeacherBytes() const { return (static_cast<size_t>(HAp) + 2 * kKT) * strideA * 2; }
+  size_t StudentBytes() const {
+    return (static_cast<size_t>(HIp) + 2 * kKT) * strideD * 2 + HIp * kCoefStride * 2 +
+           static_cast<size_t>(HIp) * Dp * 4;
+  }
+  size_t SortBytes(bool sparse) const { return sparse ? static_cast<size_t>(Kp2) * 4 : 0; }
+  size_t Bytes(bool sparse) const { return std::max({TeacherBytes(), StudentBytes(), SortBytes(sparse)}); }
+};
+
+struct KernelParams {
+  DistillLossCudaParams p;
+  DistillSmemPlan plan;   // the shared-memory layout (padded sizes and strides)
   int64_t slot_floats;    // pbar entries per CTA slot
   unsigned int* counter;
   float* pbar_ws;         // [grid, slot_floats]
@@ -109,6 +153,431 @@ __device__ __forceinline__ void LoadBlock(__nv_bfloat16* dst, int stride, const 
   }
 }
 
+// What the phases share, set up once per CTA before the query loop: the parameters, the thread's
+// place in the block, the padded row groups and the shared memory carved by the plan.
+struct CtaContext {
+  const KernelParams& kp;
+  const DistillLossCudaParams& p;
+  int tid, lane, warp;
+  int HA, DA, HI, D;
+  int RGA, RGI;              // 16-row groups of the teachers and the student
+  float* pbar;               // the CTA's pbar slot
+  int32_t* keys_slot;        // the CTA's key slot (sparse)
+  float t_scale2;            // attn_scale * log2(e)
+  bool want_grads;
+  __nv_bfloat16* s_qa;       // phase 1: qa_j[t]
+  __nv_bfloat16* s_kv;       // phase 1: 2 stages of kKT rows
+  __nv_bfloat16* s_q;        // phase 2: q[t]
+  __nv_bfloat16* s_k;        // phase 2: 2 stages
+  __nv_bfloat16* s_coef;     // phase 2: [HIp][kCoefStride]
+  float* s_gq;               // phase 2: [HIp][Dp]
+};
+
+// Phase 0: the query's key set. Dense: the causal keys [0, end), n = end, *keys = nullptr (key i
+// is row i). Sparse: topk[t] bitonic-sorted in shared memory and compacted to its distinct valid
+// keys (< end) in keys_slot (deterministic order). Returns n; all threads call it.
+__device__ __forceinline__ int GatherQueryKeySet(const CtaContext& c, int64_t t, int64_t end, unsigned char* smem,
+                                                 int* s_int, const int32_t** keys_out) {
+  const KernelParams& kp = c.kp;
+  const DistillLossCudaParams& p = c.p;
+  const int tid = c.tid, lane = c.lane, warp = c.warp;
+  int32_t* keys_slot = c.keys_slot;
+  int n = 0;
+  const int32_t* keys = nullptr;
+  if (!p.sparse) {
+    n = static_cast<int>(end > 0 ? end : 0);
+  } else {
+    int* s_sort = kp.plan.SortKeys(smem);
+    const int N = kp.plan.Kp2;
+    for (int i = tid; i < N; i += kThreads) {
+      int v = INT_MAX;
+      if (i < p.K) {
+        const int32_t s = p.topk[t * p.K + i];
+        if (s >= 0 && s < end) v = s;
+      }
+      s_sort[i] = v;
+    }
+    __syncthreads();
+    for (int kk = 2; kk <= N; kk <<= 1) {
+      for (int j = kk >> 1; j > 0; j >>= 1) {
+        for (int i = tid; i < N; i += kThreads) {
+          const int ixj = i ^ j;
+          if (ixj > i) {
+            const int a = s_sort[i], b = s_sort[ixj];
+            if ((a > b) == ((i & kk) == 0)) {
+              s_sort[i] = b;
+              s_sort[ixj] = a;
+            }
+          }
+        }
+        __syncthreads();
+      }
+    }
+    int base = 0;
+    for (int c0 = 0; c0 < N; c0 += kThreads) {
+      const int i = c0 + tid;
+      const bool f = i < N && s_sort[i] != INT_MAX && (i == 0 || s_sort[i] != s_sort[i - 1]);
+      const unsigned ballot = __ballot_sync(0xffffffffu, f);
+      if (lane == 0) s_int[warp] = __popc(ballot);
+      __syncthreads();
+      int off = base;
+      for (int w2 = 0; w2 < warp; ++w2) off += s_int[w2];
+      if (f) keys_slot[off + __popc(ballot & ((1u << lane) - 1u))] = s_sort[i];
+      for (int w2 = 0; w2 < kWarps; ++w2) base += s_int[w2];
+      __syncthreads();
+    }
+    n = base;
+    keys = keys_slot;
+    __syncthreads();  // keys visible to the block; s_sort is reused below
+  }
+  *keys_out = keys;
+  return n;
+}
+
+// Phase 1: the teachers' target distribution. For each served layer j, qa_j[t] goes to shared
+// memory and the key set streams through 2 stages of kKT kv rows twice: sweep 1 gives each head's
+// online log-sum-exp (log2 domain, registers), sweep 2 rebuilds exp(logit - lse), sums it over
+// heads per key and adds it / num_served into pbar; *ent accumulates the teacher entropy
+// sum_j sum_s p_j log p_j / S (threads < kKT). All threads call it.
+__device__ __forceinline__ void AccumulateTeacherDistribution(const CtaContext& c, int64_t t, int n,
+                                                              const int32_t* keys, int num_tiles,
+                                                              float (*s_part)[kKT], double* ent_out) {
+  const KernelParams& kp = c.kp;
+  const DistillLossCudaParams& p = c.p;
+  const int tid = c.tid, lane = c.lane, warp = c.warp;
+  const int HA = c.HA, DA = c.DA, RGA = c.RGA;
+  const float t_scale2 = c.t_scale2;
+  float* pbar = c.pbar;
+  __nv_bfloat16* s_qa = c.s_qa;
+  __nv_bfloat16* s_kv = c.s_kv;
+  double ent = *ent_out;
+  for (int j = 0; j < p.num_served; ++j) {
+    const __nv_bfloat16* kv = p.attn_kv[j];
+    __syncthreads();  // previous users of the smem are done
+    LoadBlock(s_qa, kp.plan.strideA, p.attn_q[j] + t * p.HA * p.DA, HA, DA, kp.plan.HAp, kp.plan.DAp);
+    // Rows r0 = warp*16 + lane/4 and r1 = r0 + 8; log2-domain running max and sum.
+    float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f;
+    const int r0 = warp * 16 + (lane >> 2), r1 = r0 + 8;
+    for (int sweep = 0; sweep < 2; ++sweep) {
+      const float lse0 = m0 + log2f(l0), lse1 = m1 + log2f(l1);
+      __syncthreads();  // the previous sweep's last tile is consumed
+      LoadTile(s_kv, kp.plan.strideA, kv, DA, kp.plan.DAp, 0, n, keys);
+      CpAsyncCommit();
+      for (int tile = 0; tile < num_tiles; ++tile) {
+        const __nv_bfloat16* buf = s_kv + (tile & 1) * kKT * kp.plan.strideA;
+        CpAsyncWait<0>();
+        __syncthreads();
+        if (tile + 1 < num_tiles) {
+          LoadTile(s_kv + ((tile + 1) & 1) * kKT * kp.plan.strideA, kp.plan.strideA, kv, DA, kp.plan.DAp, (tile + 1) * kKT, n,
+                   keys);
+        }
+        CpAsyncCommit();
+        const int nv = min(kKT, n - tile * kKT);
+        if (warp < RGA) {
+          float acc[4][4] = {};
+          WarpMma<4, false, false>(acc, s_qa, kp.plan.strideA, warp * 16, buf, kp.plan.strideA, 0, kp.plan.DAp);
+          if (sweep == 0) {
+            float mx0 = -INFINITY, mx1 = -INFINITY;
+#pragma unroll
+            for (int nt = 0; nt < 4; ++nt) {
+#pragma unroll
+              for (int e = 0; e < 4; ++e) {
+                const int col = nt * 8 + 2 * (lane & 3) + (e & 1);
+                const float x = col < nv ? acc[nt][e] * t_scale2 : -INFINITY;
+                acc[nt][e] = x;
+                if (e < 2) mx0 = fmaxf(mx0, x); else mx1 = fmaxf(mx1, x);
+              }
+            }
+            mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+            mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+            mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+            mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+            const float nm0 = fmaxf(m0, mx0), nm1 = fmaxf(m1, mx1);  // finite: nv >= 1
+            float s0 = 0.f, s1 = 0.f;
+#pragma unroll
+            for (int nt = 0; nt < 4; ++nt) {
+              s0 += exp2f(acc[nt][0] - nm0) + exp2f(acc[nt][1] - nm0);
+              s1 += exp2f(acc[nt][2] - nm1) + exp2f(acc[nt][3] - nm1);
+            }
+            s0 += __shfl_xor_sync(0xffffffffu, s0, 1);
+            s0 += __shfl_xor_sync(0xffffffffu, s0, 2);
+            s1 += __shfl_xor_sync(0xffffffffu, s1, 1);
+            s1 += __shfl_xor_sync(0xffffffffu, s1, 2);
+            l0 = l0 * exp2f(m0 - nm0) + s0;
+            l1 = l1 * exp2f(m1 - nm1) + s1;
+            m0 = nm0;
+            m1 = nm1;
+          } else {
+            // Column sums of exp(logit - lse) over this warp's valid heads.
+            float cs[4][2];
+#pragma unroll
+            for (int nt = 0; nt < 4; ++nt) {
+#pragma unroll
+              for (int c = 0; c < 2; ++c) {
+                const int col = nt * 8 + 2 * (lane & 3) + c;
+                float v = 0.f;
+                if (col < nv) {
+                  if (r0 < HA) v += exp2f(acc[nt][c] * t_scale2 - lse0);
+                  if (r1 < HA) v += exp2f(acc[nt][2 + c] * t_scale2 - lse1);
+                }
+                v += __shfl_xor_sync(0xffffffffu, v, 4);
+                v += __shfl_xor_sync(0xffffffffu, v, 8);
+                v += __shfl_xor_sync(0xffffffffu, v, 16);
+                cs[nt][c] = v;
+              }
+            }
+            if (lane < 4) {
+#pragma unroll
+              for (int nt = 0; nt < 4; ++nt) {
+                s_part[warp][nt * 8 + 2 * lane] = cs[nt][0];
+                s_part[warp][nt * 8 + 2 * lane + 1] = cs[nt][1];
+              }
+            }
+          }
+        }
+        if (sweep == 1) {
+          __syncthreads();
+          if (tid < nv) {
+            float sum = 0.f;
+            for (int g = 0; g < RGA; ++g) sum += s_part[g][tid];
+            const float pj = sum / static_cast<float>(HA);
+            const float contrib = pj / static_cast<float>(p.num_served);
+            const int i = tile * kKT + tid;
+            if (j == 0) pbar[i] = contrib; else pbar[i] += contrib;
+            if (pj > 0.f) ent += static_cast<double>(pj) * log(static_cast<double>(pj)) / p.num_served;
+          }
+        }
+      }
+      CpAsyncWait<0>();
+    }
+  }
+  *ent_out = ent;
+}
+
+// Phase 2: the student. q[t] goes to shared memory and the key set streams twice. Sweep A: the
+// index scores I (mma.sync, ReLU and head weights in fp32, head reduction through s_part) and their
+// online log-sum-exp. Sweep B: I again, dI = exp(I - lse) - pbar and the loss's cross term
+// (*cross, warp 0), then coef (bf16, shared) and the grad_w partials (s_gw), grad_q[t] into the
+// shared accumulator and grad_k by float2 atomics. All threads call it.
+__device__ __forceinline__ void StudentScoresAndGradients(const CtaContext& c, int64_t t, int n,
+                                                          const int32_t* keys, int num_tiles, float (*s_part)[kKT],
+                                                          float* s_di, float (*s_gw)[kMaxRows], float* s_w,
+                                                          double (*s_red)[kWarps], double* cross_out) {
+  const KernelParams& kp = c.kp;
+  const DistillLossCudaParams& p = c.p;
+  const int tid = c.tid, lane = c.lane, warp = c.warp;
+  const int HI = c.HI, D = c.D, RGI = c.RGI;
+  const bool want_grads = c.want_grads;
+  const float* pbar = c.pbar;
+  __nv_bfloat16* s_q = c.s_q;
+  __nv_bfloat16* s_k = c.s_k;
+  __nv_bfloat16* s_coef = c.s_coef;
+  float* s_gq = c.s_gq;
+  double cross = *cross_out;
+  __syncthreads();
+  LoadBlock(s_q, kp.plan.strideD, p.q + t * p.HI * p.D, HI, D, kp.plan.HIp, kp.plan.Dp);
+  for (int h = tid; h < kMaxRows; h += kThreads) {
+    s_w[h] = h < HI ? p.w[t * p.HI + h] : 0.f;
+    s_gw[0][h] = 0.f;
+    s_gw[1][h] = 0.f;
+  }
+  for (int e = tid; e < kp.plan.HIp * kp.plan.Dp; e += kThreads) s_gq[e] = 0.f;
+  // Student items: (row group, 16-key half), at most 2 per warp (RGI <= 8).
+  const int n_items = RGI * 2;
+  float lse_i = 0.f;  // natural-log lse of I over the key set (all threads after sweep A)
+  float run_m = -INFINITY, run_l = 0.f;  // warp 0
+  for (int sweep = 0; sweep < (want_grads || p.loss ? 2 : 0); ++sweep) {
+    __syncthreads();  // the previous sweep's last tile is consumed
+    LoadTile(s_k, kp.plan.strideD, p.k, D, kp.plan.Dp, 0, n, keys);
+    CpAsyncCommit();
+    for (int tile = 0; tile < num_tiles; ++tile) {
+      __nv_bfloat16* buf = s_k + (tile & 1) * kKT * kp.plan.strideD;
+      CpAsyncWait<0>();
+      __syncthreads();
+      if (tile + 1 < num_tiles) {
+        LoadTile(s_k + ((tile + 1) & 1) * kKT * kp.plan.strideD, kp.plan.strideD, p.k, D, kp.plan.Dp, (tile + 1) * kKT, n, keys);
+      }
+      CpAsyncCommit();
+      const int nv = min(kKT, n - tile * kKT);
+      float acc[2][2][4] = {};
+#pragma unroll
+      for (int ii = 0; ii < 2; ++ii) {
+        const int it = warp + kWarps * ii;
+        if (it < n_items) {
+          const int rg = it >> 1, nh = it & 1;
+          WarpMma<2, false, false>(acc[ii], s_q, kp.plan.strideD, rg * 16, buf, kp.plan.strideD, nh * 16, kp.plan.Dp);
+          float cs[2][2];
+#pragma unroll
+          for (int nt = 0; nt < 2; ++nt) {
+#pragma unroll
+            for (int c = 0; c < 2; ++c) {
+              const float a0 = fmaxf(acc[ii][nt][c] * p.index_scale, 0.f);
+              const float a1 = fmaxf(acc[ii][nt][2 + c] * p.index_scale, 0.f);
+              acc[ii][nt][c] = a0;
+              acc[ii][nt][2 + c] = a1;
+              float v = s_w[rg * 16 + (lane >> 2)] * a0 + s_w[rg * 16 + (lane >> 2) + 8] * a1;
+              v += __shfl_xor_sync(0xffffffffu, v, 4);
+              v += __shfl_xor_sync(0xffffffffu, v, 8);
+              v += __shfl_xor_sync(0xffffffffu, v, 16);
+              cs[nt][c] = v;
+            }
+          }
+          if (lane < 4) {
+#pragma unroll
+            for (int nt = 0; nt < 2; ++nt) {
+              s_part[rg][nh * 16 + nt * 8 + 2 * lane] = cs[nt][0];
+              s_part[rg][nh * 16 + nt * 8 + 2 * lane + 1] = cs[nt][1];
+            }
+          }
+        }
+      }
+      __syncthreads();
+      if (warp == 0) {
+        float I = 0.f;
+        for (int g = 0; g < RGI; ++g) I += s_part[g][lane];
+        const bool valid = lane < nv;
+        if (sweep == 0) {
+          float mx = valid ? I : -INFINITY;
+          for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+          const float nm = fmaxf(run_m, mx);
+          float s = valid ? __expf(I - nm) : 0.f;
+          for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+          run_l = run_l * __expf(run_m - nm) + s;
+          run_m = nm;
+        } else {
+          float di = 0.f;
+          if (valid) {
+            const float pb = pbar[tile * kKT + lane];
+            di = __expf(I - lse_i) - pb;
+            cross += static_cast<double>(pb) * static_cast<double>(I - lse_i);
+          }
+          s_di[lane] = di;
+        }
+      }
+      if (sweep == 0 || !want_grads) continue;
+      __syncthreads();
+      // coef (bf16, smem) and grad_w partials.
+#pragma unroll
+      for (int ii = 0; ii < 2; ++ii) {
+        const int it = warp + kWarps * ii;
+        if (it < n_items) {
+          const int rg = it >> 1, nh = it & 1;
+          const int row0 = rg * 16 + (lane >> 2), row1 = row0 + 8;
+          const float cw0 = s_w[row0] * p.index_scale, cw1 = s_w[row1] * p.index_scale;
+          float gw0 = 0.f, gw1 = 0.f;
+#pragma unroll
+          for (int nt = 0; nt < 2; ++nt) {
+            const int col = nh * 16 + nt * 8 + 2 * (lane & 3);
+            const float d0 = s_di[col], d1 = s_di[col + 1];
+            const float a00 = acc[ii][nt][0], a01 = acc[ii][nt][1], a10 = acc[ii][nt][2], a11 = acc[ii][nt][3];
+            gw0 += d0 * a00 + d1 * a01;
+            gw1 += d0 * a10 + d1 * a11;
+            *reinterpret_cast<__nv_bfloat162*>(s_coef + row0 * kCoefStride + col) =
+                __floats2bfloat162_rn(a00 > 0.f ? d0 * cw0 : 0.f, a01 > 0.f ? d1 * cw0 : 0.f);
+            *reinterpret_cast<__nv_bfloat162*>(s_coef + row1 * kCoefStride + col) =
+                __floats2bfloat162_rn(a10 > 0.f ? d0 * cw1 : 0.f, a11 > 0.f ? d1 * cw1 : 0.f);
+          }
+          gw0 += __shfl_xor_sync(0xffffffffu, gw0, 1);
+          gw0 += __shfl_xor_sync(0xffffffffu, gw0, 2);
+          gw1 += __shfl_xor_sync(0xffffffffu, gw1, 1);
+          gw1 += __shfl_xor_sync(0xffffffffu, gw1, 2);
+          if ((lane & 3) == 0) {
+            s_gw[nh][row0] += gw0;
+            s_gw[nh][row1] += gw1;
+          }
+        }
+      }
+      __syncthreads();
+      // grad_q[t] += coef (HIp x kKT) . k_tile (kKT x Dp): 16 x 16 items.
+      if (p.grad_q) {
+        const int dch = kp.plan.Dp / 16;
+        for (int it = warp; it < RGI * dch; it += kWarps) {
+          const int rg = it / dch, dc = it - rg * dch;
+          float g[2][4] = {};
+          WarpMma<2, false, true>(g, s_coef, kCoefStride, rg * 16, buf, kp.plan.strideD, dc * 16, kKT);
+#pragma unroll
+          for (int nt = 0; nt < 2; ++nt) {
+            const int col = dc * 16 + nt * 8 + 2 * (lane & 3);
+            float* g0 = s_gq + (rg * 16 + (lane >> 2)) * kp.plan.Dp + col;
+            float* g1 = g0 + 8 * kp.plan.Dp;
+            g0[0] += g[nt][0];
+            g0[1] += g[nt][1];
+            g1[0] += g[nt][2];
+            g1[1] += g[nt][3];
+          }
+        }
+      }
+      // grad_k[tile keys] += coef^T (kKT x HIp) . q (HIp x Dp).
+      if (p.grad_k) {
+        const int dch = kp.plan.Dp / 16;
+        for (int it = warp; it < (kKT / 16) * dch; it += kWarps) {
+          const int kg = it / dch, dc = it - kg * dch;
+          float g[2][4] = {};
+          WarpMma<2, true, true>(g, s_coef, kCoefStride, kg * 16, s_q, kp.plan.strideD, dc * 16, kp.plan.HIp);
+          const int i0 = tile * kKT + kg * 16 + (lane >> 2);
+#pragma unroll
+          for (int h = 0; h < 2; ++h) {
+            const int i = i0 + 8 * h;
+            if (i < n) {
+              const int64_t key = keys ? keys[i] : i;
+#pragma unroll
+              for (int nt = 0; nt < 2; ++nt) {
+                const int col = dc * 16 + nt * 8 + 2 * (lane & 3);
+                if (col < D) {
+                  atomicAdd(reinterpret_cast<float2*>(p.grad_k + key * p.D + col),
+                            make_float2(g[nt][2 * h], g[nt][2 * h + 1]));
+                }
+              }
+            }
+          }
+        }
+      }
+    }
+    CpAsyncWait<0>();
+    if (sweep == 0) {
+      if (warp == 0 && lane == 0) s_red[0][0] = run_m + logf(run_l);
+      __syncthreads();
+      lse_i = static_cast<float>(s_red[0][0]);
+      __syncthreads();
+    }
+  }
+  *cross_out = cross;
+}
+
+// Phase 3: write back: grad_q[t] and grad_w[t] (one CTA per query: deterministic) and the query's
+// loss ent - cross, summed over the block in fp64 and added to *loss. All threads call it.
+__device__ __forceinline__ void WriteBackQueryResults(const CtaContext& c, int64_t t, float (*s_gw)[kMaxRows],
+                                                      double (*s_red)[kWarps], double ent, double cross) {
+  const KernelParams& kp = c.kp;
+  const DistillLossCudaParams& p = c.p;
+  const int tid = c.tid, lane = c.lane, warp = c.warp;
+  const int HI = c.HI, D = c.D;
+  const bool want_grads = c.want_grads;
+  const float* s_gq = c.s_gq;
+  if (want_grads) {
+    if (p.grad_q) {
+      for (int e = tid; e < HI * D; e += kThreads) {
+        const int h = e / D, d = e - h * D;
+        p.grad_q[(t * p.HI + h) * p.D + d] += s_gq[h * kp.plan.Dp + d];
+      }
+    }
+    if (p.grad_w) {
+      for (int h = tid; h < HI; h += kThreads) p.grad_w[t * p.HI + h] += s_gw[0][h] + s_gw[1][h];
+    }
+  }
+  if (p.loss) {
+    double v = ent - cross;
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    if (lane == 0) s_red[1][warp] = v;
+    __syncthreads();
+    if (tid == 0) {
+      double sum = 0.0;
+      for (int w2 = 0; w2 < kWarps; ++w2) sum += s_red[1][w2];
+      atomicAdd(p.loss, sum);
+    }
+  }
+}
+
 __global__ void __launch_bounds__(kThreads, 1) DistillLossKernel(const KernelParams kp) {
   extern __shared__ __align__(16) unsigned char smem[];
   __shared__ float s_part[kWarps][kKT];       // per row group partial column sums
@@ -120,22 +589,27 @@ __global__ void __launch_bounds__(kThreads, 1) DistillLossKernel(const KernelPar
 
   const DistillLossCudaParams& p = kp.p;
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-  const int HA = static_cast<int>(p.HA), DA = static_cast<int>(p.DA);
-  const int HI = static_cast<int>(p.HI), D = static_cast<int>(p.D);
-  const int RGA = kp.HAp / 16, RGI = kp.HIp / 16;
-  float* pbar = kp.pbar_ws + static_cast<int64_t>(blockIdx.x) * kp.slot_floats;
-  int32_t* keys_slot = p.sparse ? kp.keys_ws + static_cast<int64_t>(blockIdx.x) * p.K : nullptr;
-  const float t_scale2 = p.attn_scale * kLog2e;
-  const bool want_grads = p.grad_q || p.grad_k || p.grad_w;
-
-  // Teacher-phase shared memory.
-  __nv_bfloat16* s_qa = reinterpret_cast<__nv_bfloat16*>(smem);
-  __nv_bfloat16* s_kv = s_qa + kp.HAp * kp.strideA;  // 2 stages of kKT rows
-  // Student-phase shared memory (aliases the teacher's).
-  __nv_bfloat16* s_q = reinterpret_cast<__nv_bfloat16*>(smem);
-  __nv_bfloat16* s_k = s_q + kp.HIp * kp.strideD;     // 2 stages
-  __nv_bfloat16* s_coef = s_k + 2 * kKT * kp.strideD;  // [HIp][kCoefStride]
-  float* s_gq = reinterpret_cast<float*>(s_coef + kp.HIp * kCoefStride);  // [HIp][Dp]
+  const CtaContext c{kp,
+                     p,
+                     tid,
+                     lane,
+                     warp,
+                     static_cast<int>(p.HA),
+                     static_cast<int>(p.DA),
+                     static_cast<int>(p.HI),
+                     static_cast<int>(p.D),
+                     kp.plan.HAp / 16,
+                     kp.plan.HIp / 16,
+                     kp.pbar_ws + static_cast<int64_t>(blockIdx.x) * kp.slot_floats,
+                     p.sparse ? kp.keys_ws + static_cast<int64_t>(blockIdx.x) * p.K : nullptr,
+                     p.attn_scale * kLog2e,
+                     p.grad_q || p.grad_k || p.grad_w,
+                     kp.plan.TeacherQ(smem),
+                     kp.plan.TeacherKv(smem),
+                     kp.plan.StudentQ(smem),
+                     kp.plan.StudentK(smem),
+                     kp.plan.Coef(smem),
+                     kp.plan.GradQ(smem)};
 
   while (true) {
     __syncthreads();
@@ -146,360 +620,23 @@ __global__ void __launch_bounds__(kThreads, 1) DistillLossKernel(const KernelPar
     const int64_t t = p.sparse ? order : p.Tq - 1 - order;
     const int64_t end = min(p.query_offset + t + 1, p.L);
 
-    // --- key set --------------------------------------------------------------------------------
-    int n = 0;
     const int32_t* keys = nullptr;
-    if (!p.sparse) {
-      n = static_cast<int>(end > 0 ? end : 0);
-    } else {
-      int* s_sort = reinterpret_cast<int*>(smem);
-      const int N = kp.Kp2;
-      for (int i = tid; i < N; i += kThreads) {
-        int v = INT_MAX;
-        if (i < p.K) {
-          const int32_t s = p.topk[t * p.K + i];
-          if (s >= 0 && s < end) v = s;
-        }
-        s_sort[i] = v;
-      }
-      __syncthreads();
-      for (int kk = 2; kk <= N; kk <<= 1) {
-        for (int j = kk >> 1; j > 0; j >>= 1) {
-          for (int i = tid; i < N; i += kThreads) {
-            const int ixj = i ^ j;
-            if (ixj > i) {
-              const int a = s_sort[i], b = s_sort[ixj];
-              if ((a > b) == ((i & kk) == 0)) {
-                s_sort[i] = b;
-                s_sort[ixj] = a;
-              }
-            }
-          }
-          __syncthreads();
-        }
-      }
-      int base = 0;
-      for (int c0 = 0; c0 < N; c0 += kThreads) {
-        const int i = c0 + tid;
-        const bool f = i < N && s_sort[i] != INT_MAX && (i == 0 || s_sort[i] != s_sort[i - 1]);
-        const unsigned ballot = __ballot_sync(0xffffffffu, f);
-        if (lane == 0) s_int[warp] = __popc(ballot);
-        __syncthreads();
-        int off = base;
-        for (int w2 = 0; w2 < warp; ++w2) off += s_int[w2];
-        if (f) keys_slot[off + __popc(ballot & ((1u << lane) - 1u))] = s_sort[i];
-        for (int w2 = 0; w2 < kWarps; ++w2) base += s_int[w2];
-        __syncthreads();
-      }
-      n = base;
-      keys = keys_slot;
-      __syncthreads();  // keys visible to the block; s_sort is reused below
-    }
+    const int n = GatherQueryKeySet(c, t, end, smem, s_int, &keys);  // phase 0
     if (n == 0) continue;
     const int num_tiles = (n + kKT - 1) / kKT;
 
     double ent = 0.0;    // sum_j sum_s p_j log p_j / S  (threads < kKT)
     double cross = 0.0;  // sum_s pbar (I - lse)          (threads < kKT)
 
-    // --- teachers -------------------------------------------------------------------------------
-    for (int j = 0; j < p.num_served; ++j) {
-      const __nv_bfloat16* kv = p.attn_kv[j];
-      __syncthreads();  // previous users of the smem are done
-      LoadBlock(s_qa, kp.strideA, p.attn_q[j] + t * p.HA * p.DA, HA, DA, kp.HAp, kp.DAp);
-      // Rows r0 = warp*16 + lane/4 and r1 = r0 + 8; log2-domain running max and sum.
-      float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f;
-      const int r0 = warp * 16 + (lane >> 2), r1 = r0 + 8;
-      for (int sweep = 0; sweep < 2; ++sweep) {
-        const float lse0 = m0 + log2f(l0), lse1 = m1 + log2f(l1);
-        __syncthreads();  // the previous sweep's last tile is consumed
-        LoadTile(s_kv, kp.strideA, kv, DA, kp.DAp, 0, n, keys);
-        CpAsyncCommit();
-        for (int tile = 0; tile < num_tiles; ++tile) {
-          const __nv_bfloat16* buf = s_kv + (tile & 1) * kKT * kp.strideA;
-          CpAsyncWait<0>();
-          __syncthreads();
-          if (tile + 1 < num_tiles) {
-            LoadTile(s_kv + ((tile + 1) & 1) * kKT * kp.strideA, kp.strideA, kv, DA, kp.DAp, (tile + 1) * kKT, n,
-                     keys);
-          }
-          CpAsyncCommit();
-          const int nv = min(kKT, n - tile * kKT);
-          if (warp < RGA) {
-            float acc[4][4] = {};
-            WarpMma<4, false, false>(acc, s_qa, kp.strideA, warp * 16, buf, kp.strideA, 0, kp.DAp);
-            if (sweep == 0) {
-              float mx0 = -INFINITY, mx1 = -INFINITY;
-#pragma unroll
-              for (int nt = 0; nt < 4; ++nt) {
-#pragma unroll
-                for (int e = 0; e < 4; ++e) {
-                  const int col = nt * 8 + 2 * (lane & 3) + (e & 1);
-                  const float x = col < nv ? acc[nt][e] * t_scale2 : -INFINITY;
-                  acc[nt][e] = x;
-                  if (e < 2) mx0 = fmaxf(mx0, x); else mx1 = fmaxf(mx1, x);
-                }
-              }
-              mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
-              mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
-              mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
-              mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
-              const float nm0 = fmaxf(m0, mx0), nm1 = fmaxf(m1, mx1);  // finite: nv >= 1
-              float s0 = 0.f, s1 = 0.f;
-#pragma unroll
-              for (int nt = 0; nt < 4; ++nt) {
-                s0 += exp2f(acc[nt][0] - nm0) + exp2f(acc[nt][1] - nm0);
-                s1 += exp2f(acc[nt][2] - nm1) + exp2f(acc[nt][3] - nm1);
-              }
-              s0 += __shfl_xor_sync(0xffffffffu, s0, 1);
-              s0 += __shfl_xor_sync(0xffffffffu, s0, 2);
-              s1 += __shfl_xor_sync(0xffffffffu, s1, 1);
-              s1 += __shfl_xor_sync(0xffffffffu, s1, 2);
-              l0 = l0 * exp2f(m0 - nm0) + s0;
-              l1 = l1 * exp2f(m1 - nm1) + s1;
-              m0 = nm0;
-              m1 = nm1;
-            } else {
-              // Column sums of exp(logit - lse) over this warp's valid heads.
-              float cs[4][2];
-#pragma unroll
-              for (int nt = 0; nt < 4; ++nt) {
-#pragma unroll
-                for (int c = 0; c < 2; ++c) {
-                  const int col = nt * 8 + 2 * (lane & 3) + c;
-                  float v = 0.f;
-                  if (col < nv) {
-                    if (r0 < HA) v += exp2f(acc[nt][c] * t_scale2 - lse0);
-                    if (r1 < HA) v += exp2f(acc[nt][2 + c] * t_scale2 - lse1);
-                  }
-                  v += __shfl_xor_sync(0xffffffffu, v, 4);
-                  v += __shfl_xor_sync(0xffffffffu, v, 8);
-                  v += __shfl_xor_sync(0xffffffffu, v, 16);
-                  cs[nt][c] = v;
-                }
-              }
-              if (lane < 4) {
-#pragma unroll
-                for (int nt = 0; nt < 4; ++nt) {
-                  s_part[warp][nt * 8 + 2 * lane] = cs[nt][0];
-                  s_part[warp][nt * 8 + 2 * lane + 1] = cs[nt][1];
-                }
-              }
-            }
-          }
-          if (sweep == 1) {
-            __syncthreads();
-            if (tid < nv) {
-              float sum = 0.f;
-              for (int g = 0; g < RGA; ++g) sum += s_part[g][tid];
-              const float pj = sum / static_cast<float>(HA);
-              const float contrib = pj / static_cast<float>(p.num_served);
-              const int i = tile * kKT + tid;
-              if (j == 0) pbar[i] = contrib; else pbar[i] += contrib;
-              if (pj > 0.f) ent += static_cast<double>(pj) * log(static_cast<double>(pj)) / p.num_served;
-            }
-          }
-        }
-        CpAsyncWait<0>();
-      }
-    }
-
-    // --- student --------------------------------------------------------------------------------
+    AccumulateTeacherDistribution(c, t, n, keys, num_tiles, s_part, &ent);  // phase 1
+    StudentScoresAndGradients(c, t, n, keys, num_tiles, s_part, s_di, s_gw, s_w, s_red, &cross);  // phase 2
     __syncthreads();
-    LoadBlock(s_q, kp.strideD, p.q + t * p.HI * p.D, HI, D, kp.HIp, kp.Dp);
-    for (int h = tid; h < kMaxRows; h += kThreads) {
-      s_w[h] = h < HI ? p.w[t * p.HI + h] : 0.f;
-      s_gw[0][h] = 0.f;
-      s_gw[1][h] = 0.f;
-    }
-    for (int e = tid; e < kp.HIp * kp.Dp; e += kThreads) s_gq[e] = 0.f;
-    // Student items: (row group, 16-key half), at most 2 per warp (RGI <= 8).
-    const int n_items = RGI * 2;
-    float lse_i = 0.f;  // natural-log lse of I over the key set (all threads after sweep A)
-    float run_m = -INFINITY, run_l = 0.f;  // warp 0
-    for (int sweep = 0; sweep < (want_grads || p.loss ? 2 : 0); ++sweep) {
-      __syncthreads();  // the previous sweep's last tile is consumed
-      LoadTile(s_k, kp.strideD, p.k, D, kp.Dp, 0, n, keys);
-      CpAsyncCommit();
-      for (int tile = 0; tile < num_tiles; ++tile) {
-        __nv_bfloat16* buf = s_k + (tile & 1) * kKT * kp.strideD;
-        CpAsyncWait<0>();
-        __syncthreads();
-        if (tile + 1 < num_tiles) {
-          LoadTile(s_k + ((tile + 1) & 1) * kKT * kp.strideD, kp.strideD, p.k, D, kp.Dp, (tile + 1) * kKT, n, keys);
-        }
-        CpAsyncCommit();
-        const int nv = min(kKT, n - tile * kKT);
-        float acc[2][2][4] = {};
-#pragma unroll
-        for (int ii = 0; ii < 2; ++ii) {
-          const int it = warp + kWarps * ii;
-          if (it < n_items) {
-            const int rg = it >> 1, nh = it & 1;
-            WarpMma<2, false, false>(acc[ii], s_q, kp.strideD, rg * 16, buf, kp.strideD, nh * 16, kp.Dp);
-            float cs[2][2];
-#pragma unroll
-            for (int nt = 0; nt < 2; ++nt) {
-#pragma unroll
-              for (int c = 0; c < 2; ++c) {
-                const float a0 = fmaxf(acc[ii][nt][c] * p.index_scale, 0.f);
-                const float a1 = fmaxf(acc[ii][nt][2 + c] * p.index_scale, 0.f);
-                acc[ii][nt][c] = a0;
-                acc[ii][nt][2 + c] = a1;
-                float v = s_w[rg * 16 + (lane >> 2)] * a0 + s_w[rg * 16 + (lane >> 2) + 8] * a1;
-                v += __shfl_xor_sync(0xffffffffu, v, 4);
-                v += __shfl_xor_sync(0xffffffffu, v, 8);
-                v += __shfl_xor_sync(0xffffffffu, v, 16);
-                cs[nt][c] = v;
-              }
-            }
-            if (lane < 4) {
-#pragma unroll
-              for (int nt = 0; nt < 2; ++nt) {
-                s_part[rg][nh * 16 + nt * 8 + 2 * lane] = cs[nt][0];
-                s_part[rg][nh * 16 + nt * 8 + 2 * lane + 1] = cs[nt][1];
-              }
-            }
-          }
-        }
-        __syncthreads();
-        if (warp == 0) {
-          float I = 0.f;
-          for (int g = 0; g < RGI; ++g) I += s_part[g][lane];
-          const bool valid = lane < nv;
-          if (sweep == 0) {
-            float mx = valid ? I : -INFINITY;
-            for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
-            const float nm = fmaxf(run_m, mx);
-            float s = valid ? __expf(I - nm) : 0.f;
-            for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
-            run_l = run_l * __expf(run_m - nm) + s;
-            run_m = nm;
-          } else {
-            float di = 0.f;
-            if (valid) {
-              const float pb = pbar[tile * kKT + lane];
-              di = __expf(I - lse_i) - pb;
-              cross += static_cast<double>(pb) * static_cast<double>(I - lse_i);
-            }
-            s_di[lane] = di;
-          }
-        }
-        if (sweep == 0 || !want_grads) continue;
-        __syncthreads();
-        // coef (bf16, smem) and grad_w partials.
-#pragma unroll
-        for (int ii = 0; ii < 2; ++ii) {
-          const int it = warp + kWarps * ii;
-          if (it < n_items) {
-            const int rg = it >> 1, nh = it & 1;
-            const int row0 = rg * 16 + (lane >> 2), row1 = row0 + 8;
-            const float cw0 = s_w[row0] * p.index_scale, cw1 = s_w[row1] * p.index_scale;
-            float gw0 = 0.f, gw1 = 0.f;
-#pragma unroll
-            for (int nt = 0; nt < 2; ++nt) {
-              const int col = nh * 16 + nt * 8 + 2 * (lane & 3);
-              const float d0 = s_di[col], d1 = s_di[col + 1];
-              const float a00 = acc[ii][nt][0], a01 = acc[ii][nt][1], a10 = acc[ii][nt][2], a11 = acc[ii][nt][3];
-              gw0 += d0 * a00 + d1 * a01;
-              gw1 += d0 * a10 + d1 * a11;
-              *reinterpret_cast<__nv_bfloat162*>(s_coef + row0 * kCoefStride + col) =
-                  __floats2bfloat162_rn(a00 > 0.f ? d0 * cw0 : 0.f, a01 > 0.f ? d1 * cw0 : 0.f);
-              *reinterpret_cast<__nv_bfloat162*>(s_coef + row1 * kCoefStride + col) =
-                  __floats2bfloat162_rn(a10 > 0.f ? d0 * cw1 : 0.f, a11 > 0.f ? d1 * cw1 : 0.f);
-            }
-            gw0 += __shfl_xor_sync(0xffffffffu, gw0, 1);
-            gw0 += __shfl_xor_sync(0xffffffffu, gw0, 2);
-            gw1 += __shfl_xor_sync(0xffffffffu, gw1, 1);
-            gw1 += __shfl_xor_sync(0xffffffffu, gw1, 2);
-            if ((lane & 3) == 0) {
-              s_gw[nh][row0] += gw0;
-              s_gw[nh][row1] += gw1;
-            }
-          }
-        }
-        __syncthreads();
-        // grad_q[t] += coef (HIp x kKT) . k_tile (kKT x Dp): 16 x 16 items.
-        if (p.grad_q) {
-          const int dch = kp.Dp / 16;
-          for (int it = warp; it < RGI * dch; it += kWarps) {
-            const int rg = it / dch, dc = it - rg * dch;
-            float g[2][4] = {};
-            WarpMma<2, false, true>(g, s_coef, kCoefStride, rg * 16, buf, kp.strideD, dc * 16, kKT);
-#pragma unroll
-            for (int nt = 0; nt < 2; ++nt) {
-              const int col = dc * 16 + nt * 8 + 2 * (lane & 3);
-              float* g0 = s_gq + (rg * 16 + (lane >> 2)) * kp.Dp + col;
-              float* g1 = g0 + 8 * kp.Dp;
-              g0[0] += g[nt][0];
-              g0[1] += g[nt][1];
-              g1[0] += g[nt][2];
-              g1[1] += g[nt][3];
-            }
-          }
-        }
-        // grad_k[tile keys] += coef^T (kKT x HIp) . q (HIp x Dp).
-        if (p.grad_k) {
-          const int dch = kp.Dp / 16;
-          for (int it = warp; it < (kKT / 16) * dch; it += kWarps) {
-            const int kg = it / dch, dc = it - kg * dch;
-            float g[2][4] = {};
-            WarpMma<2, true, true>(g, s_coef, kCoefStride, kg * 16, s_q, kp.strideD, dc * 16, kp.HIp);
-            const int i0 = tile * kKT + kg * 16 + (lane >> 2);
-#pragma unroll
-            for (int h = 0; h < 2; ++h) {
-              const int i = i0 + 8 * h;
-              if (i < n) {
-                const int64_t key = keys ? keys[i] : i;
-#pragma unroll
-                for (int nt = 0; nt < 2; ++nt) {
-                  const int col = dc * 16 + nt * 8 + 2 * (lane & 3);
-                  if (col < D) {
-                    atomicAdd(reinterpret_cast<float2*>(p.grad_k + key * p.D + col),
-                              make_float2(g[nt][2 * h], g[nt][2 * h + 1]));
-                  }
-                }
-              }
-            }
-          }
-        }
-      }
-      CpAsyncWait<0>();
-      if (sweep == 0) {
-        if (warp == 0 && lane == 0) s_red[0][0] = run_m + logf(run_l);
-        __syncthreads();
-        lse_i = static_cast<float>(s_red[0][0]);
-        __syncthreads();
-      }
-    }
-    __syncthreads();
-    // --- write back -----------------------------------------------------------------------------
-    if (want_grads) {
-      if (p.grad_q) {
-        for (int e = tid; e < HI * D; e += kThreads) {
-          const int h = e / D, d = e - h * D;
-          p.grad_q[(t * p.HI + h) * p.D + d] += s_gq[h * kp.Dp + d];
-        }
-      }
-      if (p.grad_w) {
-        for (int h = tid; h < HI; h += kThreads) p.grad_w[t * p.HI + h] += s_gw[0][h] + s_gw[1][h];
-      }
-    }
-    if (p.loss) {
-      double v = ent - cross;
-      for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-      if (lane == 0) s_red[1][warp] = v;
-      __syncthreads();
-      if (tid == 0) {
-        double sum = 0.0;
-        for (int w2 = 0; w2 < kWarps; ++w2) sum += s_red[1][w2];
-        atomicAdd(p.loss, sum);
-      }
-    }
+    WriteBackQueryResults(c, t, s_gw, s_red, ent, cross);  // phase 3
   }
 }
 
 struct Layout {
-  int HAp, DAp, strideA, HIp, Dp, strideD, Kp2;
+  DistillSmemPlan plan;
   int64_t slot_floats;
   size_t smem_bytes;
   int grid;
@@ -515,22 +652,9 @@ Layout MakeLayout(const DistillLossCudaParams& p) {
   if (p.sparse && (p.K < 1 || p.K > (1 << 20))) Fail("sparse mode needs 1 <= K <= 2^20");
   if (p.L >= (int64_t{1} << 31)) Fail("L must be < 2^31");
   Layout l;
-  l.HAp = static_cast<int>(RoundUp(p.HA, 16));
-  l.DAp = static_cast<int>(RoundUp(p.DA, 16));
-  l.strideA = l.DAp + 8;
-  l.HIp = static_cast<int>(RoundUp(p.HI, 16));
-  l.Dp = static_cast<int>(RoundUp(p.D, 16));
-  l.strideD = l.Dp + 8;
-  l.Kp2 = 1;
-  if (p.sparse) {
-    while (l.Kp2 < p.K) l.Kp2 <<= 1;
-  }
+  l.plan = DistillSmemPlan::For(p);
   l.slot_floats = RoundUp(std::max<int64_t>(p.sparse ? p.K : p.L, 1), 64);
-  const size_t teacher = (static_cast<size_t>(l.HAp) + 2 * kKT) * l.strideA * 2;
-  const size_t student = (static_cast<size_t>(l.HIp) + 2 * kKT) * l.strideD * 2 + l.HIp * kCoefStride * 2 +
-                         static_cast<size_t>(l.HIp) * l.Dp * 4;
-  const size_t sort = p.sparse ? static_cast<size_t>(l.Kp2) * 4 : 0;
-  l.smem_bytes = std::max({teacher, student, sort});
+  l.smem_bytes = l.plan.Bytes(p.sparse);
   int dev = 0, sms = 0;
   CUDA_CHECK(cudaGetDevice(&dev));
   CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
@@ -565,13 +689,7 @@ void DistillLossCuda(const DistillLossCudaParams& p) {
                                   static_cast<int>(l.smem_bytes)));
   KernelParams kp;
   kp.p = p;
-  kp.HAp = l.HAp;
-  kp.DAp = l.DAp;
-  kp.strideA = l.strideA;
-  kp.HIp = l.HIp;
-  kp.Dp = l.Dp;
-  kp.strideD = l.strideD;
-  kp.Kp2 = l.Kp2;
+  kp.plan = l.plan;
   kp.slot_floats = l.slot_floats;
   unsigned char* ws = static_cast<unsigned char*>(p.workspace);
   kp.counter = reinterpret_cast<unsigned int*>(ws);

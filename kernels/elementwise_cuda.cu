@@ -52,22 +52,6 @@ __global__ void F32ToBf16Kernel(const float* x, int64_t n, bf16* y) {
   }
 }
 
-// One thread per (t, h, i) rotation pair.
-template <typename T_>
-__global__ void RopeKernel(const float* cos, const float* sin, int64_t T, int64_t half, bool interleaved,
-                           int64_t heads, int64_t row_stride, int64_t head_stride, int64_t offset, T_* x) {
-  const int64_t n = T * heads * half;
-  for (int64_t idx = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; idx < n; idx += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t i = idx % half, h = (idx / half) % heads, t = idx / (half * heads);
-    T_* v = x + t * row_stride + h * head_stride + offset;
-    const int64_t ia = interleaved ? 2 * i : i, ib = interleaved ? 2 * i + 1 : i + half;
-    const float a = static_cast<float>(v[ia]), b = static_cast<float>(v[ib]);
-    const float c = cos[t * half + i], s = sin[t * half + i];
-    v[ia] = static_cast<T_>(a * c - b * s);
-    v[ib] = static_cast<T_>(b * c + a * s);
-  }
-}
-
 // Block-wide sum for blockDim.x == kThreads.
 __device__ float BlockSum(float v) {
   __shared__ float partial[kThreads / 32];
@@ -206,20 +190,6 @@ void Bf16ToF32Cuda(const bf16* x, int64_t n, float* y, cudaStream_t stream) {
 
 void F32ToBf16Cuda(const float* x, int64_t n, bf16* y, cudaStream_t stream) {
   F32ToBf16Kernel<<<Blocks(n), kThreads, 0, stream>>>(x, n, y);
-  CUDA_CHECK(cudaGetLastError());
-}
-
-void RopeCuda(const float* cos, const float* sin, int64_t T, int64_t half, bool interleaved, int64_t heads,
-              int64_t row_stride, int64_t head_stride, int64_t offset, bf16* x, cudaStream_t stream) {
-  RopeKernel<bf16><<<Blocks(T * heads * half), kThreads, 0, stream>>>(cos, sin, T, half, interleaved, heads,
-                                                                       row_stride, head_stride, offset, x);
-  CUDA_CHECK(cudaGetLastError());
-}
-
-void RopeCuda(const float* cos, const float* sin, int64_t T, int64_t half, bool interleaved, int64_t heads,
-              int64_t row_stride, int64_t head_stride, int64_t offset, float* x, cudaStream_t stream) {
-  RopeKernel<float><<<Blocks(T * heads * half), kThreads, 0, stream>>>(cos, sin, T, half, interleaved, heads,
-                                                                        row_stride, head_stride, offset, x);
   CUDA_CHECK(cudaGetLastError());
 }
 

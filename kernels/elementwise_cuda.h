@@ -1,9 +1,10 @@
 // The small CUDA kernels of the forward: embedding, activation, residual adds, dtype conversion,
-// rope, the MLA latent, LayerNorm and MoE row gather/scatter. bf16 activations, fp32 math.
+// the MLA latent, LayerNorm and MoE row gather/scatter. bf16 activations, fp32 math. (Rope has its
+// own pair: kernels/rope_cuda.h beside kernels/rope.h.)
 //
 // Their CPU references are beside them: kernels/elementwise.h (LayerNorm included; kernels/rope.h
-// for rope, kernels/norms.h's RMSNorm for the MLA latent); kernels/elementwise_cuda_test.cc compares
-// each kernel with its reference on odd shapes, model/backend_parity_test.cc compares the two
+// and kernels/norms.h's RMSNorm for the MLA latent); kernels/elementwise_cuda_test.cc compares each
+// kernel with its reference on odd shapes, model/backend_parity_test.cc compares the two
 // through the backends, and kernels/elementwise_cuda_bench.cc times them.
 // All launches are asynchronous on `stream`.
 #pragma once
@@ -28,14 +29,6 @@ void ScaleCuda(float* x, int64_t n, float s, cudaStream_t stream);
 void ScaleCuda(bf16* x, int64_t n, float s, cudaStream_t stream);
 void Bf16ToF32Cuda(const bf16* x, int64_t n, float* y, cudaStream_t stream);
 void F32ToBf16Cuda(const float* x, int64_t n, bf16* y, cudaStream_t stream);
-
-// Rotates the rope dims of x in place: for row t and head h the pairs start at
-// x + t * row_stride + h * head_stride + offset; interleaved pairs (2i, 2i+1) or half-split
-// (i, i + half). Row t uses cos/sin[t, :] ([T, half], fp32).
-void RopeCuda(const float* cos, const float* sin, int64_t T, int64_t half, bool interleaved, int64_t heads,
-              int64_t row_stride, int64_t head_stride, int64_t offset, bf16* x, cudaStream_t stream);
-void RopeCuda(const float* cos, const float* sin, int64_t T, int64_t half, bool interleaved, int64_t heads,
-              int64_t row_stride, int64_t head_stride, int64_t offset, float* x, cudaStream_t stream);
 
 // Training LayerNorm (fp32): y = xhat * w + b with xhat [rows, dim] and inv [rows] kept.
 void LayerNormTrainCuda(const float* x, const float* w, const float* b, int64_t rows, int64_t dim, float eps, float* y,

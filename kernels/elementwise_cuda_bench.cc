@@ -10,6 +10,7 @@
 #include "core/cuda_check.h"
 #include "kernels/bench_util.h"
 #include "kernels/elementwise_cuda.h"
+#include "kernels/rope_cuda.h"
 
 namespace indexcache {
 namespace {

@@ -1,9 +1,8 @@
 // Every kernel of kernels/elementwise_cuda.h against its CPU reference (kernels/elementwise.h,
-// kernels/rope.h, kernels/norms.h) on odd shapes: embedding, SiLU-mul, add, scale, the dtype
-// conversions, both rope layouts in bf16 and fp32 with strides and an offset, inference and
-// training LayerNorm and its backward, the MLA latent, and the MoE row gather / scatter-add.
-// bf16 kernels get the CPU reference on the same bf16-rounded inputs. Skips without a CUDA device
-// (CI has none).
+// kernels/norms.h, kernels/rope.h) on odd shapes: embedding, SiLU-mul, add, scale, the dtype
+// conversions, inference and training LayerNorm and its backward, the MLA latent, and the MoE row
+// gather / scatter-add. bf16 kernels get the CPU reference on the same bf16-rounded inputs. (Rope:
+// kernels/rope_cuda_test.cc.) Skips without a CUDA device (CI has none).
 #include "kernels/elementwise_cuda.h"
 
 #include <algorithm>
@@ -158,53 +157,6 @@ TEST(ElementwiseCudaTest, ConversionsMatchCoreDtype) {
     DeviceBuffer<float> dback(n);
     Bf16ToF32Cuda(B(dbits), n, dback.ptr, nullptr);
     EXPECT_EQ(Download(dback), FromBf16(want_bits)) << "Bf16ToF32";
-  }
-}
-
-// Rope in place on a strided [T, heads, head_stride] layout with the rotated dims at `offset`;
-// every element outside them must come back untouched.
-TEST(ElementwiseCudaTest, RopeBothLayoutsBothDtypesMatchCpu) {
-  if (!CudaDeviceAvailable()) GTEST_SKIP() << "no CUDA device";
-  struct Case {
-    int64_t T, heads, half, head_stride, offset;
-  };
-  for (const Case& c : {Case{1, 1, 1, 2, 0}, Case{37, 3, 16, 70, 6}, Case{129, 5, 32, 64, 0}, Case{7, 129, 8, 19, 3}}) {
-    const int64_t row_stride = c.heads * c.head_stride + 5, n = c.T * row_stride;
-    RopeConfig config;
-    const RopeTable table = BuildRopeTable(config, 2 * c.half, /*first_position=*/11, c.T);
-    const auto dcos = Upload(table.cos), dsin = Upload(table.sin);
-    for (bool interleaved : {true, false}) {
-      SCOPED_TRACE("T=" + std::to_string(c.T) + " heads=" + std::to_string(c.heads) + " half=" +
-                   std::to_string(c.half) + (interleaved ? " interleaved" : " half-split"));
-      const std::vector<float> x = Random(n, static_cast<uint32_t>(60 + c.T + c.half));
-      std::vector<float> want = x;
-      (interleaved ? ApplyRopeInterleavedCpu : ApplyRopeHalfSplitCpu)(table, want.data() + c.offset, c.T, c.heads,
-                                                                      row_stride, c.head_stride);
-      auto dx = Upload(x);
-      RopeCuda(dcos.ptr, dsin.ptr, c.T, c.half, interleaved, c.heads, row_stride, c.head_stride, c.offset, dx.ptr,
-               nullptr);
-      const std::vector<float> got = Download(dx);
-      EXPECT_LE(RelL2(got, want), kRelL2TolF32) << "fp32";
-      std::vector<bool> rotated(n, false);
-      for (int64_t t = 0; t < c.T; ++t) {
-        for (int64_t h = 0; h < c.heads; ++h) {
-          for (int64_t d = 0; d < 2 * c.half; ++d) rotated[t * row_stride + h * c.head_stride + c.offset + d] = true;
-        }
-      }
-      for (int64_t i = 0; i < n; ++i) {
-        if (!rotated[i]) ASSERT_EQ(got[i], x[i]) << "element " << i << " is outside the rope dims";
-      }
-
-      std::vector<float> xb = x;
-      const auto bits = ToBf16(&xb);
-      std::vector<float> wantb = xb;
-      (interleaved ? ApplyRopeInterleavedCpu : ApplyRopeHalfSplitCpu)(table, wantb.data() + c.offset, c.T, c.heads,
-                                                                      row_stride, c.head_stride);
-      auto dxb = Upload(bits);
-      RopeCuda(dcos.ptr, dsin.ptr, c.T, c.half, interleaved, c.heads, row_stride, c.head_stride, c.offset, B(dxb),
-               nullptr);
-      EXPECT_LE(RelL2(FromBf16(Download(dxb)), wantb), kRelL2TolBf16) << "bf16";
-    }
   }
 }
 

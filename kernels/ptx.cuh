@@ -1,4 +1,4 @@
-// Inline-PTX wrappers shared by the hand-written CUDA kernels (indexer_topk_cuda.cu,
+// Inline-PTX wrappers shared by the hand-written CUDA kernels (indexer_topk_*_cuda.cu,
 // distill_loss_cuda.cu, sparse_mla_cuda.cu), in the manner of TransformerEngine's ptx.cuh: one
 // definition of each instruction wrapper, so a fix or a new variant lands everywhere at once.
 //
@@ -97,6 +97,16 @@ __device__ __forceinline__ void MmaBf16(float* c, uint32_t a0, uint32_t a1, uint
 
 __device__ __forceinline__ void StoreShared32(uint32_t addr, uint32_t v) {
   asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(addr), "r"(v) : "memory");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Named barriers.
+
+// Barrier over the 128 threads of warpgroup wg only (ids 1 and 2; 0 is __syncthreads). Orders the
+// warpgroup's shared-memory writes before its later reads, like __syncthreads for a quarter CTA.
+// (The indexer top-k's wgmma main kernel.)
+__device__ __forceinline__ void WarpgroupBarrier(int wg) {
+  asm volatile("bar.sync %0, 128;" ::"r"(1 + wg) : "memory");
 }
 
 #if INDEXCACHE_PTX_HAS_WGMMA

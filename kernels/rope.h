@@ -4,6 +4,8 @@
 // The deepseek_v32 indexer uses HALF-SPLIT rope: pairs (x_i, x_{i + d/2}). glm_moe_dsa's indexer
 // uses the interleaved layout. Tables follow transformers (fp32 inverse frequencies and angles);
 // yarn's attention factor multiplies cos and sin, so it scales q.k by its square.
+// The CUDA rope is beside this reference: kernels/rope_cuda.h (rope_cuda.cu, rope_cuda_test.cc,
+// rope_cuda_bench.cc).
 #pragma once
 
 #include <cstdint>
@@ -14,8 +16,9 @@
 
 namespace indexcache {
 
-// A backend's copy of a table (e.g. on the GPU), made on first use so that every layer of a
-// forward shares one upload. Copying a table drops it: the copy may be modified.
+// A backend's copy of a table (e.g. on the GPU; model/cuda_backend.cc's UploadTable), made on first
+// use so that every layer of a forward shares one upload. Type-erased, so that this CPU header
+// needs nothing of CUDA. Copying a table drops it: the copy may be modified.
 struct RopeDeviceCache {
   std::shared_ptr<const void> data;
   RopeDeviceCache() = default;

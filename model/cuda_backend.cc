@@ -34,6 +34,7 @@
 #include "kernels/moe_experts_cuda.h"
 #include "kernels/moe_routing_cuda.h"
 #include "kernels/norms_cuda.h"
+#include "kernels/rope_cuda.h"
 #include "kernels/sparse_mla_cuda.h"
 #include "kernels/sparse_mla_generic_cuda.h"
 #include "model/backend.h"
