@@ -34,6 +34,7 @@ __global__ void RopeKernel(const float* cos, const float* sin, int64_t T, int64_
 
 void RopeCuda(const float* cos, const float* sin, int64_t T, int64_t half, bool interleaved, int64_t heads,
               int64_t row_stride, int64_t head_stride, int64_t offset, bf16* x, cudaStream_t stream) {
+  if (T <= 0 || heads <= 0 || half <= 0) return;  // nothing to rotate (an empty grid would be a launch error)
   RopeKernel<bf16><<<Blocks(T * heads * half), kThreads, 0, stream>>>(cos, sin, T, half, interleaved, heads,
                                                                        row_stride, head_stride, offset, x);
   CUDA_CHECK(cudaGetLastError());
@@ -41,6 +42,7 @@ void RopeCuda(const float* cos, const float* sin, int64_t T, int64_t half, bool 
 
 void RopeCuda(const float* cos, const float* sin, int64_t T, int64_t half, bool interleaved, int64_t heads,
               int64_t row_stride, int64_t head_stride, int64_t offset, float* x, cudaStream_t stream) {
+  if (T <= 0 || heads <= 0 || half <= 0) return;  // nothing to rotate (an empty grid would be a launch error)
   RopeKernel<float><<<Blocks(T * heads * half), kThreads, 0, stream>>>(cos, sin, T, half, interleaved, heads,
                                                                         row_stride, head_stride, offset, x);
   CUDA_CHECK(cudaGetLastError());
