@@ -11,8 +11,10 @@
 #include <gtest/gtest.h>
 
 #include "core/safetensors.h"
+#include "core/test_util.h"
 #include "kernels/tolerances.h"
 #include "model/batched_kv_cache.h"
+#include "model/decode_test_util.h"
 #include "model/dsa_model.h"
 
 namespace indexcache {
@@ -29,42 +31,6 @@ DsaModel Load(const char* dir) {
   auto model = DsaModel::Load(dir);
   EXPECT_TRUE(model.ok()) << model.status().ToString();
   return std::move(*model);
-}
-
-// Deterministic token ids of request `r`.
-std::vector<int32_t> Tokens(int r, int64_t n, int64_t vocab) {
-  std::vector<int32_t> t(n);
-  for (int64_t i = 0; i < n; ++i) t[i] = static_cast<int32_t>((i * 37 + r * 101 + 5 + (i * i) % 13) % vocab);
-  return t;
-}
-
-double RelL2(const float* got, const float* want, int64_t n) {
-  double num = 0, den = 0;
-  for (int64_t i = 0; i < n; ++i) {
-    num += (double(got[i]) - want[i]) * (double(got[i]) - want[i]);
-    den += double(want[i]) * want[i];
-  }
-  return std::sqrt(num / den);
-}
-
-// One request decoded alone (the existing per-request cache path): prompt, then `steps` tokens one
-// at a time; the logits of each decode step.
-std::vector<std::vector<float>> DecodeAlone(const DsaModel& model, const IndexPattern* pattern,
-                                            const std::vector<int32_t>& prompt, const std::vector<int32_t>& steps) {
-  auto cache = model.NewCache(static_cast<int64_t>(prompt.size() + steps.size()), pattern);
-  EXPECT_TRUE(cache.ok()) << cache.status().ToString();
-  ForwardOptions opts;
-  opts.cache = &*cache;
-  if (!prompt.empty()) {
-    EXPECT_TRUE(model.Forward(prompt, opts).ok());
-  }
-  std::vector<std::vector<float>> out;
-  for (int32_t t : steps) {
-    auto r = model.Forward({t}, opts);
-    EXPECT_TRUE(r.ok()) << r.status().ToString();
-    out.emplace_back(r->logits.data<float>(), r->logits.data<float>() + r->logits.numel());
-  }
-  return out;
 }
 
 // Requests with prompts of `lengths` (some shorter than index_topk, some longer), stepped together
@@ -84,7 +50,7 @@ void ExpectBatchedEqualsAlone(const char* dir, const IndexPattern* pattern, cons
   std::vector<int64_t> ids;
   std::vector<std::vector<int32_t>> prompts, next;
   for (int64_t r = 0; r < B; ++r) {
-    const std::vector<int32_t> all = Tokens(static_cast<int>(r), lengths[r] + steps, V);
+    const std::vector<int32_t> all = DecodeTestTokens(static_cast<int>(r), lengths[r] + steps, V);
     prompts.emplace_back(all.begin(), all.begin() + lengths[r]);
     next.emplace_back(all.begin() + lengths[r], all.end());
     auto id = cache->Add(lengths[r] + steps + 1 + r);  // uneven capacities
@@ -131,8 +97,8 @@ TEST(BatchedDecodeTest, DecodeStepOfAllRequestsTakesThemInIdOrder) {
   auto cache = BatchedKvCache::Create(model, 64);
   ASSERT_TRUE(cache.ok());
   const int64_t a = *cache->Add(20), b = *cache->Add(20);
-  ASSERT_TRUE(model.Prefill(&*cache, a, Tokens(0, 5, 256)).ok());
-  ASSERT_TRUE(model.Prefill(&*cache, b, Tokens(1, 7, 256)).ok());
+  ASSERT_TRUE(model.Prefill(&*cache, a, DecodeTestTokens(0, 5, 256)).ok());
+  ASSERT_TRUE(model.Prefill(&*cache, b, DecodeTestTokens(1, 7, 256)).ok());
   auto step = model.DecodeStep({11, 12}, &*cache);
   ASSERT_TRUE(step.ok()) << step.status().ToString();
   EXPECT_EQ(step->requests, (std::vector<int64_t>{a, b}));
@@ -158,7 +124,7 @@ TEST(BatchedDecodeTest, AddingAndRemovingRequestsBetweenSteps) {
     auto id = cache->Add(40);
     EXPECT_TRUE(id.ok()) << id.status().ToString();
     q.id = *id;
-    const std::vector<int32_t> all = Tokens(seed, prompt_len + steps, V);
+    const std::vector<int32_t> all = DecodeTestTokens(seed, prompt_len + steps, V);
     q.prompt.assign(all.begin(), all.begin() + prompt_len);
     q.next.assign(all.begin() + prompt_len, all.end());
     if (prompt_len > 0) {
@@ -234,10 +200,10 @@ TEST(BatchedDecodeTest, OverflowAndBadInputAreErrorsThatChangeNothing) {
   auto cache = BatchedKvCache::Create(model, 32);
   ASSERT_TRUE(cache.ok());
   const int64_t small = *cache->Add(4), big = *cache->Add(20);
-  ASSERT_TRUE(model.Prefill(&*cache, small, Tokens(0, 3, 256)).ok());
-  ASSERT_TRUE(model.Prefill(&*cache, big, Tokens(1, 5, 256)).ok());
+  ASSERT_TRUE(model.Prefill(&*cache, small, DecodeTestTokens(0, 3, 256)).ok());
+  ASSERT_TRUE(model.Prefill(&*cache, big, DecodeTestTokens(1, 5, 256)).ok());
   // Prefill past a request's capacity.
-  auto over = model.Prefill(&*cache, small, Tokens(2, 2, 256));
+  auto over = model.Prefill(&*cache, small, DecodeTestTokens(2, 2, 256));
   ASSERT_FALSE(over.ok());
   EXPECT_NE(over.status().message().find("request " + std::to_string(small)), std::string::npos);
   ASSERT_TRUE(model.DecodeStep({small, big}, {1, 2}, &*cache).ok());  // fills `small`: 4 of 4

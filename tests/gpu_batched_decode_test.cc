@@ -16,47 +16,16 @@
 #include <nlohmann/json.hpp>
 
 #include "core/cuda_check.h"
+#include "core/test_util.h"
 #include "kernels/tolerances.h"
 #include "model/batched_kv_cache.h"
 #include "model/config.h"
+#include "model/decode_test_util.h"
 #include "model/dsa_model.h"
 #include "model/random_weights.h"
 
 namespace indexcache {
 namespace {
-
-std::vector<int32_t> Tokens(int r, int64_t n, int64_t vocab) {
-  std::vector<int32_t> t(n);
-  for (int64_t i = 0; i < n; ++i) t[i] = static_cast<int32_t>((i * 37 + r * 101 + 5 + (i * i) % 13) % vocab);
-  return t;
-}
-
-double RelL2(const float* got, const float* want, int64_t n) {
-  double num = 0, den = 0;
-  for (int64_t i = 0; i < n; ++i) {
-    num += (double(got[i]) - want[i]) * (double(got[i]) - want[i]);
-    den += double(want[i]) * want[i];
-  }
-  return std::sqrt(num / den);
-}
-
-std::vector<std::vector<float>> DecodeAlone(const DsaModel& model, const IndexPattern* pattern,
-                                            const std::vector<int32_t>& prompt, const std::vector<int32_t>& steps) {
-  auto cache = model.NewCache(static_cast<int64_t>(prompt.size() + steps.size()), pattern);
-  EXPECT_TRUE(cache.ok()) << cache.status().ToString();
-  ForwardOptions opts;
-  opts.cache = &*cache;
-  if (!prompt.empty()) {
-    EXPECT_TRUE(model.Forward(prompt, opts).ok());
-  }
-  std::vector<std::vector<float>> out;
-  for (int32_t t : steps) {
-    auto r = model.Forward({t}, opts);
-    EXPECT_TRUE(r.ok()) << r.status().ToString();
-    out.emplace_back(r->logits.data<float>(), r->logits.data<float>() + r->logits.numel());
-  }
-  return out;
-}
 
 // Requests with `lengths` of prompt stepped `steps` times together; after the first step request 1
 // leaves and a newcomer (prompt `lengths[1]`) takes its slot.
@@ -76,7 +45,7 @@ void ExpectBatchedMatchesAlone(const DsaModel& model, const IndexPattern* patter
   auto make = [&](int seed, int64_t n) {
     Req q;
     q.id = *cache->Add(cap);
-    const std::vector<int32_t> all = Tokens(seed, n + steps, V);
+    const std::vector<int32_t> all = DecodeTestTokens(seed, n + steps, V);
     const std::vector<int32_t> prompt(all.begin(), all.begin() + n);
     q.next.assign(all.begin() + n, all.end());
     if (n > 0) {
