@@ -35,6 +35,7 @@
 
 #include "core/cuda_check.h"
 #include "kernels/ptx.cuh"
+#include "kernels/sparse_mla_cuda_internal.h"
 
 // wgmma exists only in the sm_90a target; the compute_90 PTX that the build also embeds gets a
 // kernel that traps (a driver JIT for a non-Hopper GPU cannot run this kernel anyway).
@@ -318,6 +319,21 @@ void SparseMlaCuda(const SparseMlaCudaParams& p, cudaStream_t stream) {
   if (!Aligned16(p.q) || !Aligned16(p.kv) || !Aligned16(p.out)) Unsupported("q, kv and out must be 16-byte aligned");
   const int64_t head_groups = (p.H + kHeadsPerCta - 1) / kHeadsPerCta;
   if (p.T * head_groups > INT32_MAX) Unsupported("too many (token, head group) blocks");
+  switch (p.variant) {
+    case SparseMlaVariant::kTwoWarpgroups:
+      sparse_mla::LaunchTwoWarpgroups(p, stream);
+      return;
+    case SparseMlaVariant::kWarpSpecialized:
+      sparse_mla::LaunchWarpSpecialized(p, stream);
+      return;
+  }
+  Unsupported("unknown variant");
+}
+
+namespace sparse_mla {
+
+void LaunchTwoWarpgroups(const SparseMlaCudaParams& p, cudaStream_t stream) {
+  const int64_t head_groups = (p.H + kHeadsPerCta - 1) / kHeadsPerCta;
   CUDA_CHECK(cudaFuncSetAttribute(SparseMlaKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes));
   constexpr float kLog2e = 1.4426950408889634f;
   SparseMlaKernel<<<static_cast<unsigned>(p.T * head_groups), kThreads, kSmemBytes, stream>>>(
@@ -326,4 +342,5 @@ void SparseMlaCuda(const SparseMlaCudaParams& p, cudaStream_t stream) {
   CUDA_CHECK(cudaGetLastError());
 }
 
+}  // namespace sparse_mla
 }  // namespace indexcache

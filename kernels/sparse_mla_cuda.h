@@ -20,6 +20,13 @@
 
 namespace indexcache {
 
+// Which kernel runs (both support every size above and give the same results up to fp32 summation
+// order; see kernels/sparse_mla_cuda_internal.h).
+enum class SparseMlaVariant : int {
+  kTwoWarpgroups = 0,    // sparse_mla_cuda.cu: S, softmax and P V of a 64-key chunk in series
+  kWarpSpecialized = 1,  // sparse_mla_ws_cuda.cu: loader warpgroup, consumers alternate key blocks
+};
+
 struct SparseMlaCudaParams {
   const __nv_bfloat16* q = nullptr;   // [T, H, d_qk] absorbed queries (device)
   const __nv_bfloat16* kv = nullptr;  // [L, d_qk]    latents; values are the first d_v dims (device)
@@ -28,6 +35,7 @@ struct SparseMlaCudaParams {
   float scale = 1.0f;                 // softmax scale applied to q . kv
   __nv_bfloat16* out = nullptr;       // [T, H, d_v]  (device)
   float* lse = nullptr;               // [T, H]       natural-log LSE; optional (may be null) (device)
+  SparseMlaVariant variant = SparseMlaVariant::kTwoWarpgroups;
 };
 
 // Asynchronous on `stream`; unsupported sizes and launch errors abort (CUDA_CHECK style).

@@ -1,6 +1,9 @@
 // SparseMlaCuda throughput at DeepSeek-V3.2 prefill shapes (H = 128, d_qk = 576, d_v = 512,
 // topk = 2048, T = 4096 queries, random valid indices into L = 8K / 32K / 128K latents; plus one
-// GLM-5 row with H = 64), against a bf16 GEMM ceiling measured in the same run with cuBLAS.
+// GLM-5 row with H = 64), against a bf16 GEMM ceiling measured in the same run with cuBLAS; and
+// the decode shape: T = 64 / 128 queries (one per request), each with its own 2048 keys of its own
+// 32K context (a pool of T x 32K latents, as batched decode lays them out). Every row for both
+// kernels (SparseMlaVariant).
 //
 //   sparse_mla_cuda_bench [--json PATH]
 //
@@ -23,8 +26,16 @@ constexpr int kWarmup = 3;
 constexpr int kIters = 15;
 
 struct Result {
-  int64_t H, L;
+  const char* variant;
+  const char* shape;  // "prefill" or "decode"
+  int64_t T, H, L;    // L: the context each query selects from
   double ms, tflops, kv_gbps;
+};
+
+struct Shape {
+  const char* name;
+  int64_t T, H, L;  // decode: each query t selects from its own rows [t L, (t + 1) L)
+  bool per_query_context;
 };
 
 int Main(int argc, char** argv) {
@@ -34,7 +45,8 @@ int Main(int argc, char** argv) {
   if (!BenchDeviceProps(&prop)) return 0;
 
   constexpr int64_t T = 4096, kHMax = 128, kDqk = 576, kDv = 512, kTopk = 2048, kLMax = 128 * 1024;
-  const size_t nq = T * kHMax * kDqk, nkv = kLMax * kDqk, nout = T * kHMax * kDv;
+  constexpr int64_t kDecodeTMax = 128, kDecodeL = 32 * 1024, kPoolRows = kDecodeTMax * kDecodeL;  // 4M rows
+  const size_t nq = T * kHMax * kDqk, nkv = kPoolRows * kDqk, nout = T * kHMax * kDv;
   __nv_bfloat16 *q, *kv, *out;
   float* lse;
   int32_t* idx;
@@ -44,64 +56,78 @@ int Main(int argc, char** argv) {
   CUDA_CHECK(cudaMalloc(&lse, T * kHMax * sizeof(float)));
   CUDA_CHECK(cudaMalloc(&idx, T * kTopk * sizeof(int32_t)));
   FillRandomBf16(q, nq, 1);
-  FillRandomBf16(kv, nkv, 2);
+  // 128K random latents, repeated over the decode pool (4.8 GB; the values do not matter for speed).
+  FillRandomBf16(kv, kLMax * kDqk, 2);
+  for (int64_t r = kLMax; r < kPoolRows; r += kLMax) {
+    CUDA_CHECK(cudaMemcpy(kv + r * kDqk, kv, kLMax * kDqk * 2, cudaMemcpyDeviceToDevice));
+  }
 
   // cuBLAS bf16 GEMM ceiling: 8192^3.
   const double gemm_tflops = MeasureBf16GemmTflops(8192);
 
   std::vector<Result> results;
   std::vector<int32_t> hidx(T * kTopk);
-  uint64_t x = 12345;
-  for (const auto& [H, L] : std::vector<std::pair<int64_t, int64_t>>{
-           {128, 8 * 1024}, {128, 32 * 1024}, {128, 128 * 1024}, {64, 32 * 1024}}) {
-    for (int32_t& v : hidx) {
-      x ^= x << 13;
-      x ^= x >> 7;
-      x ^= x << 17;
-      v = static_cast<int32_t>((x >> 20) % static_cast<uint64_t>(L));
+  const std::vector<Shape> shapes = {{"prefill", T, 128, 8 * 1024, false},  {"prefill", T, 128, 32 * 1024, false},
+                                     {"prefill", T, 128, 128 * 1024, false}, {"prefill", T, 64, 32 * 1024, false},
+                                     {"decode", 64, 128, kDecodeL, true},    {"decode", 128, 128, kDecodeL, true}};
+  for (const Shape& sh : shapes) {
+    uint64_t x = 12345;
+    for (int64_t t = 0; t < sh.T; ++t) {
+      for (int64_t j = 0; j < kTopk; ++j) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        const int64_t key = static_cast<int64_t>((x >> 20) % static_cast<uint64_t>(sh.L));
+        hidx[t * kTopk + j] = static_cast<int32_t>(sh.per_query_context ? t * sh.L + key : key);
+      }
     }
-    CUDA_CHECK(cudaMemcpy(idx, hidx.data(), hidx.size() * sizeof(int32_t), cudaMemcpyHostToDevice));
-    SparseMlaCudaParams p;
-    p.q = q;
-    p.kv = kv;
-    p.indices = idx;
-    p.T = T;
-    p.H = H;
-    p.d_qk = kDqk;
-    p.d_v = kDv;
-    p.L = L;
-    p.topk = kTopk;
-    p.scale = 1.f / 13.856406f;  // 1/sqrt(192)
-    p.out = out;
-    p.lse = lse;
-    const double ms = MedianMs([&] { SparseMlaCuda(p, nullptr); }, kWarmup, kIters);
-    const double flops = 2.0 * H * (kDqk + kDv) * kTopk * T;
-    const double kv_bytes = double{T} * kTopk * kDqk * 2;
-    results.push_back({H, L, ms, flops / (ms * 1e9), kv_bytes / (ms * 1e6)});
+    CUDA_CHECK(cudaMemcpy(idx, hidx.data(), sh.T * kTopk * sizeof(int32_t), cudaMemcpyHostToDevice));
+    for (const SparseMlaVariant variant : {SparseMlaVariant::kTwoWarpgroups, SparseMlaVariant::kWarpSpecialized}) {
+      SparseMlaCudaParams p;
+      p.q = q;
+      p.kv = kv;
+      p.indices = idx;
+      p.T = sh.T;
+      p.H = sh.H;
+      p.d_qk = kDqk;
+      p.d_v = kDv;
+      p.L = sh.per_query_context ? sh.T * sh.L : sh.L;
+      p.topk = kTopk;
+      p.scale = 1.f / 13.856406f;  // 1/sqrt(192)
+      p.out = out;
+      p.lse = lse;
+      p.variant = variant;
+      const double ms = MedianMs([&] { SparseMlaCuda(p, nullptr); }, kWarmup, kIters);
+      const double flops = 2.0 * sh.H * (kDqk + kDv) * kTopk * sh.T;
+      const double kv_bytes = double(sh.T) * kTopk * kDqk * 2;
+      results.push_back({variant == SparseMlaVariant::kTwoWarpgroups ? "two_warpgroups" : "warp_specialized",
+                         sh.name, sh.T, sh.H, sh.L, ms, flops / (ms * 1e9), kv_bytes / (ms * 1e6)});
+    }
   }
 
-  std::printf("SparseMlaCuda bf16 on %s (%d SMs); T=%lld, topk=%lld, d_qk=%lld, d_v=%lld, median of %d\n",
-              prop.name, prop.multiProcessorCount, static_cast<long long>(T), static_cast<long long>(kTopk),
-              static_cast<long long>(kDqk), static_cast<long long>(kDv), kIters);
+  std::printf("SparseMlaCuda bf16 on %s (%d SMs); topk=%lld, d_qk=%lld, d_v=%lld, median of %d\n", prop.name,
+              prop.multiProcessorCount, static_cast<long long>(kTopk), static_cast<long long>(kDqk),
+              static_cast<long long>(kDv), kIters);
   std::printf("cuBLAS bf16 GEMM 8192^3: %.0f TFLOP/s\n\n", gemm_tflops);
-  std::printf("| H | L | median ms | TFLOP/s | of GEMM | KV GB/s (logical) |\n|---:|---:|---:|---:|---:|---:|\n");
+  std::printf("| kernel | shape | T | H | L | median ms | TFLOP/s | of GEMM | KV GB/s (logical) |\n"
+              "|---|---|---:|---:|---:|---:|---:|---:|---:|\n");
   for (const Result& r : results) {
-    std::printf("| %lld | %lldK | %.3f | %.0f | %.0f%% | %.0f |\n", static_cast<long long>(r.H),
-                static_cast<long long>(r.L / 1024), r.ms, r.tflops, 100.0 * r.tflops / gemm_tflops, r.kv_gbps);
+    std::printf("| %s | %s | %lld | %lld | %lldK | %.3f | %.0f | %.0f%% | %.0f |\n", r.variant, r.shape,
+                static_cast<long long>(r.T), static_cast<long long>(r.H), static_cast<long long>(r.L / 1024), r.ms,
+                r.tflops, 100.0 * r.tflops / gemm_tflops, r.kv_gbps);
   }
 
   if (json_path != nullptr) {
     FILE* f = OpenJsonFile(json_path);
     if (f == nullptr) return 1;
-    std::fprintf(f, "{\"device\": \"%s\", \"gemm_bf16_tflops\": %.1f, \"iters\": %d, \"T\": %lld, \"topk\": %lld, "
-                 "\"sparse_mla_bf16\": [", prop.name, gemm_tflops, kIters, static_cast<long long>(T),
-                 static_cast<long long>(kTopk));
+    std::fprintf(f, "{\"device\": \"%s\", \"gemm_bf16_tflops\": %.1f, \"iters\": %d, \"topk\": %lld, "
+                 "\"sparse_mla_bf16\": [", prop.name, gemm_tflops, kIters, static_cast<long long>(kTopk));
     for (size_t i = 0; i < results.size(); ++i) {
       const Result& r = results[i];
-      std::fprintf(f, "%s\n  {\"H\": %lld, \"L\": %lld, \"median_ms\": %.4f, \"tflops\": %.1f, "
-                   "\"fraction_of_gemm\": %.3f, \"kv_gbps_logical\": %.1f}", i ? "," : "",
-                   static_cast<long long>(r.H), static_cast<long long>(r.L), r.ms, r.tflops, r.tflops / gemm_tflops,
-                   r.kv_gbps);
+      std::fprintf(f, "%s\n  {\"kernel\": \"%s\", \"shape\": \"%s\", \"T\": %lld, \"H\": %lld, \"L\": %lld, "
+                   "\"median_ms\": %.4f, \"tflops\": %.1f, \"fraction_of_gemm\": %.3f, \"kv_gbps_logical\": %.1f}",
+                   i ? "," : "", r.variant, r.shape, static_cast<long long>(r.T), static_cast<long long>(r.H),
+                   static_cast<long long>(r.L), r.ms, r.tflops, r.tflops / gemm_tflops, r.kv_gbps);
     }
     std::fprintf(f, "\n]}\n");
     std::fclose(f);

@@ -42,7 +42,7 @@ struct Result {
 // Random q, kv ~ N(0, 1) rounded to bf16. With scale 1/sqrt(192) (DeepSeek's head dim) logits have a
 // spread of ~1.7 and the softmax is neither flat nor one-hot; with 0.25 (~6) the running max keeps
 // jumping, which exercises the kernel's rescaling of partial outputs.
-Result RunCase(const Case& c, uint32_t seed) {
+Result RunCase(const Case& c, uint32_t seed, SparseMlaVariant variant) {
   std::mt19937 rng(seed);
   std::normal_distribution<float> normal(0.f, 1.f);
   std::vector<uint16_t> qb(c.T * c.H * kDqk), kvb(c.L * kDqk);
@@ -109,6 +109,7 @@ Result RunCase(const Case& c, uint32_t seed) {
   p.scale = scale;
   p.out = dout.ptr;
   p.lse = dlse.ptr;
+  p.variant = variant;
   SparseMlaCuda(p, nullptr);
   CUDA_CHECK(cudaDeviceSynchronize());
 
@@ -126,24 +127,28 @@ class SparseMlaCudaTest : public ::testing::TestWithParam<Case> {};
 TEST_P(SparseMlaCudaTest, MatchesCpuOnRoundedInputs) {
   if (!CudaDeviceAvailable()) GTEST_SKIP() << "no CUDA device";
   const Case c = GetParam();
-  const Result r = RunCase(c, 7000 + static_cast<uint32_t>(c.T * 131 + c.H * 17 + c.L + c.topk));
+  // Both kernels on the same inputs (the same seed) against the same reference.
+  for (const SparseMlaVariant variant : {SparseMlaVariant::kTwoWarpgroups, SparseMlaVariant::kWarpSpecialized}) {
+    SCOPED_TRACE(variant == SparseMlaVariant::kTwoWarpgroups ? "kTwoWarpgroups" : "kWarpSpecialized");
+    const Result r = RunCase(c, 7000 + static_cast<uint32_t>(c.T * 131 + c.H * 17 + c.L + c.topk), variant);
 
-  for (float v : r.out) ASSERT_TRUE(std::isfinite(v)) << "unwritten or non-finite output";
-  EXPECT_LE(RelL2(r.out, r.ref_out), kRelL2TolBf16);
-  double max_lse_err = 0.0;
-  for (size_t i = 0; i < r.lse.size(); ++i) {
-    if (std::isinf(r.ref_lse[i])) {
-      EXPECT_TRUE(std::isinf(r.lse[i]) && r.lse[i] > 0) << "lse[" << i << "] = " << r.lse[i];
-    } else {
-      max_lse_err = std::max(max_lse_err, std::fabs(static_cast<double>(r.lse[i]) - r.ref_lse[i]));
+    for (float v : r.out) ASSERT_TRUE(std::isfinite(v)) << "unwritten or non-finite output";
+    EXPECT_LE(RelL2(r.out, r.ref_out), kRelL2TolBf16);
+    double max_lse_err = 0.0;
+    for (size_t i = 0; i < r.lse.size(); ++i) {
+      if (std::isinf(r.ref_lse[i])) {
+        EXPECT_TRUE(std::isinf(r.lse[i]) && r.lse[i] > 0) << "lse[" << i << "] = " << r.lse[i];
+      } else {
+        max_lse_err = std::max(max_lse_err, std::fabs(static_cast<double>(r.lse[i]) - r.ref_lse[i]));
+      }
     }
-  }
-  EXPECT_LE(max_lse_err, 1e-3);
+    EXPECT_LE(max_lse_err, 1e-3);
 
-  if (c.empty_t >= 0) {
-    for (int64_t h = 0; h < c.H; ++h) {
-      EXPECT_EQ(r.lse[c.empty_t * c.H + h], std::numeric_limits<float>::infinity());
-      for (int64_t d = 0; d < kDv; ++d) ASSERT_EQ(r.out[(c.empty_t * c.H + h) * kDv + d], 0.f);
+    if (c.empty_t >= 0) {
+      for (int64_t h = 0; h < c.H; ++h) {
+        EXPECT_EQ(r.lse[c.empty_t * c.H + h], std::numeric_limits<float>::infinity());
+        for (int64_t d = 0; d < kDv; ++d) ASSERT_EQ(r.out[(c.empty_t * c.H + h) * kDv + d], 0.f);
+      }
     }
   }
 }
@@ -156,7 +161,8 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{"topk2048_h128", 5, 128, 4099, 2048, false, -1},
                       Case{"topk2048_h128_holes", 3, 128, 4099, 2048, true, 1},
                       Case{"topk2048_h64_sharp", 3, 64, 5000, 2048, true, -1, 0.25f},
-                      Case{"odd_h16_sharp", 9, 16, 300, 333, true, 2, 0.25f}),
+                      Case{"odd_h16_sharp", 9, 16, 300, 333, true, 2, 0.25f},
+                      Case{"odd_h128_sharp", 6, 128, 2000, 1000, true, 4, 0.25f}),  // odd pair count
     [](const ::testing::TestParamInfo<Case>& info) { return std::string(info.param.name); });
 
 }  // namespace

@@ -1,0 +1,521 @@
+// Sparse MLA (absorbed MQA form) on Hopper, warp-specialised: one CTA per (query token, group of 64
+// heads), 384 threads = two consumer warpgroups (WG0, WG1) and one loader warpgroup (WG2).
+//
+// Why this shape (the two-warpgroup kernel in sparse_mla_cuda.cu ran S, softmax and P V of each
+// 64-key chunk in series with CTA barriers between, S at N = 32 per warpgroup, the gathers issued
+// by the computing threads):
+//   - The loader gathers latents with cp.async into two 64-key stages and signals mbarriers; it
+//     gives registers to the consumers (setmaxnreg), which never wait on their own copies.
+//   - The keys are taken in pairs of 64-key blocks: WG0 owns block 2i (stage 0), WG1 block 2i + 1
+//     (stage 1). Each computes S = Q K^T for all 64 heads x its 64 keys (wgmma N = 64: Q's reads
+//     from shared memory amortised over twice the keys) and the softmax of its own block, while the
+//     other warpgroup's wgmmas keep the tensor cores busy (the two drift into a ping-pong).
+//   - d_v is split: WG0 accumulates output columns [0, 256), WG1 [256, 512) (128 fp32 per thread).
+//     So each needs both blocks' P: its own from registers (wgmma with A in registers), the other's
+//     through shared memory. WG0's P goes into stage 0's RoPE columns (dead once S of block 2i is
+//     done), WG1's into an 8 KB buffer: Q + 2 stages + P = 224 KB.
+//   - Both warpgroups keep the same running max: WG0 publishes max(m, block 2i), WG1 extends it with
+//     block 2i + 1 and publishes it back, WG0 rescales its P (still fp32 in registers) before it
+//     shares it. The max moves only when it grows by > 2^8 (base 2), so O is rarely rescaled.
+//   - Each stage is loaded and freed in two halves (columns [0, 256) and [256, 576)), ordered so
+//     that the half freed first is refilled first: stage 0's left half is free as soon as WG0 has
+//     multiplied its own P by it.
+// Per pair i (ready / free: mbarriers; M0, M1, P0, P1, L: named barriers over WG0 + WG1):
+//   WG0: S0 (waits ready 0L, 0R) | softmax, publish m_a -> M0 | O += P0 V0[:, :256] (regs) | free 0L
+//        | M1: m_b, rescale P0, O -> sP0 -> P0 | P1: O += sP1 V1[:, :256] | S0 of pair i + 1, free 1L
+//   WG1: S1 (waits ready 1R, 1L) | M0: m_a, softmax, publish m_b -> M1 | O += P1 V1[:, 256:] (regs),
+//        sP1 -> P1 | P0: O += sP0 V0[:, 256:] | free 1R, free 0R
+//   WG2: per pair, gathers 0L, 1R, 0R, 1L, each after its free barrier.
+// Invalid keys (-1, out of range, past topk) are zero-filled by the loader and masked to -inf by
+// the consumers, which read the indices themselves.
+#include <cmath>
+#include <cstdint>
+
+#include "core/cuda_check.h"
+#include "kernels/ptx.cuh"
+#include "kernels/sparse_mla_cuda_internal.h"
+
+namespace indexcache {
+namespace sparse_mla {
+namespace {
+
+constexpr int kDqk = 576;
+constexpr int kDv = 512;
+constexpr int kHeads = 64;    // heads per CTA
+constexpr int kBlockKeys = 64;  // keys per block; blocks go in pairs
+constexpr int kThreads = 384;
+constexpr int kColBlocks = kDqk / 64;                     // 9 column blocks of 64
+constexpr int kBlockBytes = 64 * 128;                     // 64 rows x 64 bf16 columns, 128-byte swizzle
+constexpr int kTileBytes = kColBlocks * kBlockBytes;      // 73728: 64 rows x 576 columns
+constexpr int kLeftBlocks = 4;                            // half 0: column blocks [0, 4); half 1: [4, 9)
+
+// Shared memory plan (offsets from a 1024-byte-aligned base).
+struct Plan {
+  static constexpr int kQ = 0;                            // Q, 64 heads x 576
+  static constexpr int kKv = kQ + kTileBytes;             // 2 stages x 64 keys x 576
+  static constexpr int kP1 = kKv + 2 * kTileBytes;        // WG1's P, 64 x 64 bf16
+  static constexpr int kM = kP1 + kBlockBytes;            // float[64]: running max exchange
+  static constexpr int kL = kM + 64 * 4;                  // float[2][64]: row sums at the end
+  static constexpr int kBars = kL + 2 * 64 * 4;           // 9 mbarriers
+  static constexpr int kUsed = kBars + 16 * 8;
+  static constexpr int kBytes = kUsed + 1024;             // slack to align the base
+  // WG0's P lives in stage 0's RoPE block (column block 8).
+  static constexpr int kP0 = kKv + 8 * kBlockBytes;
+  __host__ __device__ static constexpr int QBar() { return kBars; }
+  __host__ __device__ static constexpr int Ready(int stage, int half) { return kBars + 8 * (1 + 2 * stage + half); }
+  __host__ __device__ static constexpr int Free(int stage, int half) { return kBars + 8 * (5 + 2 * stage + half); }
+};
+static_assert(Plan::kBytes <= 227 * 1024, "shared memory budget");
+
+enum NamedBarrier : int { kBarM0 = 1, kBarM1 = 2, kBarP0 = 3, kBarP1 = 4, kBarL = 5 };
+constexpr int kConsumerThreads = 256;
+constexpr float kMaxSlack = 8.f;  // base 2: p <= 256, l <= 256 topk
+
+#if INDEXCACHE_PTX_HAS_WGMMA
+using namespace ptx;
+
+__device__ __forceinline__ uint32_t PackBf16(float lo, float hi) {
+  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+  return *reinterpret_cast<const uint32_t*>(&v);
+}
+
+// wgmma descriptors as (low word, high word): the low word holds the shared address >> 4 (14 bits),
+// so the descriptor of base + off is the base's low word + off / 16 (no carry: every address here
+// is below 256 KB). Adding a constant to one 32-bit word keeps the 72 descriptors of an S pass
+// cheap to rematerialise instead of precomputed, 64-bit, and spilled.
+// Opaque() hides the base from the optimiser at each GEMM, which otherwise hoists every descriptor
+// of the loop out of it and spills them.
+struct Desc {
+  uint32_t lo, hi;
+  __device__ __forceinline__ uint64_t At(uint32_t off) const {
+    return (static_cast<uint64_t>(hi) << 32) | (lo + (off >> 4));
+  }
+  __device__ __forceinline__ Desc Opaque() const {
+    Desc d;
+    asm volatile("mov.b32 %0, %2;\n\tmov.b32 %1, %3;\n" : "=r"(d.lo), "=r"(d.hi) : "r"(lo), "r"(hi));
+    return d;
+  }
+};
+__device__ __forceinline__ Desc MakeDesc(uint32_t addr, uint32_t lbo) {
+  const uint64_t d = WgmmaDesc(addr, lbo, 1024);
+  return {static_cast<uint32_t>(d), static_cast<uint32_t>(d >> 32)};
+}
+
+// S (+)= Q K^T over column blocks [kB0, kB1) of one stage: 64 heads x 64 keys, 4 wgmmas per block.
+template <int kB0, int kB1>
+__device__ __forceinline__ void IssueS(float (&s)[32], Desc dq_in, Desc dk_in, bool first) {
+  const Desc dq = dq_in.Opaque(), dk = dk_in.Opaque();
+#pragma unroll
+  for (int b = kB0; b < kB1; ++b) {
+#pragma unroll
+    for (int kk = 0; kk < 4; ++kk) {
+      WgmmaM64N64K16(s, dq.At(b * kBlockBytes + kk * 32), dk.At(b * kBlockBytes + kk * 32),
+                     (first && b == kB0 && kk == 0) ? 0 : 1);
+    }
+  }
+}
+
+// O += P V over one 64-key block, P in registers (pr[4 ks .. 4 ks + 3] is the k-slice ks), V the 256
+// columns whose MN-major descriptor is dv (lbo: one 64-column block).
+__device__ __forceinline__ void IssuePvRegs(float (&o)[128], const uint32_t (&pr)[16], Desc dv_in) {
+  const Desc dv = dv_in.Opaque();
+#pragma unroll
+  for (int ks = 0; ks < 4; ++ks) {
+    WgmmaM64N256K16RegATransB(o, pr[4 * ks], pr[4 * ks + 1], pr[4 * ks + 2], pr[4 * ks + 3], dv.At(ks * 16 * 128), 1);
+  }
+}
+
+// O += P V with P from shared memory (64 x 64, swizzled, K-major descriptor dp).
+__device__ __forceinline__ void IssuePvSmem(float (&o)[128], Desc dp_in, Desc dv_in) {
+  const Desc dp = dp_in.Opaque(), dv = dv_in.Opaque();
+#pragma unroll
+  for (int ks = 0; ks < 4; ++ks) WgmmaM64N256K16TransB(o, dp.At(ks * 32), dv.At(ks * 16 * 128), 1);
+}
+
+// Bit 2n + e: key 8n + 2q + e of block `blk` is valid (q = lane % 4: this thread's columns).
+__device__ __forceinline__ uint32_t ValidMask(const int32_t* idx_row, int blk, int topk, int L, int q) {
+  uint32_t mask = 0;
+#pragma unroll
+  for (int n = 0; n < 8; ++n) {
+#pragma unroll
+    for (int e = 0; e < 2; ++e) {
+      const int j = blk * kBlockKeys + 8 * n + 2 * q + e;
+      const int v = j < topk ? __ldg(idx_row + j) : -1;
+      if (v >= 0 && v < L) mask |= 1u << (2 * n + e);
+    }
+  }
+  return mask;
+}
+
+// Scales S to base-2 logits, masks invalid keys to -inf, returns the rows' block max (quad-reduced).
+__device__ __forceinline__ void ScaleMaskMax(float (&s)[32], uint32_t mask, float scale_log2, float& bm0,
+                                             float& bm1) {
+  bm0 = -INFINITY;
+  bm1 = -INFINITY;
+#pragma unroll
+  for (int n = 0; n < 8; ++n) {
+#pragma unroll
+    for (int e = 0; e < 2; ++e) {
+      const bool valid = (mask >> (2 * n + e)) & 1u;
+      s[4 * n + e] = valid ? s[4 * n + e] * scale_log2 : -INFINITY;
+      s[4 * n + 2 + e] = valid ? s[4 * n + 2 + e] * scale_log2 : -INFINITY;
+      bm0 = fmaxf(bm0, s[4 * n + e]);
+      bm1 = fmaxf(bm1, s[4 * n + 2 + e]);
+    }
+  }
+  bm0 = fmaxf(bm0, __shfl_xor_sync(0xffffffffu, bm0, 1));
+  bm0 = fmaxf(bm0, __shfl_xor_sync(0xffffffffu, bm0, 2));
+  bm1 = fmaxf(bm1, __shfl_xor_sync(0xffffffffu, bm1, 1));
+  bm1 = fmaxf(bm1, __shfl_xor_sync(0xffffffffu, bm1, 2));
+}
+
+// The running max after a block whose max is bm, starting from m (kept unless bm exceeds it by more
+// than kMaxSlack).
+__device__ __forceinline__ float NextMax(float m, float bm) {
+  return (m == -INFINITY || bm > m + kMaxSlack) ? bm : m;
+}
+
+// s <- exp2(s - m) (0 for masked keys; m = -inf, no valid key yet, uses base 0); returns the row sums.
+__device__ __forceinline__ void Exponentiate(float (&s)[32], float m0, float m1, float& sum0, float& sum1) {
+  const float base0 = m0 == -INFINITY ? 0.f : m0, base1 = m1 == -INFINITY ? 0.f : m1;
+  sum0 = 0.f;
+  sum1 = 0.f;
+#pragma unroll
+  for (int n = 0; n < 8; ++n) {
+    s[4 * n] = exp2f(s[4 * n] - base0);
+    s[4 * n + 1] = exp2f(s[4 * n + 1] - base0);
+    s[4 * n + 2] = exp2f(s[4 * n + 2] - base1);
+    s[4 * n + 3] = exp2f(s[4 * n + 3] - base1);
+    sum0 += s[4 * n] + s[4 * n + 1];
+    sum1 += s[4 * n + 2] + s[4 * n + 3];
+  }
+}
+
+// exp2(from - to), 1 when unchanged (also when both are -inf).
+__device__ __forceinline__ float Rescale(float from, float to) { return from == to ? 1.f : exp2f(from - to); }
+
+__device__ __forceinline__ void ScaleO(float (&o)[128], float a0, float a1) {
+  if (__any_sync(0xffffffffu, a0 != 1.f || a1 != 1.f)) {
+#pragma unroll
+    for (int n = 0; n < 32; ++n) {
+      o[4 * n] *= a0;
+      o[4 * n + 1] *= a0;
+      o[4 * n + 2] *= a1;
+      o[4 * n + 3] *= a1;
+    }
+  }
+}
+
+// Stores P (bf16 pairs, pr[2n]: row0, pr[2n + 1]: row1, columns 8n + 2q) into a swizzled 64 x 64 tile.
+__device__ __forceinline__ void StoreP(uint32_t sP, const uint32_t (&pr)[16], int row0, int row1, int q) {
+#pragma unroll
+  for (int n = 0; n < 8; ++n) {
+    StoreShared32(sP + row0 * 128 + ((n ^ (row0 & 7)) << 4) + 4 * q, pr[2 * n]);
+    StoreShared32(sP + row1 * 128 + ((n ^ (row1 & 7)) << 4) + 4 * q, pr[2 * n + 1]);
+  }
+}
+
+__device__ __forceinline__ void PackP(const float (&s)[32], uint32_t (&pr)[16], float f0, float f1) {
+#pragma unroll
+  for (int n = 0; n < 8; ++n) {
+    pr[2 * n] = PackBf16(s[4 * n] * f0, s[4 * n + 1] * f0);
+    pr[2 * n + 1] = PackBf16(s[4 * n + 2] * f1, s[4 * n + 3] * f1);
+  }
+}
+
+__global__ void __launch_bounds__(kThreads, 1)
+    SparseMlaWsKernel(const __nv_bfloat16* __restrict__ q, const __nv_bfloat16* __restrict__ kv,
+                      const int32_t* __restrict__ indices, int H, int L, int topk, int head_groups,
+                      float scale_log2, __nv_bfloat16* __restrict__ out, float* __restrict__ lse) {
+  extern __shared__ uint8_t smem_raw[];
+  const uint32_t raw_addr = static_cast<uint32_t>(__cvta_generic_to_shared(smem_raw));
+  const uint32_t pad = ((raw_addr + 1023u) & ~1023u) - raw_addr;
+  uint8_t* smem = smem_raw + pad;
+  const uint32_t sb = raw_addr + pad;
+  float* sM = reinterpret_cast<float*>(smem + Plan::kM);
+  float* sL = reinterpret_cast<float*>(smem + Plan::kL);
+
+  const int tid = threadIdx.x;
+  const int wg = tid >> 7;
+  const int64_t t = blockIdx.x / head_groups;
+  const int h0 = static_cast<int>(blockIdx.x % head_groups) * kHeads;
+  const int32_t* idx_row = indices + t * topk;
+  const int n_pairs = (topk + 2 * kBlockKeys - 1) / (2 * kBlockKeys);
+
+  if (tid == 0) {
+    MbarInit(sb + Plan::QBar(), 128);
+    for (int s = 0; s < 2; ++s) {
+      for (int h = 0; h < 2; ++h) {
+        MbarInit(sb + Plan::Ready(s, h), 128);  // the loader's 128 threads (cp.async arrivals)
+        MbarInit(sb + Plan::Free(s, h), 128);   // one consumer warpgroup
+      }
+    }
+  }
+  __syncthreads();
+
+  if (wg == 2) {
+    // ---------------- Loader: 8 threads per 128-byte row segment, 16 rows per pass, 4 passes.
+    SetMaxRegsDealloc<56>();
+    const int lt = tid - 256, lrow = lt >> 3, lc = lt & 7;
+    const uint32_t swz = static_cast<uint32_t>((lc ^ (lrow & 7)) << 4);  // rows lrow + 16p share lrow & 7
+#pragma unroll
+    for (int p = 0; p < 4; ++p) {
+      const int r = lrow + 16 * p;
+      const bool valid = h0 + r < H;
+      const __nv_bfloat16* src = q + ((t * H + (valid ? h0 + r : 0)) * kDqk + lc * 8);
+#pragma unroll
+      for (int b = 0; b < kColBlocks; ++b) {
+        CpAsync16ZeroFillMem(sb + Plan::kQ + b * kBlockBytes + r * 128 + swz, src + 64 * b, valid);
+      }
+    }
+    CpAsyncMbarArrive(sb + Plan::QBar());
+
+    int idx[2][4];  // this thread's 4 rows of the pair's two blocks
+    auto load_idx = [&](int pair) {
+#pragma unroll
+      for (int k = 0; k < 2; ++k) {
+#pragma unroll
+        for (int p = 0; p < 4; ++p) {
+          const int j = (2 * pair + k) * kBlockKeys + lrow + 16 * p;
+          const int v = j < topk ? __ldg(idx_row + j) : -1;
+          idx[k][p] = (v >= 0 && v < L) ? v : -1;
+        }
+      }
+    };
+    auto gather = [&](int stage, int b0, int b1) {
+      const uint32_t dst = sb + Plan::kKv + stage * kTileBytes + swz;
+#pragma unroll
+      for (int p = 0; p < 4; ++p) {
+        const int v = idx[stage][p];
+        const __nv_bfloat16* src = kv + (static_cast<int64_t>(v < 0 ? 0 : v) * kDqk + lc * 8);
+        const uint32_t row_dst = dst + (lrow + 16 * p) * 128;
+#pragma unroll
+        for (int b = b0; b < b1; ++b) {
+          CpAsync16ZeroFillL2Prefetch(row_dst + b * kBlockBytes, src + 64 * b, v >= 0);
+        }
+      }
+    };
+    if (n_pairs > 0) load_idx(0);
+    for (int i = 0; i < n_pairs; ++i) {
+      const uint32_t parity = (i & 1) ^ 1;  // the previous use's phase
+      MbarWait(sb + Plan::Free(0, 0), parity);
+      gather(0, 0, kLeftBlocks);
+      CpAsyncMbarArrive(sb + Plan::Ready(0, 0));
+      MbarWait(sb + Plan::Free(1, 1), parity);
+      gather(1, kLeftBlocks, kColBlocks);
+      CpAsyncMbarArrive(sb + Plan::Ready(1, 1));
+      MbarWait(sb + Plan::Free(0, 1), parity);
+      gather(0, kLeftBlocks, kColBlocks);
+      CpAsyncMbarArrive(sb + Plan::Ready(0, 1));
+      MbarWait(sb + Plan::Free(1, 0), parity);
+      gather(1, 0, kLeftBlocks);
+      CpAsyncMbarArrive(sb + Plan::Ready(1, 0));
+      if (i + 1 < n_pairs) load_idx(i + 1);
+    }
+    CpAsyncWaitAllMem();
+    return;
+  }
+
+  // ---------------- Consumers.
+  SetMaxRegsAlloc<224>();
+  const int wtid = tid & 127, warp = wtid >> 5, lane = tid & 31, qd = lane & 3;
+  const int row0 = warp * 16 + (lane >> 2), row1 = row0 + 8;
+  const uint32_t sQ = sb + Plan::kQ;
+  const uint32_t kv0 = sb + Plan::kKv, kv1 = kv0 + kTileBytes;
+  const uint32_t sP0 = sb + Plan::kP0, sP1 = sb + Plan::kP1;
+  const Desc dq = MakeDesc(sQ, 16), dk0 = MakeDesc(kv0, 16), dk1 = MakeDesc(kv1, 16);
+  const Desc dp0 = MakeDesc(sP0, 16), dp1 = MakeDesc(sP1, 16);
+  const Desc dv0 = MakeDesc(kv0, kBlockBytes), dv1 = MakeDesc(kv1, kBlockBytes);
+  const Desc dv0r = MakeDesc(kv0 + kLeftBlocks * kBlockBytes, kBlockBytes);
+  const Desc dv1r = MakeDesc(kv1 + kLeftBlocks * kBlockBytes, kBlockBytes);
+
+  float o[128];
+#pragma unroll
+  for (int i = 0; i < 128; ++i) o[i] = 0.f;
+  float s[32];
+  uint32_t pr[16];
+  float m0 = -INFINITY, m1 = -INFINITY;  // the shared running max (rows row0, row1) after the last pair
+  float l0 = 0.f, l1 = 0.f;              // this warpgroup's partial row sums (this thread's columns)
+  MbarWait(sb + Plan::QBar(), 0);
+
+  if (wg == 0) {
+    uint32_t mask = 0;
+    if (n_pairs > 0) {
+      MbarWait(sb + Plan::Ready(0, 0), 0);
+      MbarWait(sb + Plan::Ready(0, 1), 0);
+    }
+    FenceProxyAsync();
+    FenceRegs(s);
+    WgmmaFence();
+    IssueS<0, kColBlocks>(s, dq, dk0, true);
+    WgmmaCommit();
+    if (n_pairs > 0) mask = ValidMask(idx_row, 0, topk, L, qd);
+    WgmmaWaitAll();
+    FenceRegs(s);
+    for (int i = 0; i < n_pairs; ++i) {
+      // Softmax of block 2i against the running max; publish the new max for WG1.
+      float bm0, bm1, sum0, sum1;
+      ScaleMaskMax(s, mask, scale_log2, bm0, bm1);
+      const float ma0 = NextMax(m0, bm0), ma1 = NextMax(m1, bm1);
+      const float a0 = Rescale(m0, ma0), a1 = Rescale(m1, ma1);
+      Exponentiate(s, ma0, ma1, sum0, sum1);
+      l0 = l0 * a0 + sum0;
+      l1 = l1 * a1 + sum1;
+      if (qd == 0) {
+        sM[row0] = ma0;
+        sM[row1] = ma1;
+      }
+      ArriveNamed(kBarM0, kConsumerThreads);
+      ScaleO(o, a0, a1);
+      PackP(s, pr, 1.f, 1.f);
+      // O[:, :256] += P0 V0 (P0 from registers); then stage 0's left half is free.
+      FenceRegs(o);
+      WgmmaFence();
+      IssuePvRegs(o, pr, dv0);
+      WgmmaCommit();
+      WgmmaWaitAll();
+      FenceRegs(o);
+      MbarArrive(sb + Plan::Free(0, 0));
+      // WG1's max: rescale P0 to it and share P0 (in stage 0's RoPE block, dead after S0).
+      SyncNamed(kBarM1, kConsumerThreads);
+      const float mb0 = sM[row0], mb1 = sM[row1];
+      const float f0 = Rescale(ma0, mb0), f1 = Rescale(ma1, mb1);
+      m0 = mb0;
+      m1 = mb1;
+      l0 *= f0;
+      l1 *= f1;
+      PackP(s, pr, f0, f1);
+      StoreP(sP0, pr, row0, row1, qd);
+      FenceProxyAsync();
+      ArriveNamed(kBarP0, kConsumerThreads);
+      ScaleO(o, f0, f1);
+      // O[:, :256] += P1 V1 (P1 from WG1 through shared memory).
+      SyncNamed(kBarP1, kConsumerThreads);
+      FenceRegs(o);
+      WgmmaFence();
+      IssuePvSmem(o, dp1, dv1);
+      WgmmaCommit();
+      // S of block 2i + 2 while P1 V1 runs (past the last pair: a harmless S on stale data, so
+      // that every path issues the same wgmmas); stage 1's left half is free once P1 V1 is done.
+      const bool more = i + 1 < n_pairs;
+      if (more) {
+        MbarWait(sb + Plan::Ready(0, 0), (i + 1) & 1);
+        MbarWait(sb + Plan::Ready(0, 1), (i + 1) & 1);
+      }
+      FenceProxyAsync();
+      FenceRegs(s);
+      IssueS<0, kColBlocks>(s, dq, dk0, true);
+      WgmmaCommit();
+      if (more) mask = ValidMask(idx_row, 2 * (i + 1), topk, L, qd);
+      WgmmaWait<1>();
+      FenceRegs(o);
+      MbarArrive(sb + Plan::Free(1, 0));
+      WgmmaWaitAll();
+      FenceRegs(s);
+    }
+  } else {
+    for (int i = 0; i < n_pairs; ++i) {
+      const uint32_t parity = i & 1;
+      MbarWait(sb + Plan::Ready(1, 1), parity);
+      MbarWait(sb + Plan::Ready(1, 0), parity);
+      FenceProxyAsync();
+      FenceRegs(s);
+      WgmmaFence();
+      IssueS<0, kColBlocks>(s, dq, dk1, true);
+      WgmmaCommit();
+      const uint32_t mask = ValidMask(idx_row, 2 * i + 1, topk, L, qd);
+      WgmmaWaitAll();
+      FenceRegs(s);
+      float bm0, bm1, sum0, sum1;
+      ScaleMaskMax(s, mask, scale_log2, bm0, bm1);
+      // WG0's max after block 2i, extended with block 2i + 1: the pair's final max.
+      SyncNamed(kBarM0, kConsumerThreads);
+      const float ma0 = sM[row0], ma1 = sM[row1];
+      __syncwarp();  // every lane of the quad has read m_a before lane 0 overwrites it
+      const float mb0 = NextMax(ma0, bm0), mb1 = NextMax(ma1, bm1);
+      if (qd == 0) {
+        sM[row0] = mb0;
+        sM[row1] = mb1;
+      }
+      ArriveNamed(kBarM1, kConsumerThreads);
+      const float a0 = Rescale(m0, mb0), a1 = Rescale(m1, mb1);
+      m0 = mb0;
+      m1 = mb1;
+      Exponentiate(s, mb0, mb1, sum0, sum1);
+      l0 = l0 * a0 + sum0;
+      l1 = l1 * a1 + sum1;
+      ScaleO(o, a0, a1);
+      PackP(s, pr, 1.f, 1.f);
+      // O[:, 256:] += P1 V1 (registers), share P1, then O[:, 256:] += P0 V0 (from WG0).
+      FenceRegs(o);
+      WgmmaFence();
+      IssuePvRegs(o, pr, dv1r);
+      WgmmaCommit();
+      StoreP(sP1, pr, row0, row1, qd);
+      FenceProxyAsync();
+      SyncNamed(kBarP0, kConsumerThreads);
+      IssuePvSmem(o, dp0, dv0r);
+      WgmmaCommit();
+      ArriveNamed(kBarP1, kConsumerThreads);
+      WgmmaWait<1>();
+      MbarArrive(sb + Plan::Free(1, 1));
+      WgmmaWaitAll();
+      FenceRegs(o);
+      MbarArrive(sb + Plan::Free(0, 1));
+    }
+  }
+
+  // Row sums: over the quad, then over the two warpgroups.
+  l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
+  l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
+  l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
+  l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+  if (qd == 0) {
+    sL[wg * 64 + row0] = l0;
+    sL[wg * 64 + row1] = l1;
+  }
+  SyncNamed(kBarL, kConsumerThreads);
+  const float tot0 = sL[row0] + sL[64 + row0], tot1 = sL[row1] + sL[64 + row1];
+  const float inv0 = tot0 > 0.f ? 1.f / tot0 : 0.f, inv1 = tot1 > 0.f ? 1.f / tot1 : 0.f;
+  const int h_a = h0 + row0, h_b = h0 + row1;
+  const int col_base = wg * 256 + 2 * qd;
+  if (h_a < H) {
+    uint32_t* dst = reinterpret_cast<uint32_t*>(out + (t * H + h_a) * kDv + col_base);
+#pragma unroll
+    for (int n = 0; n < 32; ++n) dst[4 * n] = PackBf16(o[4 * n] * inv0, o[4 * n + 1] * inv0);
+  }
+  if (h_b < H) {
+    uint32_t* dst = reinterpret_cast<uint32_t*>(out + (t * H + h_b) * kDv + col_base);
+#pragma unroll
+    for (int n = 0; n < 32; ++n) dst[4 * n] = PackBf16(o[4 * n + 2] * inv1, o[4 * n + 3] * inv1);
+  }
+  if (lse != nullptr && wg == 0 && qd == 0) {
+    constexpr float kLn2 = 0.69314718055994531f;
+    if (h_a < H) lse[t * H + h_a] = tot0 > 0.f ? (m0 + log2f(tot0)) * kLn2 : INFINITY;
+    if (h_b < H) lse[t * H + h_b] = tot1 > 0.f ? (m1 + log2f(tot1)) * kLn2 : INFINITY;
+  }
+}
+
+#else  // !INDEXCACHE_PTX_HAS_WGMMA
+
+__global__ void SparseMlaWsKernel(const __nv_bfloat16*, const __nv_bfloat16*, const int32_t*, int, int, int, int,
+                                  float, __nv_bfloat16*, float*) {
+  __trap();
+}
+
+#endif  // INDEXCACHE_PTX_HAS_WGMMA
+
+}  // namespace
+
+void LaunchWarpSpecialized(const SparseMlaCudaParams& p, cudaStream_t stream) {
+  const int64_t head_groups = (p.H + kHeads - 1) / kHeads;
+  CUDA_CHECK(cudaFuncSetAttribute(SparseMlaWsKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Plan::kBytes));
+  constexpr float kLog2e = 1.4426950408889634f;
+  SparseMlaWsKernel<<<static_cast<unsigned>(p.T * head_groups), kThreads, Plan::kBytes, stream>>>(
+      p.q, p.kv, p.indices, static_cast<int>(p.H), static_cast<int>(p.L), static_cast<int>(p.topk),
+      static_cast<int>(head_groups), p.scale * kLog2e, p.out, p.lse);
+  CUDA_CHECK(cudaGetLastError());
+}
+
+}  // namespace sparse_mla
+}  // namespace indexcache
