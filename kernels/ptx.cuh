@@ -144,6 +144,11 @@ __device__ __forceinline__ void MbarWait(uint32_t bar, uint32_t parity) {
 __device__ __forceinline__ void CpAsyncMbarArrive(uint32_t bar) {
   asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(bar) : "memory");
 }
+// Asks L2 to fetch `bytes` (a multiple of 16) from the 16-byte-aligned global address `src`
+// (sm_90 bulk prefetch: one instruction for a whole gathered row, no registers, no completion).
+__device__ __forceinline__ void PrefetchL2Bulk(const void* src, uint32_t bytes) {
+  asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;\n" ::"l"(src), "r"(bytes) : "memory");
+}
 // cp.async of 16 bytes with zero-fill of invalid sources (as CpAsync16ZeroFillMem) and a 256-byte
 // L2 prefetch hint: a gathered 1152-byte latent row is read as whole sectors.
 __device__ __forceinline__ void CpAsync16ZeroFillL2Prefetch(uint32_t dst, const void* src, bool valid) {

@@ -5,7 +5,11 @@
 // 32K context (a pool of T x 32K latents, as batched decode lays them out). Every row for both
 // kernels (SparseMlaVariant).
 //
-//   sparse_mla_cuda_bench [--json PATH]
+//   sparse_mla_cuda_bench [--json PATH] [--sweep]
+//
+// --sweep adds rows of the warp-specialised kernel at other settings (kernels/sparse_mla_cuda_internal.h:
+// L2 prefetch distance, and no gathers at all, i.e. the consumers' ceiling; the latter's results are
+// wrong by design).
 //
 // FLOPs are counted as FlashMLA counts them: 2 * H * (d_qk + d_v) * topk per query. "KV GB/s" is
 // the logical gather, T * topk * d_qk * 2 bytes (each query's latents once); the kernel gathers
@@ -13,11 +17,13 @@
 // --json also writes the numbers to PATH. Exits 0 with "no CUDA device" where there is none.
 #include <cstdint>
 #include <cstdio>
+#include <string>
 #include <vector>
 
 #include "core/cuda_check.h"
 #include "kernels/bench_util.h"
 #include "kernels/sparse_mla_cuda.h"
+#include "kernels/sparse_mla_cuda_internal.h"
 
 namespace indexcache {
 namespace {
@@ -26,7 +32,7 @@ constexpr int kWarmup = 3;
 constexpr int kIters = 15;
 
 struct Result {
-  const char* variant;
+  std::string variant;
   const char* shape;  // "prefill" or "decode"
   int64_t T, H, L;    // L: the context each query selects from
   double ms, tflops, kv_gbps;
@@ -40,7 +46,8 @@ struct Shape {
 
 int Main(int argc, char** argv) {
   const char* json_path = nullptr;
-  if (!ParseJsonFlag(argc, argv, &json_path)) return 1;
+  bool sweep = false;
+  if (!ParseJsonFlag(argc, argv, &json_path, "--sweep", &sweep)) return 1;
   cudaDeviceProp prop;
   if (!BenchDeviceProps(&prop)) return 0;
 
@@ -82,7 +89,25 @@ int Main(int argc, char** argv) {
       }
     }
     CUDA_CHECK(cudaMemcpy(idx, hidx.data(), sh.T * kTopk * sizeof(int32_t), cudaMemcpyHostToDevice));
-    for (const SparseMlaVariant variant : {SparseMlaVariant::kTwoWarpgroups, SparseMlaVariant::kWarpSpecialized}) {
+    struct Config {
+      std::string name;
+      SparseMlaVariant variant;
+      sparse_mla::WsExperiment experiment;
+    };
+    std::vector<Config> configs = {{"two_warpgroups", SparseMlaVariant::kTwoWarpgroups, {}},
+                                   {"warp_specialized", SparseMlaVariant::kWarpSpecialized, {}}};
+    if (sweep && std::string(sh.name) == "prefill" && sh.H == 128) {
+      for (int pf : {0, 1, 3, 4}) {
+        sparse_mla::WsExperiment e;
+        e.prefetch_pairs = pf;
+        configs.push_back({"ws_prefetch" + std::to_string(pf), SparseMlaVariant::kWarpSpecialized, e});
+      }
+      sparse_mla::WsExperiment e;
+      e.skip_gathers = true;
+      configs.push_back({"ws_no_gathers", SparseMlaVariant::kWarpSpecialized, e});
+    }
+    for (const Config& cfg : configs) {
+      sparse_mla::SetWsExperiment(cfg.experiment);
       SparseMlaCudaParams p;
       p.q = q;
       p.kv = kv;
@@ -96,13 +121,13 @@ int Main(int argc, char** argv) {
       p.scale = 1.f / 13.856406f;  // 1/sqrt(192)
       p.out = out;
       p.lse = lse;
-      p.variant = variant;
+      p.variant = cfg.variant;
       const double ms = MedianMs([&] { SparseMlaCuda(p, nullptr); }, kWarmup, kIters);
       const double flops = 2.0 * sh.H * (kDqk + kDv) * kTopk * sh.T;
       const double kv_bytes = double(sh.T) * kTopk * kDqk * 2;
-      results.push_back({variant == SparseMlaVariant::kTwoWarpgroups ? "two_warpgroups" : "warp_specialized",
-                         sh.name, sh.T, sh.H, sh.L, ms, flops / (ms * 1e9), kv_bytes / (ms * 1e6)});
+      results.push_back({cfg.name, sh.name, sh.T, sh.H, sh.L, ms, flops / (ms * 1e9), kv_bytes / (ms * 1e6)});
     }
+    sparse_mla::SetWsExperiment({});
   }
 
   std::printf("SparseMlaCuda bf16 on %s (%d SMs); topk=%lld, d_qk=%lld, d_v=%lld, median of %d\n", prop.name,
@@ -112,7 +137,7 @@ int Main(int argc, char** argv) {
   std::printf("| kernel | shape | T | H | L | median ms | TFLOP/s | of GEMM | KV GB/s (logical) |\n"
               "|---|---|---:|---:|---:|---:|---:|---:|---:|\n");
   for (const Result& r : results) {
-    std::printf("| %s | %s | %lld | %lld | %lldK | %.3f | %.0f | %.0f%% | %.0f |\n", r.variant, r.shape,
+    std::printf("| %s | %s | %lld | %lld | %lldK | %.3f | %.0f | %.0f%% | %.0f |\n", r.variant.c_str(), r.shape,
                 static_cast<long long>(r.T), static_cast<long long>(r.H), static_cast<long long>(r.L / 1024), r.ms,
                 r.tflops, 100.0 * r.tflops / gemm_tflops, r.kv_gbps);
   }
@@ -126,7 +151,7 @@ int Main(int argc, char** argv) {
       const Result& r = results[i];
       std::fprintf(f, "%s\n  {\"kernel\": \"%s\", \"shape\": \"%s\", \"T\": %lld, \"H\": %lld, \"L\": %lld, "
                    "\"median_ms\": %.4f, \"tflops\": %.1f, \"fraction_of_gemm\": %.3f, \"kv_gbps_logical\": %.1f}",
-                   i ? "," : "", r.variant, r.shape, static_cast<long long>(r.T), static_cast<long long>(r.H),
+                   i ? "," : "", r.variant.c_str(), r.shape, static_cast<long long>(r.T), static_cast<long long>(r.H),
                    static_cast<long long>(r.L), r.ms, r.tflops, r.tflops / gemm_tflops, r.kv_gbps);
     }
     std::fprintf(f, "\n]}\n");

@@ -70,6 +70,7 @@ static_assert(Plan::kBytes <= 227 * 1024, "shared memory budget");
 enum NamedBarrier : int { kBarM0 = 1, kBarM1 = 2, kBarP0 = 3, kBarP1 = 4, kBarL = 5 };
 constexpr int kConsumerThreads = 256;
 constexpr float kMaxSlack = 8.f;  // base 2: p <= 256, l <= 256 topk
+WsExperiment g_experiment;  // see SetWsExperiment
 
 #if INDEXCACHE_PTX_HAS_WGMMA
 using namespace ptx;
@@ -226,7 +227,8 @@ __device__ __forceinline__ void PackP(const float (&s)[32], uint32_t (&pr)[16], 
 __global__ void __launch_bounds__(kThreads, 1)
     SparseMlaWsKernel(const __nv_bfloat16* __restrict__ q, const __nv_bfloat16* __restrict__ kv,
                       const int32_t* __restrict__ indices, int H, int L, int topk, int head_groups,
-                      float scale_log2, __nv_bfloat16* __restrict__ out, float* __restrict__ lse) {
+                      float scale_log2, __nv_bfloat16* __restrict__ out, float* __restrict__ lse,
+                      int prefetch_pairs, bool skip_gathers) {
   extern __shared__ uint8_t smem_raw[];
   const uint32_t raw_addr = static_cast<uint32_t>(__cvta_generic_to_shared(smem_raw));
   const uint32_t pad = ((raw_addr + 1023u) & ~1023u) - raw_addr;
@@ -283,6 +285,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       }
     };
     auto gather = [&](int stage, int b0, int b1) {
+      if (skip_gathers) return;  // experiment: the consumers compute on whatever the stage holds
       const uint32_t dst = sb + Plan::kKv + stage * kTileBytes + swz;
 #pragma unroll
       for (int p = 0; p < 4; ++p) {
@@ -295,8 +298,24 @@ __global__ void __launch_bounds__(kThreads, 1)
         }
       }
     };
+    // L2 prefetch kPrefetchPairs pairs ahead: one bulk prefetch of a whole 1152-byte row per thread
+    // and pair (thread lc of a row group takes row lrow + 16 (lc & 3) of block lc >> 2), so that the
+    // cp.async gathers, issued only once a half stage is free, mostly hit L2. The index is read one
+    // pair before its prefetch, so the loader never stalls on it.
+    auto prefetch_idx = [&](int pair) {
+      const int j = (2 * pair + (lc >> 2)) * kBlockKeys + lrow + 16 * (lc & 3);
+      const int v = (pair < n_pairs && j < topk) ? __ldg(idx_row + j) : -1;
+      return (v >= 0 && v < L) ? v : -1;
+    };
+    auto prefetch = [&](int v) {
+      if (v >= 0) PrefetchL2Bulk(kv + static_cast<int64_t>(v) * kDqk, kDqk * 2);
+    };
+    for (int d = 1; d < prefetch_pairs; ++d) prefetch(prefetch_idx(d));
+    int pf_v = prefetch_pairs > 0 ? prefetch_idx(prefetch_pairs) : -1;
     if (n_pairs > 0) load_idx(0);
     for (int i = 0; i < n_pairs; ++i) {
+      prefetch(pf_v);  // pair i + prefetch_pairs
+      if (prefetch_pairs > 0) pf_v = prefetch_idx(i + prefetch_pairs + 1);
       const uint32_t parity = (i & 1) ^ 1;  // the previous use's phase
       MbarWait(sb + Plan::Free(0, 0), parity);
       gather(0, 0, kLeftBlocks);
@@ -340,16 +359,21 @@ __global__ void __launch_bounds__(kThreads, 1)
 
   if (wg == 0) {
     uint32_t mask = 0;
-    if (n_pairs > 0) {
-      MbarWait(sb + Plan::Ready(0, 0), 0);
-      MbarWait(sb + Plan::Ready(0, 1), 0);
-    }
+    // S of the first block, in halves: the left half runs while the right half lands. (Every path
+    // issues the same wgmmas, and a wgmma.fence precedes each batch that follows a wait: otherwise
+    // ptxas inserts its own and serialises every wgmma of the kernel.)
+    if (n_pairs > 0) MbarWait(sb + Plan::Ready(0, 0), 0);
     FenceProxyAsync();
     FenceRegs(s);
     WgmmaFence();
-    IssueS<0, kColBlocks>(s, dq, dk0, true);
+    IssueS<0, kLeftBlocks>(s, dq, dk0, true);
     WgmmaCommit();
     if (n_pairs > 0) mask = ValidMask(idx_row, 0, topk, L, qd);
+    if (n_pairs > 0) MbarWait(sb + Plan::Ready(0, 1), 0);
+    FenceProxyAsync();
+    WgmmaFence();
+    IssueS<kLeftBlocks, kColBlocks>(s, dq, dk0, false);
+    WgmmaCommit();
     WgmmaWaitAll();
     FenceRegs(s);
     for (int i = 0; i < n_pairs; ++i) {
@@ -398,18 +422,21 @@ __global__ void __launch_bounds__(kThreads, 1)
       // S of block 2i + 2 while P1 V1 runs (past the last pair: a harmless S on stale data, so
       // that every path issues the same wgmmas); stage 1's left half is free once P1 V1 is done.
       const bool more = i + 1 < n_pairs;
-      if (more) {
-        MbarWait(sb + Plan::Ready(0, 0), (i + 1) & 1);
-        MbarWait(sb + Plan::Ready(0, 1), (i + 1) & 1);
-      }
+      if (more) MbarWait(sb + Plan::Ready(0, 0), (i + 1) & 1);
       FenceProxyAsync();
       FenceRegs(s);
-      IssueS<0, kColBlocks>(s, dq, dk0, true);
+      WgmmaFence();
+      IssueS<0, kLeftBlocks>(s, dq, dk0, true);
       WgmmaCommit();
       if (more) mask = ValidMask(idx_row, 2 * (i + 1), topk, L, qd);
       WgmmaWait<1>();
       FenceRegs(o);
       MbarArrive(sb + Plan::Free(1, 0));
+      if (more) MbarWait(sb + Plan::Ready(0, 1), (i + 1) & 1);
+      FenceProxyAsync();
+      WgmmaFence();
+      IssueS<kLeftBlocks, kColBlocks>(s, dq, dk0, false);
+      WgmmaCommit();
       WgmmaWaitAll();
       FenceRegs(s);
     }
@@ -417,13 +444,17 @@ __global__ void __launch_bounds__(kThreads, 1)
     for (int i = 0; i < n_pairs; ++i) {
       const uint32_t parity = i & 1;
       MbarWait(sb + Plan::Ready(1, 1), parity);
-      MbarWait(sb + Plan::Ready(1, 0), parity);
       FenceProxyAsync();
       FenceRegs(s);
       WgmmaFence();
-      IssueS<0, kColBlocks>(s, dq, dk1, true);
+      IssueS<kLeftBlocks, kColBlocks>(s, dq, dk1, true);
       WgmmaCommit();
       const uint32_t mask = ValidMask(idx_row, 2 * i + 1, topk, L, qd);
+      MbarWait(sb + Plan::Ready(1, 0), parity);
+      FenceProxyAsync();
+      WgmmaFence();
+      IssueS<0, kLeftBlocks>(s, dq, dk1, false);
+      WgmmaCommit();
       WgmmaWaitAll();
       FenceRegs(s);
       float bm0, bm1, sum0, sum1;
@@ -499,7 +530,7 @@ __global__ void __launch_bounds__(kThreads, 1)
 #else  // !INDEXCACHE_PTX_HAS_WGMMA
 
 __global__ void SparseMlaWsKernel(const __nv_bfloat16*, const __nv_bfloat16*, const int32_t*, int, int, int, int,
-                                  float, __nv_bfloat16*, float*) {
+                                  float, __nv_bfloat16*, float*, int, bool) {
   __trap();
 }
 
@@ -513,8 +544,14 @@ void LaunchWarpSpecialized(const SparseMlaCudaParams& p, cudaStream_t stream) {
   constexpr float kLog2e = 1.4426950408889634f;
   SparseMlaWsKernel<<<static_cast<unsigned>(p.T * head_groups), kThreads, Plan::kBytes, stream>>>(
       p.q, p.kv, p.indices, static_cast<int>(p.H), static_cast<int>(p.L), static_cast<int>(p.topk),
-      static_cast<int>(head_groups), p.scale * kLog2e, p.out, p.lse);
+      static_cast<int>(head_groups), p.scale * kLog2e, p.out, p.lse, g_experiment.prefetch_pairs,
+      g_experiment.skip_gathers);
   CUDA_CHECK(cudaGetLastError());
+}
+
+void SetWsExperiment(const WsExperiment& e) {
+  g_experiment = e;
+  if (g_experiment.prefetch_pairs < 0) g_experiment.prefetch_pairs = 0;
 }
 
 }  // namespace sparse_mla
