@@ -100,6 +100,17 @@ __device__ __forceinline__ void StoreShared32(uint32_t addr, uint32_t v) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Special functions.
+
+// 2^x in one MUFU instruction (ex2.approx.ftz: ~2 ulp, denormal results flushed to zero, -inf -> 0).
+// exp2f() adds a range check and two multiplies around the same instruction.
+__device__ __forceinline__ float Ex2Approx(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
+// ---------------------------------------------------------------------------------------------
 // Named barriers.
 
 // Barrier over the 128 threads of warpgroup wg only (ids 1 and 2; 0 is __syncthreads). Orders the

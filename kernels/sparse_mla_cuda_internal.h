@@ -19,7 +19,7 @@ void LaunchWarpSpecialized(const SparseMlaCudaParams& p, cudaStream_t stream);
 // Experiments only (sparse_mla_cuda_bench --sweep); process-wide, not thread-safe. The defaults are
 // what SparseMlaCuda runs.
 struct WsExperiment {
-  int prefetch_pairs = 2;     // L2 prefetch distance of the loader, in pairs of 64-key blocks (0: none)
+  int prefetch_pairs = 0;     // L2 prefetch distance of the loader, in pairs of 64-key blocks (0: none)
   bool skip_gathers = false;  // the loader copies nothing (wrong results): the consumers' own ceiling
 };
 void SetWsExperiment(const WsExperiment& e);

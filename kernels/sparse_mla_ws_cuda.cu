@@ -67,7 +67,7 @@ struct Plan {
 };
 static_assert(Plan::kBytes <= 227 * 1024, "shared memory budget");
 
-enum NamedBarrier : int { kBarM0 = 1, kBarM1 = 2, kBarP0 = 3, kBarP1 = 4, kBarL = 5 };
+enum NamedBarrier : int { kBarM0 = 1, kBarM1 = 2, kBarP0 = 3, kBarP1 = 4, kBarL = 5, kBarStage0 = 6 /* and 7 */ };
 constexpr int kConsumerThreads = 256;
 constexpr float kMaxSlack = 8.f;  // base 2: p <= 256, l <= 256 topk
 WsExperiment g_experiment;  // see SetWsExperiment
@@ -133,33 +133,31 @@ __device__ __forceinline__ void IssuePvSmem(float (&o)[128], Desc dp_in, Desc dv
   for (int ks = 0; ks < 4; ++ks) WgmmaM64N256K16TransB(o, dp.At(ks * 32), dv.At(ks * 16 * 128), 1);
 }
 
-// Bit 2n + e: key 8n + 2q + e of block `blk` is valid (q = lane % 4: this thread's columns).
-__device__ __forceinline__ uint32_t ValidMask(const int32_t* idx_row, int blk, int topk, int L, int q) {
-  uint32_t mask = 0;
-#pragma unroll
-  for (int n = 0; n < 8; ++n) {
-#pragma unroll
-    for (int e = 0; e < 2; ++e) {
-      const int j = blk * kBlockKeys + 8 * n + 2 * q + e;
-      const int v = j < topk ? __ldg(idx_row + j) : -1;
-      if (v >= 0 && v < L) mask |= 1u << (2 * n + e);
-    }
-  }
-  return mask;
+// Validity of this thread's keys of block `blk` (q = lane % 4; the thread's columns are 8n + 2q + e,
+// n = 0..7, e = 0..1): lane l reads keys 2l and 2l + 1 and two ballots spread them over the warp.
+// Returned shifted by q, so bit 4n of .x (e = 0) or .y (e = 1) is the key 8n + 2q + e. All 32 lanes
+// must call it.
+__device__ __forceinline__ uint2 ValidBits(const int32_t* idx_row, int blk, int topk, int L, int lane, int q) {
+  const int j = blk * kBlockKeys + 2 * lane;
+  const int v0 = j < topk ? __ldg(idx_row + j) : -1;
+  const int v1 = j + 1 < topk ? __ldg(idx_row + j + 1) : -1;
+  const uint32_t b0 = __ballot_sync(0xffffffffu, v0 >= 0 && v0 < L);
+  const uint32_t b1 = __ballot_sync(0xffffffffu, v1 >= 0 && v1 < L);
+  return make_uint2(b0 >> q, b1 >> q);
 }
 
-// Scales S to base-2 logits, masks invalid keys to -inf, returns the rows' block max (quad-reduced).
-__device__ __forceinline__ void ScaleMaskMax(float (&s)[32], uint32_t mask, float scale_log2, float& bm0,
-                                             float& bm1) {
+// Masks invalid keys to -inf (raw scores: the scale, > 0, is applied inside the exponent) and returns
+// the rows' block max in base-2 logit units (quad-reduced).
+__device__ __forceinline__ void MaskMax(float (&s)[32], uint2 valid, float scale_log2, float& bm0, float& bm1) {
   bm0 = -INFINITY;
   bm1 = -INFINITY;
 #pragma unroll
   for (int n = 0; n < 8; ++n) {
 #pragma unroll
     for (int e = 0; e < 2; ++e) {
-      const bool valid = (mask >> (2 * n + e)) & 1u;
-      s[4 * n + e] = valid ? s[4 * n + e] * scale_log2 : -INFINITY;
-      s[4 * n + 2 + e] = valid ? s[4 * n + 2 + e] * scale_log2 : -INFINITY;
+      const bool ok = ((e ? valid.y : valid.x) >> (4 * n)) & 1u;
+      s[4 * n + e] = ok ? s[4 * n + e] : -INFINITY;
+      s[4 * n + 2 + e] = ok ? s[4 * n + 2 + e] : -INFINITY;
       bm0 = fmaxf(bm0, s[4 * n + e]);
       bm1 = fmaxf(bm1, s[4 * n + 2 + e]);
     }
@@ -168,6 +166,8 @@ __device__ __forceinline__ void ScaleMaskMax(float (&s)[32], uint32_t mask, floa
   bm0 = fmaxf(bm0, __shfl_xor_sync(0xffffffffu, bm0, 2));
   bm1 = fmaxf(bm1, __shfl_xor_sync(0xffffffffu, bm1, 1));
   bm1 = fmaxf(bm1, __shfl_xor_sync(0xffffffffu, bm1, 2));
+  bm0 *= scale_log2;  // -inf stays -inf
+  bm1 *= scale_log2;
 }
 
 // The running max after a block whose max is bm, starting from m (kept unless bm exceeds it by more
@@ -176,24 +176,26 @@ __device__ __forceinline__ float NextMax(float m, float bm) {
   return (m == -INFINITY || bm > m + kMaxSlack) ? bm : m;
 }
 
-// s <- exp2(s - m) (0 for masked keys; m = -inf, no valid key yet, uses base 0); returns the row sums.
-__device__ __forceinline__ void Exponentiate(float (&s)[32], float m0, float m1, float& sum0, float& sum1) {
-  const float base0 = m0 == -INFINITY ? 0.f : m0, base1 = m1 == -INFINITY ? 0.f : m1;
+// s <- 2^(s scale_log2 - m) (0 for masked keys; m = -inf, no valid key yet, uses base 0); returns the
+// row sums. One FFMA and one MUFU per score.
+__device__ __forceinline__ void Exponentiate(float (&s)[32], float scale_log2, float m0, float m1, float& sum0,
+                                             float& sum1) {
+  const float nb0 = m0 == -INFINITY ? 0.f : -m0, nb1 = m1 == -INFINITY ? 0.f : -m1;
   sum0 = 0.f;
   sum1 = 0.f;
 #pragma unroll
   for (int n = 0; n < 8; ++n) {
-    s[4 * n] = exp2f(s[4 * n] - base0);
-    s[4 * n + 1] = exp2f(s[4 * n + 1] - base0);
-    s[4 * n + 2] = exp2f(s[4 * n + 2] - base1);
-    s[4 * n + 3] = exp2f(s[4 * n + 3] - base1);
+    s[4 * n] = Ex2Approx(fmaf(s[4 * n], scale_log2, nb0));
+    s[4 * n + 1] = Ex2Approx(fmaf(s[4 * n + 1], scale_log2, nb0));
+    s[4 * n + 2] = Ex2Approx(fmaf(s[4 * n + 2], scale_log2, nb1));
+    s[4 * n + 3] = Ex2Approx(fmaf(s[4 * n + 3], scale_log2, nb1));
     sum0 += s[4 * n] + s[4 * n + 1];
     sum1 += s[4 * n + 2] + s[4 * n + 3];
   }
 }
 
 // exp2(from - to), 1 when unchanged (also when both are -inf).
-__device__ __forceinline__ float Rescale(float from, float to) { return from == to ? 1.f : exp2f(from - to); }
+__device__ __forceinline__ float Rescale(float from, float to) { return from == to ? 1.f : Ex2Approx(from - to); }
 
 __device__ __forceinline__ void ScaleO(float (&o)[128], float a0, float a1) {
   if (__any_sync(0xffffffffu, a0 != 1.f || a1 != 1.f)) {
@@ -358,7 +360,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   MbarWait(sb + Plan::QBar(), 0);
 
   if (wg == 0) {
-    uint32_t mask = 0;
+    uint2 mask = make_uint2(0u, 0u);
     // S of the first block, in halves: the left half runs while the right half lands. (Every path
     // issues the same wgmmas, and a wgmma.fence precedes each batch that follows a wait: otherwise
     // ptxas inserts its own and serialises every wgmma of the kernel.)
@@ -368,7 +370,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     WgmmaFence();
     IssueS<0, kLeftBlocks>(s, dq, dk0, true);
     WgmmaCommit();
-    if (n_pairs > 0) mask = ValidMask(idx_row, 0, topk, L, qd);
+    if (n_pairs > 0) mask = ValidBits(idx_row, 0, topk, L, lane, qd);
     if (n_pairs > 0) MbarWait(sb + Plan::Ready(0, 1), 0);
     FenceProxyAsync();
     WgmmaFence();
@@ -379,10 +381,10 @@ __global__ void __launch_bounds__(kThreads, 1)
     for (int i = 0; i < n_pairs; ++i) {
       // Softmax of block 2i against the running max; publish the new max for WG1.
       float bm0, bm1, sum0, sum1;
-      ScaleMaskMax(s, mask, scale_log2, bm0, bm1);
+      MaskMax(s, mask, scale_log2, bm0, bm1);
       const float ma0 = NextMax(m0, bm0), ma1 = NextMax(m1, bm1);
       const float a0 = Rescale(m0, ma0), a1 = Rescale(m1, ma1);
-      Exponentiate(s, ma0, ma1, sum0, sum1);
+      Exponentiate(s, scale_log2, ma0, ma1, sum0, sum1);
       l0 = l0 * a0 + sum0;
       l1 = l1 * a1 + sum1;
       if (qd == 0) {
@@ -408,7 +410,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       m1 = mb1;
       l0 *= f0;
       l1 *= f1;
-      PackP(s, pr, f0, f1);
+      if (__any_sync(0xffffffffu, f0 != 1.f || f1 != 1.f)) PackP(s, pr, f0, f1);  // else pr holds P0 already
       StoreP(sP0, pr, row0, row1, qd);
       FenceProxyAsync();
       ArriveNamed(kBarP0, kConsumerThreads);
@@ -428,7 +430,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       WgmmaFence();
       IssueS<0, kLeftBlocks>(s, dq, dk0, true);
       WgmmaCommit();
-      if (more) mask = ValidMask(idx_row, 2 * (i + 1), topk, L, qd);
+      if (more) mask = ValidBits(idx_row, 2 * (i + 1), topk, L, lane, qd);
       WgmmaWait<1>();
       FenceRegs(o);
       MbarArrive(sb + Plan::Free(1, 0));
@@ -449,7 +451,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       WgmmaFence();
       IssueS<kLeftBlocks, kColBlocks>(s, dq, dk1, true);
       WgmmaCommit();
-      const uint32_t mask = ValidMask(idx_row, 2 * i + 1, topk, L, qd);
+      const uint2 mask = ValidBits(idx_row, 2 * i + 1, topk, L, lane, qd);
       MbarWait(sb + Plan::Ready(1, 0), parity);
       FenceProxyAsync();
       WgmmaFence();
@@ -458,7 +460,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       WgmmaWaitAll();
       FenceRegs(s);
       float bm0, bm1, sum0, sum1;
-      ScaleMaskMax(s, mask, scale_log2, bm0, bm1);
+      MaskMax(s, mask, scale_log2, bm0, bm1);
       // WG0's max after block 2i, extended with block 2i + 1: the pair's final max.
       SyncNamed(kBarM0, kConsumerThreads);
       const float ma0 = sM[row0], ma1 = sM[row1];
@@ -472,7 +474,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       const float a0 = Rescale(m0, mb0), a1 = Rescale(m1, mb1);
       m0 = mb0;
       m1 = mb1;
-      Exponentiate(s, mb0, mb1, sum0, sum1);
+      Exponentiate(s, scale_log2, mb0, mb1, sum0, sum1);
       l0 = l0 * a0 + sum0;
       l1 = l1 * a1 + sum1;
       ScaleO(o, a0, a1);
@@ -508,18 +510,28 @@ __global__ void __launch_bounds__(kThreads, 1)
   SyncNamed(kBarL, kConsumerThreads);
   const float tot0 = sL[row0] + sL[64 + row0], tot1 = sL[row1] + sL[64 + row1];
   const float inv0 = tot0 > 0.f ? 1.f / tot0 : 0.f, inv1 = tot1 > 0.f ? 1.f / tot1 : 0.f;
+  // O through shared memory (Q's tile, dead now: the last S of both warpgroups has completed), so
+  // that global stores are whole 16-byte chunks of 512-byte row segments. Warpgroup wg stages its
+  // 64 x 256 half as rows of 512 bytes whose 16-byte chunks are XOR-swizzled by (row & 7): the
+  // fragment writes (8 rows x 4 lanes per instruction) hit 32 distinct banks.
+  const uint32_t stage = sb + Plan::kQ + wg * (64 * 512);
+#pragma unroll
+  for (int n = 0; n < 32; ++n) {
+    StoreShared32(stage + row0 * 512 + ((n ^ (row0 & 7)) << 4) + 4 * qd, PackBf16(o[4 * n] * inv0, o[4 * n + 1] * inv0));
+    StoreShared32(stage + row1 * 512 + ((n ^ (row1 & 7)) << 4) + 4 * qd,
+                  PackBf16(o[4 * n + 2] * inv1, o[4 * n + 3] * inv1));
+  }
+  SyncNamed(kBarStage0 + wg, 128);  // this warpgroup's staging writes before its reads
+  const uint8_t* stage_ptr = smem + Plan::kQ + wg * (64 * 512);
+#pragma unroll 4
+  for (int k = 0; k < 16; ++k) {
+    const int chunk = k * 128 + wtid, r = chunk >> 5, c = chunk & 31;  // 32 chunks per row
+    if (h0 + r < H) {
+      const uint4 v = *reinterpret_cast<const uint4*>(stage_ptr + r * 512 + ((c ^ (r & 7)) << 4));
+      *reinterpret_cast<uint4*>(out + (t * H + h0 + r) * kDv + wg * 256 + c * 8) = v;
+    }
+  }
   const int h_a = h0 + row0, h_b = h0 + row1;
-  const int col_base = wg * 256 + 2 * qd;
-  if (h_a < H) {
-    uint32_t* dst = reinterpret_cast<uint32_t*>(out + (t * H + h_a) * kDv + col_base);
-#pragma unroll
-    for (int n = 0; n < 32; ++n) dst[4 * n] = PackBf16(o[4 * n] * inv0, o[4 * n + 1] * inv0);
-  }
-  if (h_b < H) {
-    uint32_t* dst = reinterpret_cast<uint32_t*>(out + (t * H + h_b) * kDv + col_base);
-#pragma unroll
-    for (int n = 0; n < 32; ++n) dst[4 * n] = PackBf16(o[4 * n + 2] * inv1, o[4 * n + 3] * inv1);
-  }
   if (lse != nullptr && wg == 0 && qd == 0) {
     constexpr float kLn2 = 0.69314718055994531f;
     if (h_a < H) lse[t * H + h_a] = tot0 > 0.f ? (m0 + log2f(tot0)) * kLn2 : INFINITY;
@@ -539,6 +551,12 @@ __global__ void SparseMlaWsKernel(const __nv_bfloat16*, const __nv_bfloat16*, co
 }  // namespace
 
 void LaunchWarpSpecialized(const SparseMlaCudaParams& p, cudaStream_t stream) {
+  // The block max is taken on raw scores and scaled afterwards, which needs scale > 0; any other
+  // scale (never used in practice) runs the two-warpgroup kernel, which scales first.
+  if (!(p.scale > 0.f)) {
+    LaunchTwoWarpgroups(p, stream);
+    return;
+  }
   const int64_t head_groups = (p.H + kHeads - 1) / kHeads;
   CUDA_CHECK(cudaFuncSetAttribute(SparseMlaWsKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Plan::kBytes));
   constexpr float kLog2e = 1.4426950408889634f;
