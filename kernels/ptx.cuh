@@ -155,10 +155,29 @@ __device__ __forceinline__ void MbarWait(uint32_t bar, uint32_t parity) {
 __device__ __forceinline__ void CpAsyncMbarArrive(uint32_t bar) {
   asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(bar) : "memory");
 }
-// Asks L2 to fetch `bytes` (a multiple of 16) from the 16-byte-aligned global address `src`
-// (sm_90 bulk prefetch: one instruction for a whole gathered row, no registers, no completion).
-__device__ __forceinline__ void PrefetchL2Bulk(const void* src, uint32_t bytes) {
-  asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;\n" ::"l"(src), "r"(bytes) : "memory");
+// Asks L2 to fetch the 128-byte line holding `src` (no registers, no completion to wait for).
+__device__ __forceinline__ void PrefetchL2(const void* src) {
+  asm volatile("prefetch.global.L2 [%0];\n" ::"l"(src));
+}
+// L2 cache policies (sm_80+) for the .L2::cache_hint forms: the whole access marked evict-last
+// (kept over normal lines) or evict-first (streamed through).
+__device__ __forceinline__ uint64_t L2PolicyEvictLast() {
+  uint64_t policy;
+  asm volatile("createpolicy.fractional.L2::evict_last.b64 %0, 1.0;\n" : "=l"(policy));
+  return policy;
+}
+__device__ __forceinline__ uint64_t L2PolicyEvictFirst() {
+  uint64_t policy;
+  asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;\n" : "=l"(policy));
+  return policy;
+}
+// CpAsync16ZeroFillL2Prefetch with an L2 cache policy.
+__device__ __forceinline__ void CpAsync16ZeroFillL2PrefetchHint(uint32_t dst, const void* src, bool valid,
+                                                                uint64_t policy) {
+  const int src_bytes = valid ? 16 : 0;
+  asm volatile("cp.async.cg.shared.global.L2::cache_hint.L2::256B [%0], [%1], 16, %2, %3;\n" ::"r"(dst), "l"(src),
+               "r"(src_bytes), "l"(policy)
+               : "memory");
 }
 // cp.async of 16 bytes with zero-fill of invalid sources (as CpAsync16ZeroFillMem) and a 256-byte
 // L2 prefetch hint: a gathered 1152-byte latent row is read as whole sectors.

@@ -21,6 +21,7 @@ void LaunchWarpSpecialized(const SparseMlaCudaParams& p, cudaStream_t stream);
 struct WsExperiment {
   int prefetch_pairs = 0;     // L2 prefetch distance of the loader, in pairs of 64-key blocks (0: none)
   bool skip_gathers = false;  // the loader copies nothing (wrong results): the consumers' own ceiling
+  bool kv_evict_last = true;  // gathers with an L2 evict-last policy (false: default policy)
 };
 void SetWsExperiment(const WsExperiment& e);
 

@@ -230,7 +230,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     SparseMlaWsKernel(const __nv_bfloat16* __restrict__ q, const __nv_bfloat16* __restrict__ kv,
                       const int32_t* __restrict__ indices, int H, int L, int topk, int head_groups,
                       float scale_log2, __nv_bfloat16* __restrict__ out, float* __restrict__ lse,
-                      int prefetch_pairs, bool skip_gathers) {
+                      int prefetch_pairs, bool skip_gathers, bool kv_evict_last) {
   extern __shared__ uint8_t smem_raw[];
   const uint32_t raw_addr = static_cast<uint32_t>(__cvta_generic_to_shared(smem_raw));
   const uint32_t pad = ((raw_addr + 1023u) & ~1023u) - raw_addr;
@@ -262,6 +262,9 @@ __global__ void __launch_bounds__(kThreads, 1)
     SetMaxRegsDealloc<56>();
     const int lt = tid - 256, lrow = lt >> 3, lc = lt & 7;
     const uint32_t swz = static_cast<uint32_t>((lc ^ (lrow & 7)) << 4);  // rows lrow + 16p share lrow & 7
+    // Q is read once (evict-first); the latents are gathered again by the other head group of the
+    // token and by other tokens (evict-last, unless the experiment turns it off).
+    const uint64_t q_policy = L2PolicyEvictFirst(), kv_policy = L2PolicyEvictLast();
 #pragma unroll
     for (int p = 0; p < 4; ++p) {
       const int r = lrow + 16 * p;
@@ -269,7 +272,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       const __nv_bfloat16* src = q + ((t * H + (valid ? h0 + r : 0)) * kDqk + lc * 8);
 #pragma unroll
       for (int b = 0; b < kColBlocks; ++b) {
-        CpAsync16ZeroFillMem(sb + Plan::kQ + b * kBlockBytes + r * 128 + swz, src + 64 * b, valid);
+        CpAsync16ZeroFillL2PrefetchHint(sb + Plan::kQ + b * kBlockBytes + r * 128 + swz, src + 64 * b, valid, q_policy);
       }
     }
     CpAsyncMbarArrive(sb + Plan::QBar());
@@ -294,23 +297,32 @@ __global__ void __launch_bounds__(kThreads, 1)
         const int v = idx[stage][p];
         const __nv_bfloat16* src = kv + (static_cast<int64_t>(v < 0 ? 0 : v) * kDqk + lc * 8);
         const uint32_t row_dst = dst + (lrow + 16 * p) * 128;
+        if (kv_evict_last) {
 #pragma unroll
-        for (int b = b0; b < b1; ++b) {
-          CpAsync16ZeroFillL2Prefetch(row_dst + b * kBlockBytes, src + 64 * b, v >= 0);
+          for (int b = b0; b < b1; ++b) {
+            CpAsync16ZeroFillL2PrefetchHint(row_dst + b * kBlockBytes, src + 64 * b, v >= 0, kv_policy);
+          }
+        } else {
+#pragma unroll
+          for (int b = b0; b < b1; ++b) CpAsync16ZeroFillL2Prefetch(row_dst + b * kBlockBytes, src + 64 * b, v >= 0);
         }
       }
     };
-    // L2 prefetch kPrefetchPairs pairs ahead: one bulk prefetch of a whole 1152-byte row per thread
-    // and pair (thread lc of a row group takes row lrow + 16 (lc & 3) of block lc >> 2), so that the
-    // cp.async gathers, issued only once a half stage is free, mostly hit L2. The index is read one
-    // pair before its prefetch, so the loader never stalls on it.
+    // Optional L2 prefetch prefetch_pairs pairs ahead (SetWsExperiment): each thread takes one row of
+    // the pair (thread lc of a row group: row lrow + 16 (lc & 3) of block lc >> 2) and prefetches its
+    // nine 128-byte lines, so that the cp.async gathers, issued only once a half stage is free, hit
+    // L2. The index is read one pair before its prefetch, so the loader never stalls on it.
     auto prefetch_idx = [&](int pair) {
       const int j = (2 * pair + (lc >> 2)) * kBlockKeys + lrow + 16 * (lc & 3);
       const int v = (pair < n_pairs && j < topk) ? __ldg(idx_row + j) : -1;
       return (v >= 0 && v < L) ? v : -1;
     };
     auto prefetch = [&](int v) {
-      if (v >= 0) PrefetchL2Bulk(kv + static_cast<int64_t>(v) * kDqk, kDqk * 2);
+      if (v >= 0) {
+        const __nv_bfloat16* row = kv + static_cast<int64_t>(v) * kDqk;
+#pragma unroll
+        for (int b = 0; b < kColBlocks; ++b) PrefetchL2(row + 64 * b);
+      }
     };
     for (int d = 1; d < prefetch_pairs; ++d) prefetch(prefetch_idx(d));
     int pf_v = prefetch_pairs > 0 ? prefetch_idx(prefetch_pairs) : -1;
@@ -528,7 +540,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     const int chunk = k * 128 + wtid, r = chunk >> 5, c = chunk & 31;  // 32 chunks per row
     if (h0 + r < H) {
       const uint4 v = *reinterpret_cast<const uint4*>(stage_ptr + r * 512 + ((c ^ (r & 7)) << 4));
-      *reinterpret_cast<uint4*>(out + (t * H + h0 + r) * kDv + wg * 256 + c * 8) = v;
+      __stcs(reinterpret_cast<uint4*>(out + (t * H + h0 + r) * kDv + wg * 256 + c * 8), v);  // streamed
     }
   }
   const int h_a = h0 + row0, h_b = h0 + row1;
@@ -542,7 +554,7 @@ __global__ void __launch_bounds__(kThreads, 1)
 #else  // !INDEXCACHE_PTX_HAS_WGMMA
 
 __global__ void SparseMlaWsKernel(const __nv_bfloat16*, const __nv_bfloat16*, const int32_t*, int, int, int, int,
-                                  float, __nv_bfloat16*, float*, int, bool) {
+                                  float, __nv_bfloat16*, float*, int, bool, bool) {
   __trap();
 }
 
@@ -563,7 +575,7 @@ void LaunchWarpSpecialized(const SparseMlaCudaParams& p, cudaStream_t stream) {
   SparseMlaWsKernel<<<static_cast<unsigned>(p.T * head_groups), kThreads, Plan::kBytes, stream>>>(
       p.q, p.kv, p.indices, static_cast<int>(p.H), static_cast<int>(p.L), static_cast<int>(p.topk),
       static_cast<int>(head_groups), p.scale * kLog2e, p.out, p.lse, g_experiment.prefetch_pairs,
-      g_experiment.skip_gathers);
+      g_experiment.skip_gathers, g_experiment.kv_evict_last);
   CUDA_CHECK(cudaGetLastError());
 }
 
