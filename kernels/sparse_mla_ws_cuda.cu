@@ -250,7 +250,8 @@ struct ConsumerCtx {
 template <int W>
 __device__ __forceinline__ void ConsumerLoop(const ConsumerCtx& c, float (&o)[128], float& m0, float& m1, float& l0,
                                              float& l1) {
-  constexpr int kOwnHalf = W == 0 ? 0 : 1;  // half of the own stage multiplied by own P (and freed first)
+  constexpr int kOwnHalf = W;  // the column half this warpgroup owns: of its own stage (multiplied by own
+                                // P, freed first) and of the other stage (multiplied by the other P)
   constexpr int kB0 = W == 0 ? 0 : kLeftBlocks, kB1 = W == 0 ? kLeftBlocks : kColBlocks;   // that half's blocks
   constexpr int kC0 = W == 0 ? kLeftBlocks : 0, kC1 = W == 0 ? kColBlocks : kLeftBlocks;   // the other half's
   const Desc dk = W == 0 ? c.dk0 : c.dk1;
@@ -354,7 +355,7 @@ __device__ __forceinline__ void ConsumerLoop(const ConsumerCtx& c, float (&o)[12
     if (more) mask = ValidBits(c.idx_row, 2 * (i + 1) + W, c.topk, c.L, c.lane, c.qd);
     WgmmaWait<1>();  // the product with the other P: the other stage's half is free
     FenceRegs(o);
-    MbarArrive(c.sb + Plan::Free(W ^ 1, kOwnHalf ^ 1));
+    MbarArrive(c.sb + Plan::Free(W ^ 1, kOwnHalf));  // the other stage's half holding our columns
     if (more) MbarWait(c.sb + Plan::Ready(W, kOwnHalf ^ 1), parity ^ 1);
     FenceProxyAsync();
     WgmmaFence();
