@@ -129,18 +129,6 @@ __device__ __forceinline__ void ArriveNamed(int id, int count) {
   asm volatile("bar.arrive %0, %1;" ::"r"(id), "r"(count) : "memory");
 }
 
-// Barrier over `count` threads that also ORs `pred` over them (bar.red.or): every participant gets
-// the same answer, so it can guard warpgroup-uniform work (wgmma waits, further barriers).
-__device__ __forceinline__ bool SyncNamedOr(int id, int count, bool pred) {
-  uint32_t r;
-  asm volatile(
-      "{\n.reg .pred p, q;\nsetp.ne.u32 p, %1, 0;\nbar.red.or.pred q, %2, %3, p;\nselp.u32 %0, 1, 0, q;\n}\n"
-      : "=r"(r)
-      : "r"(static_cast<uint32_t>(pred)), "r"(id), "r"(count)
-      : "memory");
-  return r != 0;
-}
-
 // ---------------------------------------------------------------------------------------------
 // mbarrier (sm_80+ for these forms): a shared-memory barrier with an expected arrival count and a
 // phase bit. `bar` is a shared-memory address of 8-byte-aligned storage.

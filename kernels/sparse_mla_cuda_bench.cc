@@ -98,11 +98,11 @@ int Main(int argc, char** argv) {
                                    {"warp_specialized", SparseMlaVariant::kWarpSpecialized, {}}};
     if (sweep) {
       sparse_mla::WsExperiment e;
-      e.max_handoff = true;
-      configs.push_back({"ws_max_handoff", SparseMlaVariant::kWarpSpecialized, e});
+      e.kv_evict_last = false;
+      configs.push_back({"ws_kv_normal_policy", SparseMlaVariant::kWarpSpecialized, e});
     }
     if (sweep && std::string(sh.name) == "prefill" && sh.H == 128) {
-      for (int pf : {2}) {
+      for (int pf : {1, 2, 4}) {
         sparse_mla::WsExperiment e;
         e.prefetch_pairs = pf;
         configs.push_back({"ws_prefetch" + std::to_string(pf), SparseMlaVariant::kWarpSpecialized, e});

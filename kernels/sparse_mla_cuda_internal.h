@@ -22,7 +22,6 @@ struct WsExperiment {
   int prefetch_pairs = 0;     // L2 prefetch distance of the loader, in pairs of 64-key blocks (0: none)
   bool skip_gathers = false;  // the loader copies nothing (wrong results): the consumers' own ceiling
   bool kv_evict_last = true;  // gathers with an L2 evict-last policy (false: default policy)
-  bool max_handoff = false;   // the first ws design: WG0 hands its max to WG1 and back before P
 };
 void SetWsExperiment(const WsExperiment& e);
 

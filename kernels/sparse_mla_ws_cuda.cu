@@ -56,8 +56,7 @@ struct Plan {
   static constexpr int kP1 = kKv + 2 * kTileBytes;        // WG1's P, 64 x 64 bf16
   static constexpr int kM = kP1 + kBlockBytes;            // float[64]: running max exchange
   static constexpr int kL = kM + 64 * 4;                  // float[2][64]: row sums at the end
-  static constexpr int kBase = kL + 2 * 64 * 4;           // float[2 parities][2 WGs][64]: P's base max
-  static constexpr int kBars = kBase + 2 * 2 * 64 * 4;    // 9 mbarriers
+  static constexpr int kBars = kL + 2 * 64 * 4;           // 9 mbarriers
   static constexpr int kUsed = kBars + 16 * 8;
   static constexpr int kBytes = kUsed + 1024;             // slack to align the base
   // WG0's P lives in stage 0's RoPE block (column block 8).
@@ -68,7 +67,7 @@ struct Plan {
 };
 static_assert(Plan::kBytes <= 227 * 1024, "shared memory budget");
 
-enum NamedBarrier : int { kBarM0 = 1, kBarM1 = 2, kBarP0 = 3, kBarP1 = 4, kBarL = 5, kBarWg0 = 6 /* and 7: one warpgroup */ };
+enum NamedBarrier : int { kBarM0 = 1, kBarM1 = 2, kBarP0 = 3, kBarP1 = 4, kBarL = 5, kBarStage0 = 6 /* and 7 */ };
 constexpr int kConsumerThreads = 256;
 constexpr float kMaxSlack = 8.f;  // base 2: p <= 256, l <= 256 topk
 WsExperiment g_experiment;  // see SetWsExperiment
@@ -227,150 +226,11 @@ __device__ __forceinline__ void PackP(const float (&s)[32], uint32_t (&pr)[16], 
   }
 }
 
-// What a consumer warpgroup's main loop needs (shared-memory addresses as 32-bit shared addresses).
-struct ConsumerCtx {
-  uint32_t sb;                  // aligned base of the plan
-  Desc dq, dk0, dk1;            // K-major descriptors: Q, stage 0, stage 1
-  Desc dp0, dp1;                // K-major descriptors of P0 (stage 0's RoPE block) and P1
-  Desc dv0, dv1, dv0r, dv1r;    // MN-major descriptors of V: stage s, columns [0, 256) / [256, 512)
-  const int32_t* idx_row;
-  int topk, L, n_pairs, lane, qd, row0, row1;
-  float scale_log2;
-};
-
-// The consumer loop without a max hand-off: warpgroup W (0 or 1) runs its block of each pair with
-// its own running max m (the base of its O half and of its row sums), shares P and the base it
-// used, and reconciles with the other warpgroup's base only when they differ (rare: the max moves
-// by more than kMaxSlack, or the first pair) before it multiplies the other P by its V half:
-//   m_f = max(m, m_o); O, l *= 2^(m - m_f) (own RS product awaited first); the other P, in shared
-//   memory, *= 2^(m_o - m_f) in place; then both warpgroups continue from base m_f.
-// So the two softmaxes run independently; the only hand-off is P. (Own stage s = W: its half H0
-// holds the V columns this warpgroup multiplies by its own P, freed right after that product; the
-// other half is freed by the other warpgroup's product.)
-template <int W>
-__device__ __forceinline__ void ConsumerLoop(const ConsumerCtx& c, float (&o)[128], float& m0, float& m1, float& l0,
-                                             float& l1) {
-  constexpr int kOwnHalf = W;  // the column half this warpgroup owns: of its own stage (multiplied by own
-                                // P, freed first) and of the other stage (multiplied by the other P)
-  constexpr int kB0 = W == 0 ? 0 : kLeftBlocks, kB1 = W == 0 ? kLeftBlocks : kColBlocks;   // that half's blocks
-  constexpr int kC0 = W == 0 ? kLeftBlocks : 0, kC1 = W == 0 ? kColBlocks : kLeftBlocks;   // the other half's
-  const Desc dk = W == 0 ? c.dk0 : c.dk1;
-  const Desc dv_own = W == 0 ? c.dv0 : c.dv1r;     // own P x own stage's V, own columns
-  const Desc dv_other = W == 0 ? c.dv1 : c.dv0r;   // other P x other stage's V, own columns
-  const Desc dp_other = W == 0 ? c.dp1 : c.dp0;
-  const uint32_t sP_own = c.sb + (W == 0 ? Plan::kP0 : Plan::kP1);
-  float* const base_x = reinterpret_cast<float*>(__cvta_shared_to_generic(c.sb + Plan::kBase));
-  float s[32];
-  uint32_t pr[16];
-  // S of block W (the loop issues S of block 2(i + 1) + W at the end of pair i, behind the product
-  // with the other P: every path issues the same wgmmas, past the last pair on stale data, which
-  // keeps ptxas from serialising them). First the half this warpgroup freed itself, then the other.
-  uint2 mask = make_uint2(0u, 0u);
-  if (c.n_pairs > 0) MbarWait(c.sb + Plan::Ready(W, kOwnHalf), 0);
-  FenceProxyAsync();
-  FenceRegs(s);
-  WgmmaFence();
-  IssueS<kB0, kB1>(s, c.dq, dk, true);
-  WgmmaCommit();
-  if (c.n_pairs > 0) mask = ValidBits(c.idx_row, W, c.topk, c.L, c.lane, c.qd);
-  if (c.n_pairs > 0) MbarWait(c.sb + Plan::Ready(W, kOwnHalf ^ 1), 0);
-  FenceProxyAsync();
-  WgmmaFence();
-  IssueS<kC0, kC1>(s, c.dq, dk, false);
-  WgmmaCommit();
-  WgmmaWaitAll();
-  FenceRegs(s);
-  for (int i = 0; i < c.n_pairs; ++i) {
-    const uint32_t parity = i & 1;
-    // Softmax against this warpgroup's own running max.
-    float bm0, bm1, sum0, sum1;
-    MaskMax(s, mask, c.scale_log2, bm0, bm1);
-    const float n0 = NextMax(m0, bm0), n1 = NextMax(m1, bm1);
-    const float a0 = Rescale(m0, n0), a1 = Rescale(m1, n1);
-    m0 = n0;
-    m1 = n1;
-    Exponentiate(s, c.scale_log2, m0, m1, sum0, sum1);
-    l0 = l0 * a0 + sum0;
-    l1 = l1 * a1 + sum1;
-    ScaleO(o, a0, a1);
-    PackP(s, pr, 1.f, 1.f);
-    // O += own P x own stage's V (P from registers).
-    FenceRegs(o);
-    WgmmaFence();
-    IssuePvRegs(o, pr, dv_own);
-    WgmmaCommit();
-    // Share P and its base. (The other warpgroup finished reading this buffer and these bases of the
-    // previous pair before this stage could be refilled, which the S above waited for.)
-    float* const base_own = base_x + (parity * 2 + W) * 64;
-    const float* const base_other = base_x + (parity * 2 + (W ^ 1)) * 64;
-    if (c.qd == 0) {
-      base_own[c.row0] = m0;
-      base_own[c.row1] = m1;
-    }
-    StoreP(sP_own, pr, c.row0, c.row1, c.qd);
-    FenceProxyAsync();
-    ArriveNamed(W == 0 ? kBarP0 : kBarP1, kConsumerThreads);
-    WgmmaWaitAll();
-    FenceRegs(o);
-    MbarArrive(c.sb + Plan::Free(W, kOwnHalf));
-    SyncNamed(W == 0 ? kBarP1 : kBarP0, kConsumerThreads);
-    const float mo0 = base_other[c.row0], mo1 = base_other[c.row1];
-    const float f0 = fmaxf(m0, mo0), f1 = fmaxf(m1, mo1);  // -inf only where both are
-    const bool differ = f0 != m0 || f1 != m1 || f0 != mo0 || f1 != mo1;
-    if (SyncNamedOr(kBarWg0 + W, 128, differ)) {
-      // Rare: bring O, l and the other P to the common base f.
-      const float r0 = Rescale(m0, f0), r1 = Rescale(m1, f1);
-      ScaleO(o, r0, r1);
-      l0 *= r0;
-      l1 *= r1;
-      const float b0 = Rescale(mo0, f0), b1 = Rescale(mo1, f1);
-      uint32_t* const po = reinterpret_cast<uint32_t*>(__cvta_shared_to_generic(W == 0 ? c.sb + Plan::kP1 : c.sb + Plan::kP0));
-#pragma unroll
-      for (int n = 0; n < 8; ++n) {
-        uint32_t* const x0 = po + (c.row0 * 128 + ((n ^ (c.row0 & 7)) << 4) + 4 * c.qd) / 4;
-        uint32_t* const x1 = po + (c.row1 * 128 + ((n ^ (c.row1 & 7)) << 4) + 4 * c.qd) / 4;
-        const float2 v0 = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(x0));
-        const float2 v1 = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(x1));
-        *x0 = PackBf16(v0.x * b0, v0.y * b0);
-        *x1 = PackBf16(v1.x * b1, v1.y * b1);
-      }
-      FenceProxyAsync();
-      SyncNamed(kBarWg0 + W, 128);
-      m0 = f0;
-      m1 = f1;
-    }
-    // O += other P x other stage's V (own columns).
-    FenceRegs(o);
-    WgmmaFence();
-    IssuePvSmem(o, dp_other, dv_other);
-    WgmmaCommit();
-    // S of the next block while that runs.
-    const bool more = i + 1 < c.n_pairs;
-    if (more) MbarWait(c.sb + Plan::Ready(W, kOwnHalf), parity ^ 1);
-    FenceProxyAsync();
-    FenceRegs(s);
-    WgmmaFence();
-    IssueS<kB0, kB1>(s, c.dq, dk, true);
-    WgmmaCommit();
-    if (more) mask = ValidBits(c.idx_row, 2 * (i + 1) + W, c.topk, c.L, c.lane, c.qd);
-    WgmmaWait<1>();  // the product with the other P: the other stage's half is free
-    FenceRegs(o);
-    MbarArrive(c.sb + Plan::Free(W ^ 1, kOwnHalf));  // the other stage's half holding our columns
-    if (more) MbarWait(c.sb + Plan::Ready(W, kOwnHalf ^ 1), parity ^ 1);
-    FenceProxyAsync();
-    WgmmaFence();
-    IssueS<kC0, kC1>(s, c.dq, dk, false);
-    WgmmaCommit();
-    WgmmaWaitAll();
-    FenceRegs(s);
-  }
-}
-
 __global__ void __launch_bounds__(kThreads, 1)
     SparseMlaWsKernel(const __nv_bfloat16* __restrict__ q, const __nv_bfloat16* __restrict__ kv,
                       const int32_t* __restrict__ indices, int H, int L, int topk, int head_groups,
                       float scale_log2, __nv_bfloat16* __restrict__ out, float* __restrict__ lse,
-                      int prefetch_pairs, bool skip_gathers, bool kv_evict_last, bool max_handoff) {
+                      int prefetch_pairs, bool skip_gathers, bool kv_evict_last) {
   extern __shared__ uint8_t smem_raw[];
   const uint32_t raw_addr = static_cast<uint32_t>(__cvta_generic_to_shared(smem_raw));
   const uint32_t pad = ((raw_addr + 1023u) & ~1023u) - raw_addr;
@@ -511,15 +371,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   float l0 = 0.f, l1 = 0.f;              // this warpgroup's partial row sums (this thread's columns)
   MbarWait(sb + Plan::QBar(), 0);
 
-  if (!max_handoff) {
-    const ConsumerCtx ctx{sb, dq, dk0, dk1, dp0, dp1, dv0, dv1, dv0r, dv1r, idx_row, topk, L, n_pairs, lane, qd,
-                          row0, row1, scale_log2};
-    if (wg == 0) {
-      ConsumerLoop<0>(ctx, o, m0, m1, l0, l1);
-    } else {
-      ConsumerLoop<1>(ctx, o, m0, m1, l0, l1);
-    }
-  } else if (wg == 0) {
+  if (wg == 0) {
     uint2 mask = make_uint2(0u, 0u);
     // S of the first block, in halves: the left half runs while the right half lands. (Every path
     // issues the same wgmmas, and a wgmma.fence precedes each batch that follows a wait: otherwise
@@ -681,7 +533,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     StoreShared32(stage + row1 * 512 + ((n ^ (row1 & 7)) << 4) + 4 * qd,
                   PackBf16(o[4 * n + 2] * inv1, o[4 * n + 3] * inv1));
   }
-  SyncNamed(kBarWg0 + wg, 128);  // this warpgroup's staging writes before its reads
+  SyncNamed(kBarStage0 + wg, 128);  // this warpgroup's staging writes before its reads
   const uint8_t* stage_ptr = smem + Plan::kQ + wg * (64 * 512);
 #pragma unroll 4
   for (int k = 0; k < 16; ++k) {
@@ -702,7 +554,7 @@ __global__ void __launch_bounds__(kThreads, 1)
 #else  // !INDEXCACHE_PTX_HAS_WGMMA
 
 __global__ void SparseMlaWsKernel(const __nv_bfloat16*, const __nv_bfloat16*, const int32_t*, int, int, int, int,
-                                  float, __nv_bfloat16*, float*, int, bool, bool, bool) {
+                                  float, __nv_bfloat16*, float*, int, bool, bool) {
   __trap();
 }
 
@@ -723,7 +575,7 @@ void LaunchWarpSpecialized(const SparseMlaCudaParams& p, cudaStream_t stream) {
   SparseMlaWsKernel<<<static_cast<unsigned>(p.T * head_groups), kThreads, Plan::kBytes, stream>>>(
       p.q, p.kv, p.indices, static_cast<int>(p.H), static_cast<int>(p.L), static_cast<int>(p.topk),
       static_cast<int>(head_groups), p.scale * kLog2e, p.out, p.lse, g_experiment.prefetch_pairs,
-      g_experiment.skip_gathers, g_experiment.kv_evict_last, g_experiment.max_handoff);
+      g_experiment.skip_gathers, g_experiment.kv_evict_last);
   CUDA_CHECK(cudaGetLastError());
 }
 
