@@ -1,4 +1,7 @@
-// Sparse MLA (absorbed MQA form) on Hopper: one CTA per (query token, group of 64 heads).
+// Sparse MLA (absorbed MQA form) on Hopper, the first wgmma kernel (SparseMlaVariant::kTwoWarpgroups;
+// the default is now the warp-specialised kernel in sparse_mla_ws_cuda.cu, 1.27-1.44x faster). This
+// file also holds SparseMlaCuda, which validates the parameters and dispatches on the variant.
+// One CTA per (query token, group of 64 heads).
 //
 // Layout of one CTA (256 threads = 2 warpgroups, WG0 and WG1; ~226 KB of shared memory, 1 CTA/SM):
 //   sQ    [64 heads][576]  bf16, loaded once (cp.async), rows past H zero-filled

@@ -21,7 +21,8 @@
 namespace indexcache {
 
 // Which kernel runs (both support every size above and give the same results up to fp32 summation
-// order; see kernels/sparse_mla_cuda_internal.h).
+// order and ex2.approx rounding; see kernels/sparse_mla_cuda_internal.h). The default is the faster
+// one at every measured shape (docs/benchmarks.md, 2026-12-01: 1.27-1.44x at prefill and decode).
 enum class SparseMlaVariant : int {
   kTwoWarpgroups = 0,    // sparse_mla_cuda.cu: S, softmax and P V of a 64-key chunk in series
   kWarpSpecialized = 1,  // sparse_mla_ws_cuda.cu: loader warpgroup, consumers alternate key blocks
@@ -35,7 +36,7 @@ struct SparseMlaCudaParams {
   float scale = 1.0f;                 // softmax scale applied to q . kv
   __nv_bfloat16* out = nullptr;       // [T, H, d_v]  (device)
   float* lse = nullptr;               // [T, H]       natural-log LSE; optional (may be null) (device)
-  SparseMlaVariant variant = SparseMlaVariant::kTwoWarpgroups;
+  SparseMlaVariant variant = SparseMlaVariant::kWarpSpecialized;
 };
 
 // Asynchronous on `stream`; unsupported sizes and launch errors abort (CUDA_CHECK style).

@@ -7,9 +7,10 @@
 //
 //   sparse_mla_cuda_bench [--json PATH] [--sweep]
 //
-// --sweep adds rows of the warp-specialised kernel at other settings (kernels/sparse_mla_cuda_internal.h:
-// L2 prefetch distance, and no gathers at all, i.e. the consumers' ceiling; the latter's results are
-// wrong by design).
+// --sweep adds rows of the warp-specialised kernel at other settings (kernels/sparse_mla_cuda_internal.h):
+// ws_kv_normal_policy (gathers without the L2 evict-last policy), ws_prefetchN (L2 prefetch N pairs
+// ahead) and ws_no_gathers (the loader copies nothing: the consumers' ceiling; wrong results by
+// design).
 //
 // FLOPs are counted as FlashMLA counts them: 2 * H * (d_qk + d_v) * topk per query. "KV GB/s" is
 // the logical gather, T * topk * d_qk * 2 bytes (each query's latents once); the kernel gathers

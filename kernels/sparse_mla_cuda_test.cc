@@ -1,7 +1,8 @@
-// SparseMlaCuda against SparseMlaCpu on fresh random inputs rounded to bf16 (the reference runs on
-// the same rounded values). Shapes: odd sizes with -1, out-of-range and duplicate indices and a
-// query with no valid key; a partial 64-head group (H = 16, H = 80); the model's top-k of 2048 at
-// H = 128. d_qk = 576, d_v = 512 throughout (the only sizes the kernel supports). Skips without a
+// SparseMlaCuda, both kernels (SparseMlaVariant), against SparseMlaCpu on fresh random inputs
+// rounded to bf16 (the reference runs on the same rounded values). Shapes: odd sizes with -1,
+// out-of-range and duplicate indices and a query with no valid key; a partial 64-head group (H = 16,
+// H = 80); the model's top-k of 2048 at H = 128; an odd number of 64-key blocks with a sharp softmax
+// at H = 128. d_qk = 576, d_v = 512 throughout (the only sizes the kernels support). Skips without a
 // CUDA device (CI has none).
 #include "kernels/sparse_mla_cuda.h"
 

@@ -17,9 +17,16 @@
 //   - Both warpgroups keep the same running max: WG0 publishes max(m, block 2i), WG1 extends it with
 //     block 2i + 1 and publishes it back, WG0 rescales its P (still fp32 in registers) before it
 //     shares it. The max moves only when it grows by > 2^8 (base 2), so O is rarely rescaled.
+//     (Measured against the alternative: each warpgroup on its own max, reconciled after the P
+//     hand-off, is 13-16 % slower: the two softmaxes then run in lockstep with the tensor cores
+//     idle, where the hand-off staggers them behind the other warpgroup's wgmmas.)
 //   - Each stage is loaded and freed in two halves (columns [0, 256) and [256, 576)), ordered so
 //     that the half freed first is refilled first: stage 0's left half is free as soon as WG0 has
 //     multiplied its own P by it.
+//   - Softmax in few instructions (it sits on the critical path between the GEMMs): the scale is
+//     folded into one FFMA per score ahead of ex2.approx, validity comes from two ballots, P0 is
+//     repacked only when the max moved. O leaves through shared memory (Q's tile) as 16-byte
+//     coalesced streaming stores. Gathers carry an L2 evict-last policy, Q evict-first.
 // Per pair i (ready / free: mbarriers; M0, M1, P0, P1, L: named barriers over WG0 + WG1):
 //   WG0: S0 (waits ready 0L, 0R) | softmax, publish m_a -> M0 | O += P0 V0[:, :256] (regs) | free 0L
 //        | M1: m_b, rescale P0, O -> sP0 -> P0 | P1: O += sP1 V1[:, :256] | S0 of pair i + 1, free 1L
@@ -28,6 +35,16 @@
 //   WG2: per pair, gathers 0L, 1R, 0R, 1L, each after its free barrier.
 // Invalid keys (-1, out of range, past topk) are zero-filled by the loader and masked to -inf by
 // the consumers, which read the indices themselves.
+//
+// Measured (sparse_mla_cuda_bench, H200, T = 4096, H = 128, topk 2048, 2026-12-01; docs/benchmarks.md):
+// 632 / 563 / 506 TFLOP/s at L = 8K / 32K / 128K (cuBLAS bf16 GEMM 777 in the same run; the
+// two-warpgroup kernel 438 / 422 / 397); decode (T = 64 / 128, own 32K context each) 423 / 452.
+// What limits it: with both stages in use by the pair, the half of each stage that the *other*
+// warpgroup multiplies is freed only at the end of the pair, and the owner's next S needs it at
+// once, so one gather latency per pair is exposed (an ncu profile at 128K: WG1 spends 32 % of its
+// samples waiting on stage-ready barriers, WG0 16 %). From L2 (8K) that costs little (the variant
+// with no gathers at all runs at the same speed); from HBM (128K, L2 hit rate 49 %) it costs ~15 %.
+// L2 prefetch of later pairs by the loader (bulk or per line) measured slower at every context.
 #include <cmath>
 #include <cstdint>
 
@@ -39,18 +56,22 @@ namespace indexcache {
 namespace sparse_mla {
 namespace {
 
+// ([[maybe_unused]]: the compute_90 pass, which only traps, does not use them.)
 constexpr int kDqk = 576;
-constexpr int kDv = 512;
-constexpr int kHeads = 64;    // heads per CTA
-constexpr int kBlockKeys = 64;  // keys per block; blocks go in pairs
+[[maybe_unused]] constexpr int kDv = 512;
+constexpr int kHeads = 64;                      // heads per CTA
+[[maybe_unused]] constexpr int kBlockKeys = 64;  // keys per block; blocks go in pairs
 constexpr int kThreads = 384;
 constexpr int kColBlocks = kDqk / 64;                     // 9 column blocks of 64
 constexpr int kBlockBytes = 64 * 128;                     // 64 rows x 64 bf16 columns, 128-byte swizzle
 constexpr int kTileBytes = kColBlocks * kBlockBytes;      // 73728: 64 rows x 576 columns
-constexpr int kLeftBlocks = 4;                            // half 0: column blocks [0, 4); half 1: [4, 9)
+[[maybe_unused]] constexpr int kLeftBlocks = 4;           // half 0: column blocks [0, 4); half 1: [4, 9)
 
-// Shared memory plan (offsets from a 1024-byte-aligned base).
-struct Plan {
+}  // namespace
+
+// Shared memory plan (offsets from a 1024-byte-aligned base). Outside the anonymous namespace only
+// so that the compute_90 pass does not warn about its unused members.
+struct WsPlan {
   static constexpr int kQ = 0;                            // Q, 64 heads x 576
   static constexpr int kKv = kQ + kTileBytes;             // 2 stages x 64 keys x 576
   static constexpr int kP1 = kKv + 2 * kTileBytes;        // WG1's P, 64 x 64 bf16
@@ -65,11 +86,14 @@ struct Plan {
   __host__ __device__ static constexpr int Ready(int stage, int half) { return kBars + 8 * (1 + 2 * stage + half); }
   __host__ __device__ static constexpr int Free(int stage, int half) { return kBars + 8 * (5 + 2 * stage + half); }
 };
-static_assert(Plan::kBytes <= 227 * 1024, "shared memory budget");
+static_assert(WsPlan::kBytes <= 227 * 1024, "shared memory budget");
 
+namespace {
+
+using Plan = WsPlan;
 enum NamedBarrier : int { kBarM0 = 1, kBarM1 = 2, kBarP0 = 3, kBarP1 = 4, kBarL = 5, kBarStage0 = 6 /* and 7 */ };
-constexpr int kConsumerThreads = 256;
-constexpr float kMaxSlack = 8.f;  // base 2: p <= 256, l <= 256 topk
+[[maybe_unused]] constexpr int kConsumerThreads = 256;
+[[maybe_unused]] constexpr float kMaxSlack = 8.f;  // base 2: p <= 256, l <= 256 topk
 WsExperiment g_experiment;  // see SetWsExperiment
 
 #if INDEXCACHE_PTX_HAS_WGMMA
