@@ -10,6 +10,7 @@
 #include <cstdlib>
 
 #include "core/cuda_check.h"
+#include "kernels/distill_teacher_wgmma.cuh"
 #include "kernels/ptx.cuh"
 
 namespace indexcache {
@@ -109,7 +110,10 @@ struct DistillSmemPlan {
            static_cast<size_t>(HIp) * Dp * 4;
   }
   size_t SortBytes(bool sparse) const { return sparse ? static_cast<size_t>(Kp2) * 4 : 0; }
-  size_t Bytes(bool sparse) const { return std::max({TeacherBytes(), StudentBytes(), SortBytes(sparse)}); }
+  size_t Bytes(bool sparse, bool wgmma) const {
+    const size_t teacher = wgmma ? static_cast<size_t>(distill_wgmma::kSmemBytes) : TeacherBytes();
+    return std::max({teacher, StudentBytes(), SortBytes(sparse)});
+  }
 };
 
 struct KernelParams {
@@ -578,6 +582,9 @@ __device__ __forceinline__ void WriteBackQueryResults(const CtaContext& c, int64
   }
 }
 
+// kWgmmaTeacher: phase 1 runs distill_wgmma::TeacherPhase (kernels/distill_teacher_wgmma.cuh)
+// instead of AccumulateTeacherDistribution; the other phases are the same code.
+template <bool kWgmmaTeacher>
 __global__ void __launch_bounds__(kThreads, 1) DistillLossKernel(const KernelParams kp) {
   extern __shared__ __align__(16) unsigned char smem[];
   __shared__ float s_part[kWarps][kKT];       // per row group partial column sums
@@ -628,7 +635,15 @@ __global__ void __launch_bounds__(kThreads, 1) DistillLossKernel(const KernelPar
     double ent = 0.0;    // sum_j sum_s p_j log p_j / S  (threads < kKT)
     double cross = 0.0;  // sum_s pbar (I - lse)          (threads < kKT)
 
-    AccumulateTeacherDistribution(c, t, n, keys, num_tiles, s_part, &ent);  // phase 1
+    if constexpr (kWgmmaTeacher) {  // phase 1
+      const uint32_t raw = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+      const uint32_t pad = ((raw + 1023u) & ~1023u) - raw;
+      float* s_col = reinterpret_cast<float*>(smem + pad + distill_wgmma::kStages * distill_wgmma::kTileBytes);
+      distill_wgmma::TeacherPhase(p.attn_q, p.attn_kv, p.num_served, t, c.HA, c.DA, c.t_scale2, n, keys, c.pbar,
+                                  raw + pad, s_col, &ent);
+    } else {
+      AccumulateTeacherDistribution(c, t, n, keys, num_tiles, s_part, &ent);
+    }
     StudentScoresAndGradients(c, t, n, keys, num_tiles, s_part, s_di, s_gw, s_w, s_red, &cross);  // phase 2
     __syncthreads();
     WriteBackQueryResults(c, t, s_gw, s_red, ent, cross);  // phase 3
@@ -636,6 +651,7 @@ __global__ void __launch_bounds__(kThreads, 1) DistillLossKernel(const KernelPar
 }
 
 struct Layout {
+  bool wgmma;  // the teacher path (DistillTeacherImpl resolved for the device and shapes)
   DistillSmemPlan plan;
   int64_t slot_floats;
   size_t smem_bytes;
@@ -652,12 +668,17 @@ Layout MakeLayout(const DistillLossCudaParams& p) {
   if (p.sparse && (p.K < 1 || p.K > (1 << 20))) Fail("sparse mode needs 1 <= K <= 2^20");
   if (p.L >= (int64_t{1} << 31)) Fail("L must be < 2^31");
   Layout l;
-  l.plan = DistillSmemPlan::For(p);
-  l.slot_floats = RoundUp(std::max<int64_t>(p.sparse ? p.K : p.L, 1), 64);
-  l.smem_bytes = l.plan.Bytes(p.sparse);
-  int dev = 0, sms = 0;
+  int dev = 0, sms = 0, major = 0, minor = 0;
   CUDA_CHECK(cudaGetDevice(&dev));
   CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+  CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+  CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev));
+  const bool wgmma_ok = major == 9 && minor == 0 && p.DA <= distill_wgmma::kMaxDA;
+  if (p.teacher_impl == DistillTeacherImpl::kWgmma && !wgmma_ok) Fail("the wgmma teacher needs sm_90 and DA <= 576");
+  l.wgmma = p.teacher_impl == DistillTeacherImpl::kWgmma || (p.teacher_impl == DistillTeacherImpl::kAuto && wgmma_ok);
+  l.plan = DistillSmemPlan::For(p);
+  l.slot_floats = RoundUp(std::max<int64_t>(p.sparse ? p.K : p.L, 1), 64);
+  l.smem_bytes = l.plan.Bytes(p.sparse, l.wgmma);
   l.grid = std::max(sms, 1);
   return l;
 }
@@ -680,12 +701,13 @@ void DistillLossCuda(const DistillLossCudaParams& p) {
   int dev = 0, max_smem = 0;
   CUDA_CHECK(cudaGetDevice(&dev));
   CUDA_CHECK(cudaDeviceGetAttribute(&max_smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+  const auto kernel = l.wgmma ? DistillLossKernel<true> : DistillLossKernel<false>;
   cudaFuncAttributes attr;
-  CUDA_CHECK(cudaFuncGetAttributes(&attr, DistillLossKernel));
+  CUDA_CHECK(cudaFuncGetAttributes(&attr, kernel));
   if (l.smem_bytes + attr.sharedSizeBytes > static_cast<size_t>(max_smem)) {
     Fail("shapes need more shared memory than the device has (HA, DA or sparse K too large)");
   }
-  CUDA_CHECK(cudaFuncSetAttribute(DistillLossKernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+  CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                   static_cast<int>(l.smem_bytes)));
   KernelParams kp;
   kp.p = p;
@@ -697,7 +719,7 @@ void DistillLossCuda(const DistillLossCudaParams& p) {
   kp.keys_ws = reinterpret_cast<int32_t*>(ws + 256 + static_cast<size_t>(l.grid) * l.slot_floats * 4);
   CUDA_CHECK(cudaMemsetAsync(kp.counter, 0, sizeof(unsigned int), p.stream));
   const int grid = static_cast<int>(std::min<int64_t>(p.Tq, l.grid));
-  DistillLossKernel<<<grid, kThreads, l.smem_bytes, p.stream>>>(kp);
+  kernel<<<grid, kThreads, l.smem_bytes, p.stream>>>(kp);
   CUDA_CHECK(cudaGetLastError());
 }
 

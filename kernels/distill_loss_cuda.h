@@ -48,6 +48,12 @@ namespace indexcache {
 
 constexpr int kDistillMaxServed = 8;
 
+// How the teacher phase (step 1 above) runs. kWgmma (kernels/distill_teacher_wgmma.cuh): qa_j[t]
+// held in registers by 2 warpgroups, 64-key kv tiles in a 3-stage pipeline, wgmma m64n64k16 with A
+// from registers; needs an sm_90 device and DA <= 576. kMmaSync: the original mma.sync path above
+// (any sm_80+ device, the shared-memory limit on HA and DA). kAuto: kWgmma where it applies.
+enum class DistillTeacherImpl { kAuto = 0, kMmaSync = 1, kWgmma = 2 };
+
 struct DistillLossCudaParams {
   // Student: the Full layer's indexer, rope applied.
   const __nv_bfloat16* q = nullptr;  // [Tq, HI, D] device
@@ -72,6 +78,7 @@ struct DistillLossCudaParams {
   float* grad_q = nullptr;           // [Tq, HI, D] device (one CTA per query: deterministic)
   float* grad_k = nullptr;           // [L, D]      device (float2 atomicAdd across queries)
   float* grad_w = nullptr;           // [Tq, HI]    device (deterministic)
+  DistillTeacherImpl teacher_impl = DistillTeacherImpl::kAuto;
   void* workspace = nullptr;         // DistillLossCudaWorkspaceBytes(*this) bytes, device
   size_t workspace_bytes = 0;
   cudaStream_t stream = nullptr;
