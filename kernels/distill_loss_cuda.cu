@@ -403,6 +403,8 @@ __device__ __forceinline__ void StudentScoresAndGradients(const CtaContext& c, i
       }
       CpAsyncCommit();
       const int nv = min(kKT, n - tile * kKT);
+      // Sweep B: warp 0's pbar of this tile, loaded before the MMAs so its L2 latency is hidden.
+      const float pb_tile = (sweep == 1 && warp == 0 && lane < nv) ? pbar[tile * kKT + lane] : 0.f;
       float acc[2][2][4] = {};
 #pragma unroll
       for (int ii = 0; ii < 2; ++ii) {
@@ -451,7 +453,7 @@ __device__ __forceinline__ void StudentScoresAndGradients(const CtaContext& c, i
         } else {
           float di = 0.f;
           if (valid) {
-            const float pb = pbar[tile * kKT + lane];
+            const float pb = pb_tile;
             di = __expf(I - lse_i) - pb;
             cross += static_cast<double>(pb) * static_cast<double>(I - lse_i);
           }
@@ -519,19 +521,21 @@ __device__ __forceinline__ void StudentScoresAndGradients(const CtaContext& c, i
           float g[2][4] = {};
           WarpMma<2, true, true>(g, s_coef, kCoefStride, kg * 16, s_q, kp.plan.strideD, dc * 16, kp.plan.HIp);
           const int i0 = tile * kKT + kg * 16 + (lane >> 2);
+          // float4 atomics (sm_90): lanes 2c and 2c + 1 of a quad swap halves so that the even lane
+          // owns columns [4c', 4c' + 4) of the first 8-column tile and the odd lane those of the
+          // second: half as many atomic operations as float2, each a full 16-byte sector piece.
+          const bool even = (lane & 1) == 0;
+          const int col = dc * 16 + (even ? 2 * (lane & 3) : 8 + 2 * ((lane & 3) - 1));
 #pragma unroll
           for (int h = 0; h < 2; ++h) {
+            const float sx = even ? g[1][2 * h] : g[0][2 * h], sy = even ? g[1][2 * h + 1] : g[0][2 * h + 1];
+            const float rx = __shfl_xor_sync(0xffffffffu, sx, 1), ry = __shfl_xor_sync(0xffffffffu, sy, 1);
+            const float4 v = even ? make_float4(g[0][2 * h], g[0][2 * h + 1], rx, ry)
+                                  : make_float4(rx, ry, g[1][2 * h], g[1][2 * h + 1]);
             const int i = i0 + 8 * h;
-            if (i < n) {
+            if (i < n && col < D) {
               const int64_t key = keys ? keys[i] : i;
-#pragma unroll
-              for (int nt = 0; nt < 2; ++nt) {
-                const int col = dc * 16 + nt * 8 + 2 * (lane & 3);
-                if (col < D) {
-                  atomicAdd(reinterpret_cast<float2*>(p.grad_k + key * p.D + col),
-                            make_float2(g[nt][2 * h], g[nt][2 * h + 1]));
-                }
-              }
+              atomicAdd(reinterpret_cast<float4*>(p.grad_k + key * p.D + col), v);
             }
           }
         }

@@ -2,7 +2,8 @@
 // DA 576; one Full layer serving 1 or 4 layers; dense (causal) and sparse (top-2048); 8K and 32K
 // tokens (Tq = L, query_offset 0).
 //
-//   distill_loss_cuda_bench [--json PATH] [--quick]
+//   distill_loss_cuda_bench [--json PATH] [--quick]    (--quick: 8K only)
+//   distill_loss_cuda_bench --profile                  (one call each, for a profiler)
 //
 // Every case runs with the wgmma teacher (the default on sm_90) and, at 8K, with the mma.sync
 // teacher too (the previous path, for before/after in one run); each wgmma case is also timed
@@ -38,7 +39,9 @@ struct Result {
   double teacher_ms = 0, teacher_flops = 0;  // wgmma: the teacher-only run
 };
 
-Result Bench(int64_t T, int served, bool sparse, int64_t K, DistillTeacherImpl impl) {
+// profile: instead of timing medians, one call each of the full kernel, the teacher only and the
+// full kernel without grad_k (for a profiler; the times printed are single runs).
+Result Bench(int64_t T, int served, bool sparse, int64_t K, DistillTeacherImpl impl, bool profile = false) {
   const int64_t HI = 64, D = 128, HA = 128, DA = 576;
   std::vector<void*> allocs;
   auto alloc = [&](size_t bytes, int byte) {
@@ -91,6 +94,20 @@ Result Bench(int64_t T, int served, bool sparse, int64_t K, DistillTeacherImpl i
 
   // One timed warm-up run picks the number of timed runs (fewer for multi-second cases).
   const auto run = [&] { DistillLossCuda(p); };
+  if (profile) {
+    const double full = MedianMs(run, 0, 1);
+    const DistillLossCudaParams all = p;
+    p.loss = nullptr;
+    p.grad_q = p.grad_k = p.grad_w = nullptr;
+    const double teacher = MedianMs(run, 0, 1);
+    p = all;
+    p.grad_k = nullptr;
+    const double no_gk = MedianMs(run, 0, 1);
+    std::printf("profile T=%lld served=%d %s: full %.2f ms, teacher only %.2f ms, without grad_k %.2f ms\n",
+                (long long)T, served, sparse ? "sparse" : "dense", full, teacher, no_gk);
+    for (void* ptr : allocs) CUDA_CHECK(cudaFree(ptr));
+    return {};
+  }
   const double warm = MedianMs(run, 0, 1);
   const int iters = warm > 3000 ? 1 : (warm > 500 ? 3 : 7);
   const double median_ms = MedianMs(run, 0, iters);
@@ -110,6 +127,12 @@ Result Bench(int64_t T, int served, bool sparse, int64_t K, DistillTeacherImpl i
 int Main(int argc, char** argv) {
   const char* json_path = nullptr;
   bool quick = false;
+  if (argc == 2 && std::string(argv[1]) == "--profile") {
+    cudaDeviceProp prop;
+    if (!BenchDeviceProps(&prop)) return 0;
+    Bench(4096, 1, false, 0, DistillTeacherImpl::kWgmma, true);
+    return 0;
+  }
   if (!ParseJsonFlag(argc, argv, &json_path, "--quick", &quick)) return 1;
   cudaDeviceProp prop;
   if (!BenchDeviceProps(&prop)) return 0;
@@ -118,7 +141,7 @@ int Main(int argc, char** argv) {
   for (int64_t T : {int64_t{8192}, int64_t{32768}}) {
     for (int served : {1, 4}) {
       for (bool sparse : {true, false}) {
-        if (!sparse && quick && T > 8192) continue;
+        if (quick && T > 8192) continue;
         std::vector<DistillTeacherImpl> impls;
         if (sm90) impls.push_back(DistillTeacherImpl::kWgmma);
         if (T == 8192 || !sm90) impls.push_back(DistillTeacherImpl::kMmaSync);
