@@ -370,7 +370,11 @@ __device__ __forceinline__ void AccumulateTeacherDistribution(const CtaContext& 
 // the loss's cross term (*cross, warp 0, 2 keys per lane), then coef (bf16, shared) and the grad_w
 // partials (s_gw, one row per 16-key quarter), grad_q[t] into the shared accumulator and grad_k by
 // float4 atomics. All threads call it.
-__device__ __forceinline__ void StudentScoresAndGradients(const CtaContext& c, int64_t t, int n,
+// __noinline__: inlined, ptxas hoisted the student's query-invariant values out of the query loop,
+// so they were live (and spilled) across the wgmma teacher's loop, which then spilled ~20 registers
+// around every tile's MMAs (teacher-only time +11 %). A call keeps the two phases' registers apart.
+// (The teacher cannot be a call: across a call boundary ptxas serialises its wgmma chain.)
+__device__ __noinline__ void StudentScoresAndGradients(const CtaContext& c, int64_t t, int n,
                                                           const int32_t* keys, float (*s_part)[kSKT],
                                                           float* s_di, float (*s_gw)[kMaxRows], float* s_w,
                                                           double (*s_red)[kWarps], double* cross_out) {
