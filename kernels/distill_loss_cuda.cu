@@ -70,9 +70,12 @@ __device__ __forceinline__ void WarpMma(float (&acc)[NT][4], const __nv_bfloat16
 
 // Shared-memory plan of the kernel (dynamic shared memory; the phases reuse it in turn):
 //  phase 0 (sparse key set): the top-k row being sorted, Kp2 ints;
-//  phase 1 (teachers):       qa_j[t] [HAp][strideA] bf16, then 2 stages of kKT kv rows;
+//  phase 1 (teachers):       mma.sync: qa_j[t] [HAp][strideA] bf16, then 2 stages of kKT kv
+//                            rows; wgmma: distill_wgmma::kSmemBytes (1 KiB alignment slack, 3
+//                            swizzled 64 x 576 stages, the column sums), laid out there;
 //  phase 2 (student):        q[t] [HIp][strideD] bf16, 2 stages of kSKT k rows, coef
-//                            [HIp][kCoefStride] bf16, the grad_q accumulator [HIp][Dp] fp32.
+//                            [HIp][kCoefStride] bf16, the grad_q accumulator [HIp][Dp] fp32, the
+//                            grad_w partials [kSKT / 16][kMaxRows] and dI [kSKT] fp32.
 // The host sizes the launch with Bytes(); the kernel takes its pointers from the same struct.
 struct DistillSmemPlan {
   int HAp, DAp, strideA;  // teacher rows (padded to 16), dims (padded to 16), smem row stride
