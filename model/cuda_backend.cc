@@ -30,6 +30,7 @@
 #include "kernels/finite_check_cuda.h"
 #include "kernels/fp8_dequant_cuda.h"
 #include "kernels/indexer_topk_cuda.h"
+#include "kernels/latent_fp8_cuda.h"
 #include "kernels/moe_dispatch_cuda.h"
 #include "kernels/moe_experts_cuda.h"
 #include "kernels/moe_routing_cuda.h"
@@ -253,6 +254,19 @@ class CudaBackend final : public Backend {
     ScatterRowsCuda(src.raw(), rows.data<int32_t>(), src.size(0), src.nbytes() / src.size(0), dst->raw(), nullptr);
   }
 
+  void QuantizeLatentRows(const Tensor& src, const Tensor& rows, const LatentFp8Layout& layout,
+                          Tensor* cache) override {
+    QuantizeLatentRowsCuda(src.data<__nv_bfloat16>(), rows.data<int32_t>(), src.size(0), layout,
+                           cache->data<uint8_t>(), nullptr);
+  }
+  void DequantizeLatentRows(const Tensor& cache, const Tensor& indices, const LatentFp8Layout& layout,
+                            Tensor* out) override {
+    DequantizeLatentRowsCuda(cache.data<uint8_t>(), indices.data<int32_t>(), indices.numel(), layout,
+                             out->data<__nv_bfloat16>(), nullptr);
+  }
+  void CompactIndices(Tensor* indices) override {
+    CompactIndicesCuda(indices->size(0), indices->size(1), indices->data<int32_t>(), nullptr);
+  }
   void OffsetIndices(const Tensor& offsets, Tensor* indices) override {
     OffsetIndicesCuda(offsets.data<int32_t>(), indices->size(0), indices->size(1), indices->data<int32_t>(), nullptr);
   }
