@@ -223,8 +223,8 @@ class Backend {
   // i in [0, B), indices[i, :] = the top-k of q[i] over the rows [key_begin[i], key_begin[i] +
   // key_count[i]) of `keys`, causal with the query the last of them (query_offset key_count[i] - 1),
   // as indices relative to key_begin[i] (-1 padding). q [B, H, D], weights [B, H] f32, indices
-  // [B, topk] int32. The default is a loop of IndexerTopk calls; CUDA runs the requests' calls on
-  // several streams at once (the same kernels, so the same results).
+  // [B, topk] int32. The default is a loop of IndexerTopk calls; CUDA runs the whole batch as one
+  // launch with a key range per query (the same per-request bits).
   virtual void IndexerTopkRequests(const Tensor& q, const Tensor& keys, const Tensor& weights, int64_t topk,
                                    const std::vector<int64_t>& key_begin, const std::vector<int64_t>& key_count,
                                    float scale, Tensor* indices) {
