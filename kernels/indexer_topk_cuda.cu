@@ -28,6 +28,7 @@ namespace {
 size_t AlignUp(size_t x) { return (x + 255) / 256 * 256; }
 
 bool UseSplit(const IndexerTopkCudaParams& p) {
+  if (p.key_begin != nullptr) return true;  // per-query key ranges: the split path only
   switch (p.path) {
     case IndexerTopkCudaPath::kQueryBlocks:
       return false;
@@ -85,6 +86,9 @@ void IndexerTopkCuda(const IndexerTopkCudaParams& p) {
     Fail("null input or output pointer");
   }
   if (!indexer_topk::Aligned16(p.q) || !indexer_topk::Aligned16(p.k)) Fail("q and k must be 16-byte aligned");
+  if (p.key_begin != nullptr && (p.key_end == nullptr || p.path == IndexerTopkCudaPath::kQueryBlocks)) {
+    Fail("key_begin needs key_end and the split-keys path");
+  }
   const indexer_topk::Workspace ws = CarveWorkspace(p);
   if (p.workspace == nullptr || p.workspace_bytes < ws.bytes) Fail("workspace missing or too small");
   constexpr int64_t kMaxGrid = 0x7fffffff;
