@@ -509,15 +509,18 @@ void RunQueryBlocks(const IndexerTopkCudaParams& p, const Workspace& ws) {
   } else {
     DispatchHeads<128>(a, p.T, p.stream);
   }
+  FinalizeQueryBlocks(p, ws);
+}
 
+void FinalizeQueryBlocks(const IndexerTopkCudaParams& p, const Workspace& ws) {
   FinalArgs f;
   f.cand_scores = ws.scores;
   f.cand_idx = ws.idx;
   f.cand_count = ws.count;
-  f.topk = a.topk;
-  f.cap = a.cap;
+  f.topk = static_cast<int>(p.topk);
+  f.cap = static_cast<int>(CapacityFor(p.topk));
   f.sort_len = 1;
-  while (f.sort_len < a.topk) f.sort_len <<= 1;
+  while (f.sort_len < f.topk) f.sort_len <<= 1;
   f.out_indices = p.out_indices;
   f.out_scores = p.out_scores;
   const size_t smem = FinalizeSmemPlan{f.sort_len, f.cap}.Bytes();
