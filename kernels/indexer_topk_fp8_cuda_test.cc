@@ -9,7 +9,8 @@
 // Comparison per row as kernels/indexer_topk_cuda_test.cc, with a tolerance for the fp8 tensor
 // cores' accumulation (Hopper keeps about 14 bits while accumulating e4m3 products, so the scores
 // differ from the fp32 reference by more than bf16's):
-// tol = kRelTol * max(|ref score|, 1e-2 * max |row score|), and
+// tol = kRelTol * max(|ref score|, f * max |row score|) (f = 1e-2, 0.5 with signed weights whose
+// heads cancel), and
 //  - padding (-1, -inf) exactly where the reference pads; no duplicates; every index a valid key;
 //  - every returned score within tol of the reference score of that key;
 //  - every selected key's reference score >= (reference k-th score - tol);
@@ -51,6 +52,7 @@ struct Case {
   int distinct_keys = 0;  // > 0: k[s] = k[s % distinct_keys] (exact ties)
   float ramp = 0.f;       // k[s] *= 1 + ramp * s / L
   bool require_strict = true;
+  float tol_floor = 1e-2f;  // tolerance floor as a fraction of the row's largest |score|
   uint32_t seed = 1;
 };
 
@@ -197,7 +199,7 @@ TEST_P(IndexerTopkFp8CudaTest, MatchesCpuOnDequantisedInputs) {
     const int64_t nvalid = static_cast<int64_t>(valid.size());
     const int64_t kk = std::min(c.topk, nvalid);
     std::sort(valid.begin(), valid.end(), std::greater<float>());
-    auto scale_of = [&](float v) { return std::max(std::fabs(v), 1e-2f * row_max); };
+    auto scale_of = [&](float v) { return std::max(std::fabs(v), c.tol_floor * row_max); };
     auto tol_of = [&](float v) { return kRelTol * scale_of(v); };
     const int32_t* gi = &got_idx[t * c.topk];
     const float* gs = &got_sc[t * c.topk];
@@ -256,11 +258,17 @@ std::vector<Case> Cases() {
   std::vector<Case> v;
   v.push_back({"T17_L1000_H20_k64_causal", 17, 1000, 20, 64, 1000 - 17});
   v.push_back({"T21_L2500_H48_k2048_padding", 21, 2500, 48, 2048, 0});
-  v.push_back({"T13_L5000_H64_k2048", 13, 5000, 64, 2048, 5000 - 13});
+  {
+    // topk 2048 of ~5000 dense scores: the k-th gap is never clear of the tolerance.
+    Case c{"T13_L5000_H64_k2048", 13, 5000, 64, 2048, 5000 - 13};
+    c.require_strict = false;
+    v.push_back(c);
+  }
   {
     Case c{"T40_L3001_H64_k300_keyend_signed", 40, 3001, 64, 300, 0};
     c.use_key_end = true;
     c.signed_weights = true;
+    c.tol_floor = 0.5f;  // signed head weights cancel: the error scales with the terms, not the sum
     c.seed = 3;
     v.push_back(c);
   }
