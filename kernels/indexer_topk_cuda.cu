@@ -45,7 +45,7 @@ Workspace CarveWorkspace(const IndexerTopkCudaParams& p) {
   const SplitPlan plan = PlanSplit(p);
   const size_t T = static_cast<size_t>(p.T);
   const size_t entries = split ? T * static_cast<size_t>(plan.nchunks * plan.seg_cap)
-                               : T * static_cast<size_t>(CapacityFor(p.topk));
+                               : T * static_cast<size_t>(QueryBlockCapacity(p));
   const size_t counts = split ? T * static_cast<size_t>(plan.nchunks) : T;
   const size_t s_bytes = AlignUp(entries * sizeof(float));
   const size_t i_bytes = AlignUp(entries * sizeof(int32_t));

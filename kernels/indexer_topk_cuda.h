@@ -115,9 +115,10 @@ struct IndexerTopkCudaParams {
 };
 
 // Scratch the call needs for the path these params select: query blocks, per query a candidate
-// buffer of max(2 * topk, 1024) + 128 (score, index) pairs plus a count, i.e. O(T * 2 * topk)
-// entries, independent of L; split keys, per (query, chunk) a buffer of at most that many pairs plus
-// per query the 65792-word histogram, i.e. O(T * C * topk + T * 65792) with C * T <= 128.
+// buffer of max(2 * topk, 1024) + 128 (score, index) pairs (FP8 inputs: max(4 * topk, 1024) + 256)
+// plus a count, i.e. O(T * topk) entries, independent of L; split keys, per (query, chunk) a
+// buffer of at most max(2 * topk, 1024) + 128 pairs plus per query the 65792-word histogram,
+// i.e. O(T * C * topk + T * 65792) with C * T <= 128.
 size_t IndexerTopkCudaWorkspaceBytes(const IndexerTopkCudaParams& p);
 
 // Asynchronous on p.stream. Unsupported shapes or a short workspace abort with a message.

@@ -44,6 +44,17 @@ inline int64_t CapacityFor(int64_t topk) {
   return std::max<int64_t>(INDEXER_TOPK_CAP_FACTOR * topk, 1024) + kTileKeys;
 }
 
+// The FP8 main kernel's key tile and candidate buffers (indexer_topk_fp8_cuda.cu): tiles of 256 keys
+// and buffers of 4 topk entries (+ one tile of slack) -- twice the bf16 ones, so that a query's
+// buffer is compacted about half as often (each compaction is a CTA-wide pause with the tensor
+// cores idle; at fp8 rates that pause is a larger share of the time).
+constexpr int kFp8TileKeys = 256;
+inline int64_t Fp8CapacityFor(int64_t topk) { return std::max<int64_t>(4 * topk, 1024) + kFp8TileKeys; }
+// Candidate-buffer entries per query of path A for these params (bf16 or FP8 inputs).
+inline int64_t QueryBlockCapacity(const IndexerTopkCudaParams& p) {
+  return p.q_fp8 != nullptr ? Fp8CapacityFor(p.topk) : CapacityFor(p.topk);
+}
+
 // The workspace, carved by the dispatcher (CarveWorkspace in indexer_topk_cuda.cu).
 struct Workspace {
   float* scores;

@@ -10,8 +10,9 @@
 //    the accumulator layout is the bf16 one (row = key 16 w + g (+8), column = head 8 j + 2 t4 + e);
 //  - the head weights in shared memory carry the query scales (w[t, h] * qs[t, h] * |scale|), and
 //    the head sum of a key is multiplied by its scale ks[s] (both positive, see the header);
-//  - a stage is half the bf16 one (16 KiB), so there are 3 of them and the compaction scratch has
-//    its own region instead of borrowing a freed stage.
+//  - a stage holds 256 keys (32 KiB, the bf16 stage's bytes), so each warpgroup runs 8 steps per
+//    tile and the per-tile barrier and pipeline drain are paid half as often; the candidate
+//    buffers are twice as long (Fp8CapacityFor), and the compaction scratch has its own region.
 // The candidate buffers, the threshold and the compaction (CompactCandidatesBin) are unchanged, so
 // the output semantics are path A's.
 #include <cmath>
@@ -33,16 +34,15 @@ namespace indexer_topk {
 // (Outside the unnamed namespace, as WgmmaMainSmemPlan: the compute_90 pass references none of it.)
 struct Fp8MainSmemPlan {
   static constexpr int kD = 128;                        // e4m3 per row = bytes per row
-  static constexpr int kTile = 128;                     // keys per stage
-  static constexpr int kStages = 3;                     // cp.async pipeline depth
+  static constexpr int kTile = kFp8TileKeys;            // 256 keys per stage
+  static constexpr int kStages = 2;                     // cp.async pipeline depth
   static constexpr int kQBytes = 64 * kD;               // one query: 64 heads x 128 B
-  static constexpr int kStageBytes = kTile * kD;        // 16384
+  static constexpr int kStageBytes = kTile * kD;        // 32768
   static constexpr int kQOff = 0;                       // the 8 queries
   static constexpr int kStagesOff = kQOff + kWarps * kQBytes;  // 65536
   static constexpr int kScratchOff = kStagesOff + kStages * kStageBytes;
   // Compaction scratch: keys then indices of one candidate buffer of the largest capacity.
-  static constexpr int kScratchBytes = ((INDEXER_TOPK_CAP_FACTOR * kMaxTopk > 1024 ? INDEXER_TOPK_CAP_FACTOR * kMaxTopk
-                                                                                   : 1024) + kTileKeys) * 8;
+  static constexpr int kScratchBytes = (4 * kMaxTopk + kTile) * 8;  // Fp8CapacityFor(kMaxTopk) entries
   static constexpr int kUsed = kScratchOff + kScratchBytes;
   static constexpr int kBytes = kUsed + 1024;  // slack to align the base to 1024 B
 
@@ -52,7 +52,8 @@ struct Fp8MainSmemPlan {
   }
 };
 static_assert(Fp8MainSmemPlan::kBytes <= 227 * 1024, "FP8 main kernel shared memory");
-static_assert(Fp8MainSmemPlan::kTile == kTileKeys, "the candidate-buffer slack assumes tiles of kTileKeys keys");
+// The buffers' slack is one tile: a compaction keeps <= topk + kTile entries (its limit below),
+// and topk + kTile + kTile <= Fp8CapacityFor(topk) for every topk.
 
 namespace {
 
@@ -102,7 +103,7 @@ __global__ void __launch_bounds__(kThreads, 1) IndexerTopkFp8Kernel(const Fp8Arg
   __shared__ int s_cnt[kWarps];
   __shared__ float s_thr[kWarps];
   __shared__ int s_end[kWarps];
-  __shared__ float s_w[kWarps][kMaxHeads];
+  __shared__ __align__(16) float s_w[kWarps][kMaxHeads];
   // Set when a candidate position falls past its buffer (a bookkeeping bug); the kernel traps after
   // the tile. (A trap inside the epilogue's divergent branch makes ptxas serialise the wgmma
   // instructions, warning C7518; see also TOPK_SELECT_OVERFLOW_TRAP_ONLY above.)
@@ -181,25 +182,29 @@ __global__ void __launch_bounds__(kThreads, 1) IndexerTopkFp8Kernel(const Fp8Arg
     const int key0 = tile * Plan::kTile;
     const uint32_t key_stage = sbase + Plan::StageOff(tile);
     const uint32_t q_wg = sbase + Plan::kQOff + (4 * wg) * Plan::kQBytes;
-    // The key scales of this lane's two keys (one per half), read while the first steps run.
-    float ks[2];
+    constexpr int kQuarters = Plan::kTile / 64;  // 64-key A operands per tile
+    // The key scales of this lane's keys (one per 64-key quarter), read while the first steps run.
+    float ks[kQuarters];
 #pragma unroll
-    for (int hf = 0; hf < 2; ++hf) ks[hf] = __ldg(a.k_scale + min(key0 + hf * 64 + lane_key, static_cast<int>(a.L) - 1));
-    // Steps st = 2 p + hf: queries 4wg + 2p and 4wg + 2p + 1 (N = 128), keys [64 hf, 64 hf + 64)
+    for (int hf = 0; hf < kQuarters; ++hf) {
+      ks[hf] = __ldg(a.k_scale + min(key0 + hf * 64 + lane_key, static_cast<int>(a.L) - 1));
+    }
+    // Steps st = 2 hf + p: queries 4wg + 2p and 4wg + 2p + 1 (N = 128), keys [64 hf, 64 hf + 64)
     // of the tile; two steps in flight.
     auto issue = [&](float (&acc)[64], int st) {
-      WgIssueFp8(acc, key_stage + (st & 1) * (64 * 128), q_wg + (st >> 1) * 2 * Plan::kQBytes);
+      WgIssueFp8(acc, key_stage + (st >> 1) * (64 * 128), q_wg + (st & 1) * 2 * Plan::kQBytes);
     };
     auto epilogue = [&](float (&acc)[64], int st) {
 #pragma unroll
       for (int sub = 0; sub < 2; ++sub) {
-        const int qw = 4 * wg + 2 * (st >> 1) + sub;
+        const int qw = 4 * wg + 2 * (st & 1) + sub;
         const int end = s_end[qw];
         const float thr = s_thr[qw];
         float s_lo = 0.f, s_hi = 0.f;
 #pragma unroll
         for (int j = 0; j < 8; ++j) {
-          const float w0 = s_w[qw][8 * j + 2 * t4], w1 = s_w[qw][8 * j + 2 * t4 + 1];
+          const float2 wv = *reinterpret_cast<const float2*>(&s_w[qw][8 * j + 2 * t4]);  // one LDS.64
+          const float w0 = wv.x, w1 = wv.y;
           s_lo = fmaf(w0, fmaxf(acc[32 * sub + 4 * j + 0], 0.f), s_lo);
           s_lo = fmaf(w1, fmaxf(acc[32 * sub + 4 * j + 1], 0.f), s_lo);
           s_hi = fmaf(w0, fmaxf(acc[32 * sub + 4 * j + 2], 0.f), s_hi);
@@ -209,8 +214,8 @@ __global__ void __launch_bounds__(kThreads, 1) IndexerTopkFp8Kernel(const Fp8Arg
         s_hi += __shfl_xor_sync(0xffffffffu, s_hi, 1);
         s_lo += __shfl_xor_sync(0xffffffffu, s_lo, 2);
         s_hi += __shfl_xor_sync(0xffffffffu, s_hi, 2);
-        const int key = key0 + (st & 1) * 64 + lane_key;
-        const float sc = (t4 == 0 ? s_lo : s_hi) * ks[st & 1];
+        const int key = key0 + (st >> 1) * 64 + lane_key;
+        const float sc = (t4 == 0 ? s_lo : s_hi) * ks[st >> 1];
         const bool pass = t4 < 2 && key < end && sc > thr;
         const uint32_t ballot = __ballot_sync(0xffffffffu, pass);
         if (ballot) {
@@ -230,22 +235,26 @@ __global__ void __launch_bounds__(kThreads, 1) IndexerTopkFp8Kernel(const Fp8Arg
         }
       }
     };
+    // Ping-pong over the 2 * kQuarters steps: the epilogue of one accumulator runs while the other's
+    // wgmma group is in flight (and the other warpgroup's).
+    constexpr int kSteps = 2 * kQuarters;
     issue(acc0, 0);
     issue(acc1, 1);
-    WgmmaWait<1>();
-    FenceRegs(acc0);
-    epilogue(acc0, 0);
-    issue(acc0, 2);
-    WgmmaWait<1>();
-    FenceRegs(acc1);
-    epilogue(acc1, 1);
-    issue(acc1, 3);
-    WgmmaWait<1>();
-    FenceRegs(acc0);
-    epilogue(acc0, 2);
-    WgmmaWait<0>();
-    FenceRegs(acc1);
-    epilogue(acc1, 3);
+#pragma unroll
+    for (int st = 0; st < kSteps; st += 2) {
+      WgmmaWait<1>();
+      FenceRegs(acc0);
+      epilogue(acc0, st);
+      if (st + 2 < kSteps) {
+        issue(acc0, st + 2);
+        WgmmaWait<1>();
+      } else {
+        WgmmaWait<0>();
+      }
+      FenceRegs(acc1);
+      epilogue(acc1, st + 1);
+      if (st + 3 < kSteps) issue(acc1, st + 3);
+    }
 
     // As in the bf16 variant: each warpgroup waits for its own four warps' candidate counts, then
     // the CTA compacts the buffers that could overflow on the next tile (in the scratch region).
@@ -297,7 +306,7 @@ void RunQueryBlocksFp8(const IndexerTopkCudaParams& p, const Workspace& ws) {
   a.H = p.H;
   a.query_offset = p.query_offset;
   a.topk = static_cast<int>(p.topk);
-  a.cap = static_cast<int>(CapacityFor(p.topk));
+  a.cap = static_cast<int>(QueryBlockCapacity(p));
   a.abs_scale = std::fabs(p.scale);
   a.negate_q = p.scale < 0.f;
   a.cand_scores = ws.scores;

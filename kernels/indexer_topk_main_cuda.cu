@@ -529,7 +529,7 @@ void FinalizeQueryBlocks(const IndexerTopkCudaParams& p, const Workspace& ws) {
   f.cand_idx = ws.idx;
   f.cand_count = ws.count;
   f.topk = static_cast<int>(p.topk);
-  f.cap = static_cast<int>(CapacityFor(p.topk));
+  f.cap = static_cast<int>(QueryBlockCapacity(p));
   f.sort_len = 1;
   while (f.sort_len < f.topk) f.sort_len <<= 1;
   f.out_indices = p.out_indices;
