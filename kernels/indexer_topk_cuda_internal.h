@@ -48,7 +48,10 @@ inline int64_t CapacityFor(int64_t topk) {
 // and buffers of 4 topk entries (+ one tile of slack) -- twice the bf16 ones, so that a query's
 // buffer is compacted about half as often (each compaction is a CTA-wide pause with the tensor
 // cores idle; at fp8 rates that pause is a larger share of the time).
-constexpr int kFp8TileKeys = 256;
+#ifndef INDEXER_TOPK_FP8_TILE_KEYS
+#define INDEXER_TOPK_FP8_TILE_KEYS 256
+#endif
+constexpr int kFp8TileKeys = INDEXER_TOPK_FP8_TILE_KEYS;
 inline int64_t Fp8CapacityFor(int64_t topk) { return std::max<int64_t>(4 * topk, 1024) + kFp8TileKeys; }
 // Candidate-buffer entries per query of path A for these params (bf16 or FP8 inputs).
 inline int64_t QueryBlockCapacity(const IndexerTopkCudaParams& p) {

@@ -34,10 +34,10 @@ namespace indexer_topk {
 // (Outside the unnamed namespace, as WgmmaMainSmemPlan: the compute_90 pass references none of it.)
 struct Fp8MainSmemPlan {
   static constexpr int kD = 128;                        // e4m3 per row = bytes per row
-  static constexpr int kTile = kFp8TileKeys;            // 256 keys per stage
-  static constexpr int kStages = 2;                     // cp.async pipeline depth
+  static constexpr int kTile = kFp8TileKeys;            // keys per stage
+  static constexpr int kStages = kTile == 128 ? 3 : 2;  // cp.async pipeline depth (64 or 96 KiB)
   static constexpr int kQBytes = 64 * kD;               // one query: 64 heads x 128 B
-  static constexpr int kStageBytes = kTile * kD;        // 32768
+  static constexpr int kStageBytes = kTile * kD;
   static constexpr int kQOff = 0;                       // the 8 queries
   static constexpr int kStagesOff = kQOff + kWarps * kQBytes;  // 65536
   static constexpr int kScratchOff = kStagesOff + kStages * kStageBytes;

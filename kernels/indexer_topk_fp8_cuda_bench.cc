@@ -17,7 +17,9 @@
 // most of a score comes from a few dominant directions and the per-row fp8 scales are set by the
 // outliers (a harder case for per-row quantisation than i.i.d. data).
 //
-//   indexer_topk_fp8_cuda_bench [--json PATH]
+//   indexer_topk_fp8_cuda_bench [--json PATH] [--profile]
+//
+// --profile: only two FP8 calls at L = 32K (gaussian data) and no ceilings, for a profiler.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -109,11 +111,12 @@ void Overlap(const std::vector<int32_t>& a, const std::vector<int32_t>& b, int64
 
 int Main(int argc, char** argv) {
   const char* json_path = nullptr;
-  if (!ParseJsonFlag(argc, argv, &json_path)) return 1;
+  bool profile = false;
+  if (!ParseJsonFlag(argc, argv, &json_path, "--profile", &profile)) return 1;
   cudaDeviceProp prop;
   if (!BenchDeviceProps(&prop)) return 0;
-  const double fp8_gemm = MeasureFp8GemmTflops(8192);
-  const double bf16_gemm = MeasureBf16GemmTflops(8192);
+  const double fp8_gemm = profile ? 0.0 : MeasureFp8GemmTflops(8192);
+  const double bf16_gemm = profile ? 0.0 : MeasureBf16GemmTflops(8192);
 
   const std::vector<int64_t> lengths = {8192, 32768, 131072};
   const int64_t max_l = lengths.back();
@@ -180,6 +183,15 @@ int Main(int argc, char** argv) {
   // Gaussian data: timings and overlap.
   FillRandomBf16(q, T * H * D, 1);
   FillRandomBf16(k, max_l * D, 100);
+  if (profile) {
+    pf.L = 32768;
+    pf.query_offset = pf.L - T;
+    quantise(pf.L);
+    for (int i = 0; i < 2; ++i) IndexerTopkCuda(pf);
+    CUDA_CHECK(cudaDeviceSynchronize());
+    std::printf("profile: 2 FP8 calls at L = %lld done\n", static_cast<long long>(pf.L));
+    return 0;
+  }
   std::vector<Row> rows;
   const double qquant_ms = MedianMs([&] {
     Fp8QuantRowsCuda(reinterpret_cast<const __nv_bfloat16*>(q), T * H, D, q8, qs, nullptr);
