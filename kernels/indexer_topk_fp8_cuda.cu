@@ -4,7 +4,7 @@
 // wgmma variant of indexer_topk_main_cuda.cu with 8-bit operands, and the comments here are about
 // what differs:
 //  - a query row (head) and a key row are 128 e4m3 = 128 bytes: exactly one 128-byte swizzle row,
-//    so a query is one K-block [64 heads x 128 B] and a tile of 128 keys one block [128 x 128 B];
+//    so a query is one K-block [64 heads x 128 B] and a tile of keys one block [kTile x 128 B];
 //    a wgmma K-step of 32 e4m3 is 32 bytes, the same descriptor arithmetic as bf16's k16 step;
 //  - wgmma m64n128k32 e4m3 x e4m3 -> fp32 (both operands K-major, the only layout 8-bit wgmma has);
 //    the accumulator layout is the bf16 one (row = key 16 w + g (+8), column = head 8 j + 2 t4 + e);
@@ -12,7 +12,12 @@
 //    the head sum of a key is multiplied by its scale ks[s] (both positive, see the header);
 //  - a stage holds 256 keys (32 KiB, the bf16 stage's bytes), so each warpgroup runs 8 steps per
 //    tile and the per-tile barrier and pipeline drain are paid half as often; the candidate
-//    buffers are twice as long (Fp8CapacityFor), and the compaction scratch has its own region.
+//    buffers are twice as long (Fp8CapacityFor), and the compaction scratch has its own region;
+//  - the head sum runs in four FMA chains per key (the bf16 kernel's single chain keeps the bits of
+//    its other paths; here the warps stalled on its latency), so the FP8 scores do not reproduce
+//    a bf16 summation order;
+//  - no function call and no trap inside the wgmma pipeline (ptxas would serialise every wgmma):
+//    a candidate-buffer overflow is noted in shared memory and trapped after the tile.
 // The candidate buffers, the threshold and the compaction (CompactCandidatesBin) are unchanged, so
 // the output semantics are path A's.
 #include <cmath>
@@ -35,7 +40,7 @@ namespace indexer_topk {
 struct Fp8MainSmemPlan {
   static constexpr int kD = 128;                        // e4m3 per row = bytes per row
   static constexpr int kTile = kFp8TileKeys;            // keys per stage
-  static constexpr int kStages = kTile == 128 ? 3 : 2;  // cp.async pipeline depth (64 or 96 KiB)
+  static constexpr int kStages = kTile == 128 ? 3 : 2;  // cp.async pipeline depth (48 or 64 KiB)
   static constexpr int kQBytes = 64 * kD;               // one query: 64 heads x 128 B
   static constexpr int kStageBytes = kTile * kD;
   static constexpr int kQOff = 0;                       // the 8 queries
