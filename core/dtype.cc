@@ -95,19 +95,19 @@ float Fp8E4M3ToFloat(uint8_t bits) {
 uint8_t FloatToFp8E4M3(float f) {
   if (std::isnan(f)) return 0x7f;
   const uint8_t sign = std::signbit(f) ? 0x80 : 0x00;
-  float a = std::fmin(std::fabs(f), 448.0f);
-  // Every e4m3 value is exact in float: pick the nearest by search over the 127 magnitudes,
-  // ties to the even code. Cheap enough for quantising test weights.
-  uint8_t best = 0;
-  float best_err = INFINITY;
-  for (uint8_t code = 0; code < 0x7f; ++code) {
-    const float err = std::fabs(Fp8E4M3ToFloat(code) - a);
-    if (err < best_err || (err == best_err && (code & 1) == 0)) {
-      best_err = err;
-      best = code;
-    }
+  const float a = std::fmin(std::fabs(f), 448.0f);
+  // Quantise to the binade's step (a power of two, so the division and the product are exact) with
+  // round-to-nearest-even (nearbyint under the default rounding mode). Below 2^-6 the step is the
+  // subnormal one, 2^-9. A mantissa that rounds up to 16 carries into the next exponent, which
+  // the code arithmetic below does by itself; 448 is the largest code (0x7e), so no overflow.
+  if (a < std::ldexp(1.0f, -6)) {
+    return sign | static_cast<uint8_t>(std::nearbyint(std::ldexp(a, 9)));  // 0..8 (8 = 2^-6, code 0x08)
   }
-  return sign | best;
+  int e2 = 0;
+  std::frexp(a, &e2);  // a = m * 2^e2 with m in [0.5, 1): the binade's exponent is e2 - 1
+  const int e = e2 - 1;
+  const int m = static_cast<int>(std::nearbyint(std::ldexp(a, 3 - e)));  // 8..16
+  return sign | static_cast<uint8_t>(((e + 7) << 3) + (m - 8));
 }
 
 namespace {

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <random>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -226,6 +227,31 @@ TEST(Fp8E4M3Test, SaturatesInsteadOfOverflowing) {
   EXPECT_EQ(FloatToFp8E4M3(1e30f), 0x7e);
   EXPECT_EQ(FloatToFp8E4M3(kInf), 0x7e);
   EXPECT_EQ(FloatToFp8E4M3(-kInf), 0xfe);
+}
+
+// The nearest code by exhaustive search (ties to the even code): the encoder's definition.
+uint8_t NearestE4M3BySearch(float f) {
+  const uint8_t sign = std::signbit(f) ? 0x80 : 0x00;
+  const float a = std::fmin(std::fabs(f), 448.0f);
+  uint8_t best = 0;
+  float best_err = INFINITY;
+  for (uint8_t code = 0; code < 0x7f; ++code) {
+    const float err = std::fabs(Fp8E4M3ToFloat(code) - a);
+    if (err < best_err || (err == best_err && (code & 1) == 0)) {
+      best_err = err;
+      best = code;
+    }
+  }
+  return sign | best;
+}
+
+TEST(Fp8E4M3Test, EncodeEqualsExhaustiveSearchOnRandomFloats) {
+  std::mt19937 rng(5);
+  std::uniform_real_distribution<float> exponent(-14.0f, 10.0f), unit(-1.0f, 1.0f);
+  for (int i = 0; i < 200000; ++i) {
+    const float f = unit(rng) * std::exp2(exponent(rng));
+    ASSERT_EQ(FloatToFp8E4M3(f), NearestE4M3BySearch(f)) << f;
+  }
 }
 
 TEST(Fp8E4M3Test, NanStaysNan) {

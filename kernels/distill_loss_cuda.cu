@@ -10,6 +10,7 @@
 #include <cstdlib>
 
 #include "core/cuda_check.h"
+#include "kernels/distill_teacher_wgmma.cuh"
 #include "kernels/ptx.cuh"
 
 namespace indexcache {
@@ -17,8 +18,9 @@ namespace {
 
 constexpr int kWarps = 8;
 constexpr int kThreads = kWarps * 32;
-constexpr int kKT = 32;               // keys per tile
-constexpr int kCoefStride = kKT + 8;  // bf16 elements per coef row (padded for ldmatrix)
+constexpr int kKT = 32;               // keys per tile of the mma.sync teacher
+constexpr int kSKT = 64;              // keys per tile of the student (half the barriers per key of 32)
+constexpr int kCoefStride = kSKT + 8; // bf16 elements per coef row (padded for ldmatrix)
 constexpr int kMaxRows = 128;         // HA, HI <= 128: at most 8 row groups of 16, one per warp
 constexpr float kLog2e = 1.4426950408889634f;
 
@@ -68,9 +70,12 @@ __device__ __forceinline__ void WarpMma(float (&acc)[NT][4], const __nv_bfloat16
 
 // Shared-memory plan of the kernel (dynamic shared memory; the phases reuse it in turn):
 //  phase 0 (sparse key set): the top-k row being sorted, Kp2 ints;
-//  phase 1 (teachers):       qa_j[t] [HAp][strideA] bf16, then 2 stages of kKT kv rows;
-//  phase 2 (student):        q[t] [HIp][strideD] bf16, 2 stages of kKT k rows, coef
-//                            [HIp][kCoefStride] bf16, the grad_q accumulator [HIp][Dp] fp32.
+//  phase 1 (teachers):       mma.sync: qa_j[t] [HAp][strideA] bf16, then 2 stages of kKT kv
+//                            rows; wgmma: distill_wgmma::kSmemBytes (1 KiB alignment slack, 3
+//                            swizzled 64 x 576 stages, the column sums), laid out there;
+//  phase 2 (student):        q[t] [HIp][strideD] bf16, 2 stages of kSKT k rows, coef
+//                            [HIp][kCoefStride] bf16, the grad_q accumulator [HIp][Dp] fp32, the
+//                            grad_w partials [kSKT / 16][kMaxRows] and dI [kSKT] fp32.
 // The host sizes the launch with Bytes(); the kernel takes its pointers from the same struct.
 struct DistillSmemPlan {
   int HAp, DAp, strideA;  // teacher rows (padded to 16), dims (padded to 16), smem row stride
@@ -100,16 +105,23 @@ struct DistillSmemPlan {
   // Phase 2 (aliases phase 1).
   __device__ __nv_bfloat16* StudentQ(unsigned char* smem) const { return reinterpret_cast<__nv_bfloat16*>(smem); }
   __device__ __nv_bfloat16* StudentK(unsigned char* smem) const { return StudentQ(smem) + HIp * strideD; }
-  __device__ __nv_bfloat16* Coef(unsigned char* smem) const { return StudentK(smem) + 2 * kKT * strideD; }
+  __device__ __nv_bfloat16* Coef(unsigned char* smem) const { return StudentK(smem) + 2 * kSKT * strideD; }
   __device__ float* GradQ(unsigned char* smem) const { return reinterpret_cast<float*>(Coef(smem) + HIp * kCoefStride); }
+  // grad_w partials [kSKT / 16][kMaxRows] and the tile's dI [kSKT] (student only; in dynamic memory so
+  // the static arrays plus the wgmma teacher's stages fit the 227 KiB limit).
+  __device__ float* GradW(unsigned char* smem) const { return GradQ(smem) + HIp * Dp; }
+  __device__ float* Di(unsigned char* smem) const { return GradW(smem) + (kSKT / 16) * kMaxRows; }
 
   size_t TeacherBytes() const { return (static_cast<size_t>(HAp) + 2 * kKT) * strideA * 2; }
   size_t StudentBytes() const {
-    return (static_cast<size_t>(HIp) + 2 * kKT) * strideD * 2 + HIp * kCoefStride * 2 +
-           static_cast<size_t>(HIp) * Dp * 4;
+    return (static_cast<size_t>(HIp) + 2 * kSKT) * strideD * 2 + HIp * kCoefStride * 2 +
+           static_cast<size_t>(HIp) * Dp * 4 + ((kSKT / 16) * kMaxRows + kSKT) * 4;
   }
   size_t SortBytes(bool sparse) const { return sparse ? static_cast<size_t>(Kp2) * 4 : 0; }
-  size_t Bytes(bool sparse) const { return std::max({TeacherBytes(), StudentBytes(), SortBytes(sparse)}); }
+  size_t Bytes(bool sparse, bool wgmma) const {
+    const size_t teacher = wgmma ? static_cast<size_t>(distill_wgmma::kSmemBytes) : TeacherBytes();
+    return std::max({teacher, StudentBytes(), SortBytes(sparse)});
+  }
 };
 
 struct KernelParams {
@@ -121,13 +133,14 @@ struct KernelParams {
   int32_t* keys_ws;       // [grid, K] (sparse)
 };
 
-// Loads tile rows [i0, i0 + kKT) of the key list (n valid in total) of a row-major [*, dim] bf16
-// tensor into dst (kKT rows of stride `stride`, dimp columns), zero-filling padding and
+// Loads tile rows [i0, i0 + kRows) of the key list (n valid in total) of a row-major [*, dim] bf16
+// tensor into dst (kRows rows of stride `stride`, dimp columns), zero-filling padding and
 // invalid rows. Asynchronous: the caller commits and waits.
+template <int kRows>
 __device__ __forceinline__ void LoadTile(__nv_bfloat16* dst, int stride, const __nv_bfloat16* src, int dim, int dimp,
                                          int i0, int n, const int32_t* keys) {
   const int chunks = dimp / 8;
-  for (int e = threadIdx.x; e < kKT * chunks; e += kThreads) {
+  for (int e = threadIdx.x; e < kRows * chunks; e += kThreads) {
     const int r = e / chunks, c = e - r * chunks;
     __nv_bfloat16* d = dst + r * stride + c * 8;
     const int i = i0 + r;
@@ -241,7 +254,7 @@ __device__ __forceinline__ int GatherQueryKeySet(const CtaContext& c, int64_t t,
 // sum_j sum_s p_j log p_j / S (threads < kKT). All threads call it.
 __device__ __forceinline__ void AccumulateTeacherDistribution(const CtaContext& c, int64_t t, int n,
                                                               const int32_t* keys, int num_tiles,
-                                                              float (*s_part)[kKT], double* ent_out) {
+                                                              float (*s_part)[kSKT], double* ent_out) {
   const KernelParams& kp = c.kp;
   const DistillLossCudaParams& p = c.p;
   const int tid = c.tid, lane = c.lane, warp = c.warp;
@@ -261,14 +274,14 @@ __device__ __forceinline__ void AccumulateTeacherDistribution(const CtaContext& 
     for (int sweep = 0; sweep < 2; ++sweep) {
       const float lse0 = m0 + log2f(l0), lse1 = m1 + log2f(l1);
       __syncthreads();  // the previous sweep's last tile is consumed
-      LoadTile(s_kv, kp.plan.strideA, kv, DA, kp.plan.DAp, 0, n, keys);
+      LoadTile<kKT>(s_kv, kp.plan.strideA, kv, DA, kp.plan.DAp, 0, n, keys);
       CpAsyncCommit();
       for (int tile = 0; tile < num_tiles; ++tile) {
         const __nv_bfloat16* buf = s_kv + (tile & 1) * kKT * kp.plan.strideA;
         CpAsyncWait<0>();
         __syncthreads();
         if (tile + 1 < num_tiles) {
-          LoadTile(s_kv + ((tile + 1) & 1) * kKT * kp.plan.strideA, kp.plan.strideA, kv, DA, kp.plan.DAp, (tile + 1) * kKT, n,
+          LoadTile<kKT>(s_kv + ((tile + 1) & 1) * kKT * kp.plan.strideA, kp.plan.strideA, kv, DA, kp.plan.DAp, (tile + 1) * kKT, n,
                    keys);
         }
         CpAsyncCommit();
@@ -354,13 +367,18 @@ __device__ __forceinline__ void AccumulateTeacherDistribution(const CtaContext& 
   *ent_out = ent;
 }
 
-// Phase 2: the student. q[t] goes to shared memory and the key set streams twice. Sweep A: the
-// index scores I (mma.sync, ReLU and head weights in fp32, head reduction through s_part) and their
-// online log-sum-exp. Sweep B: I again, dI = exp(I - lse) - pbar and the loss's cross term
-// (*cross, warp 0), then coef (bf16, shared) and the grad_w partials (s_gw), grad_q[t] into the
-// shared accumulator and grad_k by float2 atomics. All threads call it.
-__device__ __forceinline__ void StudentScoresAndGradients(const CtaContext& c, int64_t t, int n,
-                                                          const int32_t* keys, int num_tiles, float (*s_part)[kKT],
+// Phase 2: the student. q[t] goes to shared memory and the key set streams twice in tiles of kSKT
+// keys. Sweep A: the index scores I (mma.sync, ReLU and head weights in fp32, head reduction
+// through s_part) and their online log-sum-exp. Sweep B: I again, dI = exp(I - lse) - pbar and
+// the loss's cross term (*cross, warp 0, 2 keys per lane), then coef (bf16, shared) and the grad_w
+// partials (s_gw, one row per 16-key quarter), grad_q[t] into the shared accumulator and grad_k by
+// float4 atomics. All threads call it.
+// __noinline__: inlined, ptxas hoisted the student's query-invariant values out of the query loop,
+// so they were live (and spilled) across the wgmma teacher's loop, which then spilled ~20 registers
+// around every tile's MMAs (teacher-only time +11 %). A call keeps the two phases' registers apart.
+// (The teacher cannot be a call: across a call boundary ptxas serialises its wgmma chain.)
+__device__ __noinline__ void StudentScoresAndGradients(const CtaContext& c, int64_t t, int n,
+                                                          const int32_t* keys, float (*s_part)[kSKT],
                                                           float* s_di, float (*s_gw)[kMaxRows], float* s_w,
                                                           double (*s_red)[kWarps], double* cross_out) {
   const KernelParams& kp = c.kp;
@@ -373,53 +391,64 @@ __device__ __forceinline__ void StudentScoresAndGradients(const CtaContext& c, i
   __nv_bfloat16* s_k = c.s_k;
   __nv_bfloat16* s_coef = c.s_coef;
   float* s_gq = c.s_gq;
+  const int num_tiles = (n + kSKT - 1) / kSKT;
   double cross = *cross_out;
   __syncthreads();
   LoadBlock(s_q, kp.plan.strideD, p.q + t * p.HI * p.D, HI, D, kp.plan.HIp, kp.plan.Dp);
   for (int h = tid; h < kMaxRows; h += kThreads) {
     s_w[h] = h < HI ? p.w[t * p.HI + h] : 0.f;
-    s_gw[0][h] = 0.f;
-    s_gw[1][h] = 0.f;
+#pragma unroll
+    for (int qq = 0; qq < kSKT / 16; ++qq) s_gw[qq][h] = 0.f;
   }
   for (int e = tid; e < kp.plan.HIp * kp.plan.Dp; e += kThreads) s_gq[e] = 0.f;
-  // Student items: (row group, 16-key half), at most 2 per warp (RGI <= 8).
-  const int n_items = RGI * 2;
+  // Student items: (row group, 16-key quarter), at most 4 per warp (RGI <= 8).
+  constexpr int kQuarters = kSKT / 16;
+  constexpr int kItemsPerWarp = kMaxRows / 16 * kQuarters / kWarps;
+  const int n_items = RGI * kQuarters;
   float lse_i = 0.f;  // natural-log lse of I over the key set (all threads after sweep A)
   float run_m = -INFINITY, run_l = 0.f;  // warp 0
   for (int sweep = 0; sweep < (want_grads || p.loss ? 2 : 0); ++sweep) {
     __syncthreads();  // the previous sweep's last tile is consumed
-    LoadTile(s_k, kp.plan.strideD, p.k, D, kp.plan.Dp, 0, n, keys);
+    LoadTile<kSKT>(s_k, kp.plan.strideD, p.k, D, kp.plan.Dp, 0, n, keys);
     CpAsyncCommit();
     for (int tile = 0; tile < num_tiles; ++tile) {
-      __nv_bfloat16* buf = s_k + (tile & 1) * kKT * kp.plan.strideD;
+      __nv_bfloat16* buf = s_k + (tile & 1) * kSKT * kp.plan.strideD;
       CpAsyncWait<0>();
       __syncthreads();
       if (tile + 1 < num_tiles) {
-        LoadTile(s_k + ((tile + 1) & 1) * kKT * kp.plan.strideD, kp.plan.strideD, p.k, D, kp.plan.Dp, (tile + 1) * kKT, n, keys);
+        LoadTile<kSKT>(s_k + ((tile + 1) & 1) * kSKT * kp.plan.strideD, kp.plan.strideD, p.k, D, kp.plan.Dp,
+                       (tile + 1) * kSKT, n, keys);
       }
       CpAsyncCommit();
-      const int nv = min(kKT, n - tile * kKT);
-      float acc[2][2][4] = {};
+      const int nv = min(kSKT, n - tile * kSKT);
+      // Sweep B: warp 0's pbar of this tile (keys lane, lane + 32), loaded before the MMAs so its
+      // L2 latency is hidden.
+      float pb0 = 0.f, pb1 = 0.f;
+      if (sweep == 1 && warp == 0) {
+        if (lane < nv) pb0 = pbar[tile * kSKT + lane];
+        if (lane + 32 < nv) pb1 = pbar[tile * kSKT + lane + 32];
+      }
+      float acc[kItemsPerWarp][2][4] = {};
 #pragma unroll
-      for (int ii = 0; ii < 2; ++ii) {
+      for (int ii = 0; ii < kItemsPerWarp; ++ii) {
         const int it = warp + kWarps * ii;
         if (it < n_items) {
-          const int rg = it >> 1, nh = it & 1;
+          const int rg = it / kQuarters, nh = it % kQuarters;
           WarpMma<2, false, false>(acc[ii], s_q, kp.plan.strideD, rg * 16, buf, kp.plan.strideD, nh * 16, kp.plan.Dp);
           float cs[2][2];
 #pragma unroll
           for (int nt = 0; nt < 2; ++nt) {
 #pragma unroll
-            for (int c = 0; c < 2; ++c) {
-              const float a0 = fmaxf(acc[ii][nt][c] * p.index_scale, 0.f);
-              const float a1 = fmaxf(acc[ii][nt][2 + c] * p.index_scale, 0.f);
-              acc[ii][nt][c] = a0;
-              acc[ii][nt][2 + c] = a1;
+            for (int cc = 0; cc < 2; ++cc) {
+              const float a0 = fmaxf(acc[ii][nt][cc] * p.index_scale, 0.f);
+              const float a1 = fmaxf(acc[ii][nt][2 + cc] * p.index_scale, 0.f);
+              acc[ii][nt][cc] = a0;
+              acc[ii][nt][2 + cc] = a1;
               float v = s_w[rg * 16 + (lane >> 2)] * a0 + s_w[rg * 16 + (lane >> 2) + 8] * a1;
               v += __shfl_xor_sync(0xffffffffu, v, 4);
               v += __shfl_xor_sync(0xffffffffu, v, 8);
               v += __shfl_xor_sync(0xffffffffu, v, 16);
-              cs[nt][c] = v;
+              cs[nt][cc] = v;
             }
           }
           if (lane < 4) {
@@ -433,35 +462,42 @@ __device__ __forceinline__ void StudentScoresAndGradients(const CtaContext& c, i
       }
       __syncthreads();
       if (warp == 0) {
-        float I = 0.f;
-        for (int g = 0; g < RGI; ++g) I += s_part[g][lane];
-        const bool valid = lane < nv;
+        float I0 = 0.f, I1 = 0.f;
+        for (int g = 0; g < RGI; ++g) {
+          I0 += s_part[g][lane];
+          I1 += s_part[g][lane + 32];
+        }
+        const bool v0 = lane < nv, v1 = lane + 32 < nv;
         if (sweep == 0) {
-          float mx = valid ? I : -INFINITY;
+          float mx = fmaxf(v0 ? I0 : -INFINITY, v1 ? I1 : -INFINITY);
           for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
-          const float nm = fmaxf(run_m, mx);
-          float s = valid ? __expf(I - nm) : 0.f;
-          for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
-          run_l = run_l * __expf(run_m - nm) + s;
+          const float nm = fmaxf(run_m, mx);  // finite: nv >= 1
+          float sum = (v0 ? __expf(I0 - nm) : 0.f) + (v1 ? __expf(I1 - nm) : 0.f);
+          for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+          run_l = run_l * __expf(run_m - nm) + sum;
           run_m = nm;
         } else {
-          float di = 0.f;
-          if (valid) {
-            const float pb = pbar[tile * kKT + lane];
-            di = __expf(I - lse_i) - pb;
-            cross += static_cast<double>(pb) * static_cast<double>(I - lse_i);
+          float di0 = 0.f, di1 = 0.f;
+          if (v0) {
+            di0 = __expf(I0 - lse_i) - pb0;
+            cross += static_cast<double>(pb0) * static_cast<double>(I0 - lse_i);
           }
-          s_di[lane] = di;
+          if (v1) {
+            di1 = __expf(I1 - lse_i) - pb1;
+            cross += static_cast<double>(pb1) * static_cast<double>(I1 - lse_i);
+          }
+          s_di[lane] = di0;
+          s_di[lane + 32] = di1;
         }
       }
       if (sweep == 0 || !want_grads) continue;
       __syncthreads();
       // coef (bf16, smem) and grad_w partials.
 #pragma unroll
-      for (int ii = 0; ii < 2; ++ii) {
+      for (int ii = 0; ii < kItemsPerWarp; ++ii) {
         const int it = warp + kWarps * ii;
         if (it < n_items) {
-          const int rg = it >> 1, nh = it & 1;
+          const int rg = it / kQuarters, nh = it % kQuarters;
           const int row0 = rg * 16 + (lane >> 2), row1 = row0 + 8;
           const float cw0 = s_w[row0] * p.index_scale, cw1 = s_w[row1] * p.index_scale;
           float gw0 = 0.f, gw1 = 0.f;
@@ -488,13 +524,13 @@ __device__ __forceinline__ void StudentScoresAndGradients(const CtaContext& c, i
         }
       }
       __syncthreads();
-      // grad_q[t] += coef (HIp x kKT) . k_tile (kKT x Dp): 16 x 16 items.
+      // grad_q[t] += coef (HIp x kSKT) . k_tile (kSKT x Dp): 16 x 16 items.
       if (p.grad_q) {
         const int dch = kp.plan.Dp / 16;
         for (int it = warp; it < RGI * dch; it += kWarps) {
           const int rg = it / dch, dc = it - rg * dch;
           float g[2][4] = {};
-          WarpMma<2, false, true>(g, s_coef, kCoefStride, rg * 16, buf, kp.plan.strideD, dc * 16, kKT);
+          WarpMma<2, false, true>(g, s_coef, kCoefStride, rg * 16, buf, kp.plan.strideD, dc * 16, kSKT);
 #pragma unroll
           for (int nt = 0; nt < 2; ++nt) {
             const int col = dc * 16 + nt * 8 + 2 * (lane & 3);
@@ -507,27 +543,29 @@ __device__ __forceinline__ void StudentScoresAndGradients(const CtaContext& c, i
           }
         }
       }
-      // grad_k[tile keys] += coef^T (kKT x HIp) . q (HIp x Dp).
+      // grad_k[tile keys] += coef^T (kSKT x HIp) . q (HIp x Dp).
       if (p.grad_k) {
         const int dch = kp.plan.Dp / 16;
-        for (int it = warp; it < (kKT / 16) * dch; it += kWarps) {
+        for (int it = warp; it < (kSKT / 16) * dch; it += kWarps) {
           const int kg = it / dch, dc = it - kg * dch;
           float g[2][4] = {};
           WarpMma<2, true, true>(g, s_coef, kCoefStride, kg * 16, s_q, kp.plan.strideD, dc * 16, kp.plan.HIp);
-          const int i0 = tile * kKT + kg * 16 + (lane >> 2);
+          const int i0 = tile * kSKT + kg * 16 + (lane >> 2);
+          // float4 atomics (sm_90): lanes 2c and 2c + 1 of a quad swap halves so that the even lane
+          // owns columns [4c', 4c' + 4) of the first 8-column tile and the odd lane those of the
+          // second: half as many atomic operations as float2.
+          const bool even = (lane & 1) == 0;
+          const int col = dc * 16 + (even ? 2 * (lane & 3) : 8 + 2 * ((lane & 3) - 1));
 #pragma unroll
           for (int h = 0; h < 2; ++h) {
+            const float sx = even ? g[1][2 * h] : g[0][2 * h], sy = even ? g[1][2 * h + 1] : g[0][2 * h + 1];
+            const float rx = __shfl_xor_sync(0xffffffffu, sx, 1), ry = __shfl_xor_sync(0xffffffffu, sy, 1);
+            const float4 v = even ? make_float4(g[0][2 * h], g[0][2 * h + 1], rx, ry)
+                                  : make_float4(rx, ry, g[1][2 * h], g[1][2 * h + 1]);
             const int i = i0 + 8 * h;
-            if (i < n) {
+            if (i < n && col < D) {
               const int64_t key = keys ? keys[i] : i;
-#pragma unroll
-              for (int nt = 0; nt < 2; ++nt) {
-                const int col = dc * 16 + nt * 8 + 2 * (lane & 3);
-                if (col < D) {
-                  atomicAdd(reinterpret_cast<float2*>(p.grad_k + key * p.D + col),
-                            make_float2(g[nt][2 * h], g[nt][2 * h + 1]));
-                }
-              }
+              atomicAdd(reinterpret_cast<float4*>(p.grad_k + key * p.D + col), v);
             }
           }
         }
@@ -562,7 +600,12 @@ __device__ __forceinline__ void WriteBackQueryResults(const CtaContext& c, int64
       }
     }
     if (p.grad_w) {
-      for (int h = tid; h < HI; h += kThreads) p.grad_w[t * p.HI + h] += s_gw[0][h] + s_gw[1][h];
+      for (int h = tid; h < HI; h += kThreads) {
+        float sum = 0.f;
+#pragma unroll
+        for (int qq = 0; qq < kSKT / 16; ++qq) sum += s_gw[qq][h];  // fixed order: deterministic
+        p.grad_w[t * p.HI + h] += sum;
+      }
     }
   }
   if (p.loss) {
@@ -578,17 +621,20 @@ __device__ __forceinline__ void WriteBackQueryResults(const CtaContext& c, int64
   }
 }
 
+// kWgmmaTeacher: phase 1 runs distill_wgmma::TeacherPhase (kernels/distill_teacher_wgmma.cuh)
+// instead of AccumulateTeacherDistribution; the other phases are the same code.
+template <bool kWgmmaTeacher>
 __global__ void __launch_bounds__(kThreads, 1) DistillLossKernel(const KernelParams kp) {
   extern __shared__ __align__(16) unsigned char smem[];
-  __shared__ float s_part[kWarps][kKT];       // per row group partial column sums
-  __shared__ float s_di[kKT];                 // dI of the tile's keys
-  __shared__ float s_gw[2][kMaxRows];         // grad_w partials per 16-key half
+  __shared__ float s_part[kWarps][kSKT];      // per row group partial column sums
   __shared__ float s_w[kMaxRows];             // w[t]
   __shared__ double s_red[2][kWarps];
   __shared__ int s_int[kWarps + 2];
 
   const DistillLossCudaParams& p = kp.p;
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  float(*s_gw)[kMaxRows] = reinterpret_cast<float(*)[kMaxRows]>(kp.plan.GradW(smem));  // per 16-key quarter
+  float* s_di = kp.plan.Di(smem);                                                       // the tile's dI
   const CtaContext c{kp,
                      p,
                      tid,
@@ -628,14 +674,23 @@ __global__ void __launch_bounds__(kThreads, 1) DistillLossKernel(const KernelPar
     double ent = 0.0;    // sum_j sum_s p_j log p_j / S  (threads < kKT)
     double cross = 0.0;  // sum_s pbar (I - lse)          (threads < kKT)
 
-    AccumulateTeacherDistribution(c, t, n, keys, num_tiles, s_part, &ent);  // phase 1
-    StudentScoresAndGradients(c, t, n, keys, num_tiles, s_part, s_di, s_gw, s_w, s_red, &cross);  // phase 2
+    if constexpr (kWgmmaTeacher) {  // phase 1
+      const uint32_t raw = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+      const uint32_t pad = ((raw + 1023u) & ~1023u) - raw;
+      float* s_col = reinterpret_cast<float*>(smem + pad + distill_wgmma::kStages * distill_wgmma::kTileBytes);
+      distill_wgmma::TeacherPhase(p.attn_q, p.attn_kv, p.num_served, t, c.HA, c.DA, c.t_scale2, n, keys, c.pbar,
+                                  raw + pad, s_col, &ent);
+    } else {
+      AccumulateTeacherDistribution(c, t, n, keys, num_tiles, s_part, &ent);
+    }
+    StudentScoresAndGradients(c, t, n, keys, s_part, s_di, s_gw, s_w, s_red, &cross);  // phase 2
     __syncthreads();
     WriteBackQueryResults(c, t, s_gw, s_red, ent, cross);  // phase 3
   }
 }
 
 struct Layout {
+  bool wgmma;  // the teacher path (DistillTeacherImpl resolved for the device and shapes)
   DistillSmemPlan plan;
   int64_t slot_floats;
   size_t smem_bytes;
@@ -652,12 +707,17 @@ Layout MakeLayout(const DistillLossCudaParams& p) {
   if (p.sparse && (p.K < 1 || p.K > (1 << 20))) Fail("sparse mode needs 1 <= K <= 2^20");
   if (p.L >= (int64_t{1} << 31)) Fail("L must be < 2^31");
   Layout l;
-  l.plan = DistillSmemPlan::For(p);
-  l.slot_floats = RoundUp(std::max<int64_t>(p.sparse ? p.K : p.L, 1), 64);
-  l.smem_bytes = l.plan.Bytes(p.sparse);
-  int dev = 0, sms = 0;
+  int dev = 0, sms = 0, major = 0, minor = 0;
   CUDA_CHECK(cudaGetDevice(&dev));
   CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+  CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+  CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev));
+  const bool wgmma_ok = major == 9 && minor == 0 && p.DA <= distill_wgmma::kMaxDA;
+  if (p.teacher_impl == DistillTeacherImpl::kWgmma && !wgmma_ok) Fail("the wgmma teacher needs sm_90 and DA <= 576");
+  l.wgmma = p.teacher_impl == DistillTeacherImpl::kWgmma || (p.teacher_impl == DistillTeacherImpl::kAuto && wgmma_ok);
+  l.plan = DistillSmemPlan::For(p);
+  l.slot_floats = RoundUp(std::max<int64_t>(p.sparse ? p.K : p.L, 1), 64);
+  l.smem_bytes = l.plan.Bytes(p.sparse, l.wgmma);
   l.grid = std::max(sms, 1);
   return l;
 }
@@ -680,12 +740,13 @@ void DistillLossCuda(const DistillLossCudaParams& p) {
   int dev = 0, max_smem = 0;
   CUDA_CHECK(cudaGetDevice(&dev));
   CUDA_CHECK(cudaDeviceGetAttribute(&max_smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+  const auto kernel = l.wgmma ? DistillLossKernel<true> : DistillLossKernel<false>;
   cudaFuncAttributes attr;
-  CUDA_CHECK(cudaFuncGetAttributes(&attr, DistillLossKernel));
+  CUDA_CHECK(cudaFuncGetAttributes(&attr, kernel));
   if (l.smem_bytes + attr.sharedSizeBytes > static_cast<size_t>(max_smem)) {
     Fail("shapes need more shared memory than the device has (HA, DA or sparse K too large)");
   }
-  CUDA_CHECK(cudaFuncSetAttribute(DistillLossKernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+  CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                   static_cast<int>(l.smem_bytes)));
   KernelParams kp;
   kp.p = p;
@@ -697,7 +758,7 @@ void DistillLossCuda(const DistillLossCudaParams& p) {
   kp.keys_ws = reinterpret_cast<int32_t*>(ws + 256 + static_cast<size_t>(l.grid) * l.slot_floats * 4);
   CUDA_CHECK(cudaMemsetAsync(kp.counter, 0, sizeof(unsigned int), p.stream));
   const int grid = static_cast<int>(std::min<int64_t>(p.Tq, l.grid));
-  DistillLossKernel<<<grid, kThreads, l.smem_bytes, p.stream>>>(kp);
+  kernel<<<grid, kThreads, l.smem_bytes, p.stream>>>(kp);
   CUDA_CHECK(cudaGetLastError());
 }
 

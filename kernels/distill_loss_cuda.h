@@ -12,27 +12,34 @@
 // longest rows first). Per query t:
 //  0. sparse mode: the top-k row is bitonic-sorted in shared memory and compacted to its distinct
 //     valid keys (deterministic order), stored in the CTA's workspace slot.
-//  1. for each served layer j: qa_j[t] (HA x DA bf16) goes to shared memory; the key set streams
-//     through a 2-stage cp.async pipeline in tiles of 32 kv rows. Sweep 1: the logits
-//     qa . kv^T (mma.sync m16n8k16, bf16 in, fp32 accumulate; each warp owns 16 heads) give every
-//     head's online log-sum-exp, kept in registers. Sweep 2: the same products rebuild
+//  1. for each served layer j, two sweeps over the key set. Sweep 1: the logits qa_j[t] . kv^T
+//     give every head's online log-sum-exp, kept in registers. Sweep 2: the same products rebuild
 //     exp(logit - lse), summed over heads per key (deterministic in-CTA reduction) and added into
 //     pbar[key] (the CTA's O(|K_t|) fp32 workspace slot, L2-resident); the teacher entropy
-//     sum_s p_j log p_j is accumulated on the way.
-//  2. student: q[t] (HI x D bf16) goes to shared memory; the keys stream again. Sweep A: I[t, s]
+//     sum_s p_j log p_j is accumulated on the way. Two implementations (DistillTeacherImpl):
+//     wgmma (the default on sm_90, kernels/distill_teacher_wgmma.cuh): qa_j[t] held in registers
+//     by 2 warpgroups (64 heads each), 64-key kv tiles in 128-byte-swizzled shared memory through
+//     a 3-stage cp.async pipeline, wgmma m64n64k16 with A from registers, the warpgroups'
+//     softmax work staggered by one tile (ping-pong); mma.sync (the original): qa_j[t] in shared
+//     memory, 2 stages of 32 kv rows, mma.sync m16n8k16 with each warp owning 16 heads.
+//  2. student: q[t] (HI x D bf16) goes to shared memory; the keys stream again in tiles of 64
+//     (2 cp.async stages). Sweep A: I[t, s]
 //     (mma.sync, ReLU and head weights in fp32, head reduction in shared memory) and its online
 //     log-sum-exp. Sweep B: I again, dI = exp(I - lse) - pbar, the loss's cross term, then
 //     coef[h, s] = dI * w[h] * index_scale * [a > 0] (bf16 in shared memory) and
 //       grad_q[t]   += coef . k_tile           (mma.sync, fp32 accumulator in shared memory)
-//       grad_k[s]   += coef^T . q[t]           (mma.sync, then float2 atomicAdd to global)
+//       grad_k[s]   += coef^T . q[t]           (mma.sync, then float4 atomicAdd to global)
 //       grad_w[t,h] += sum_s dI * ReLU(a)      (fp32, per-CTA deterministic)
 //  The loss is summed per query in fp64 and added to *loss with a double atomicAdd.
 // Determinism: grad_q and grad_w are written by one CTA per query (deterministic); grad_k and loss
 // use global atomics across queries (run-to-run differences at rounding level).
 //
-// Supported: 1 <= HI, HA <= 128; D, DA multiples of 8 with D <= 256 and the shared-memory
-// footprint HA16 * (DA16 + 8) * 2 + 2 * 32 * (DA16 + 8) * 2 bytes within the device's opt-in limit
-// (V3.2: HA 128, DA 576 -> 219 KiB); 1 <= served layers <= 8; all tensors 16-byte aligned.
+// Supported: 1 <= HI, HA <= 128; D, DA multiples of 8 with D <= 256; the wgmma teacher needs
+// DA <= 576 (V3.2: 576) and takes 223 KiB of shared memory whatever the sizes; the mma.sync
+// teacher HA16 * (DA16 + 8) * 2 + 2 * 32 * (DA16 + 8) * 2 bytes (V3.2: 219 KiB); the student
+// (HI16 + 128) * (D16 + 8) * 2 + HI16 * 144 + HI16 * D16 * 4 + 2.3 KiB (V3.2: 94 KiB); each within
+// the device's opt-in limit, checked at launch; 1 <= served layers <= 8; all tensors 16-byte
+// aligned.
 // Unsupported shapes or a short workspace abort with a message.
 #pragma once
 
@@ -47,6 +54,12 @@
 namespace indexcache {
 
 constexpr int kDistillMaxServed = 8;
+
+// How the teacher phase (step 1 above) runs. kWgmma (kernels/distill_teacher_wgmma.cuh): qa_j[t]
+// held in registers by 2 warpgroups, 64-key kv tiles in a 3-stage pipeline, wgmma m64n64k16 with A
+// from registers; needs an sm_90 device and DA <= 576. kMmaSync: the original mma.sync path above
+// (any sm_80+ device, the shared-memory limit on HA and DA). kAuto: kWgmma where it applies.
+enum class DistillTeacherImpl { kAuto = 0, kMmaSync = 1, kWgmma = 2 };
 
 struct DistillLossCudaParams {
   // Student: the Full layer's indexer, rope applied.
@@ -70,8 +83,9 @@ struct DistillLossCudaParams {
   // Outputs, all ACCUMULATED into (+=), any may be null. loss: sum over queries of L_t.
   double* loss = nullptr;            // [1]         device
   float* grad_q = nullptr;           // [Tq, HI, D] device (one CTA per query: deterministic)
-  float* grad_k = nullptr;           // [L, D]      device (float2 atomicAdd across queries)
+  float* grad_k = nullptr;           // [L, D]      device (float4 atomicAdd across queries)
   float* grad_w = nullptr;           // [Tq, HI]    device (deterministic)
+  DistillTeacherImpl teacher_impl = DistillTeacherImpl::kAuto;
   void* workspace = nullptr;         // DistillLossCudaWorkspaceBytes(*this) bytes, device
   size_t workspace_bytes = 0;
   cudaStream_t stream = nullptr;

@@ -2,7 +2,14 @@
 // DA 576; one Full layer serving 1 or 4 layers; dense (causal) and sparse (top-2048); 8K and 32K
 // tokens (Tq = L, query_offset 0).
 //
-//   distill_loss_cuda_bench [--json PATH] [--quick]
+//   distill_loss_cuda_bench [--json PATH] [--quick]    (--quick: 8K only)
+//   distill_loss_cuda_bench --profile                  (one call each, for a profiler)
+//
+// Every case runs with the wgmma teacher (the default on sm_90) and, at 8K, with the mma.sync
+// teacher too (the previous path, for before/after in one run); each wgmma case is also timed
+// "teacher only" (no loss or gradient outputs: the student phase is skipped), which gives the
+// teacher phase's own rate (FLOPs = pairs * served * 2 * 2*HA*DA) and, by difference, the
+// student's. The cuBLAS bf16 GEMM ceiling is measured in the same run.
 //
 // Reports the median of kIters timed calls after one warm-up (fewer for multi-second cases),
 // queries per second and TFLOP/s with
@@ -25,13 +32,16 @@ namespace indexcache {
 namespace {
 
 struct Result {
-  std::string mode;
+  std::string mode, impl;
   int64_t T, served, K;
   double ms, pairs, flops;
   int iters;
+  double teacher_ms = 0, teacher_flops = 0;  // wgmma: the teacher-only run
 };
 
-Result Bench(int64_t T, int served, bool sparse, int64_t K) {
+// profile: instead of timing medians, one call each of the full kernel, the teacher only and the
+// full kernel without grad_k (for a profiler; the times printed are single runs).
+Result Bench(int64_t T, int served, bool sparse, int64_t K, DistillTeacherImpl impl, bool profile = false) {
   const int64_t HI = 64, D = 128, HA = 128, DA = 576;
   std::vector<void*> allocs;
   auto alloc = [&](size_t bytes, int byte) {
@@ -78,52 +88,98 @@ Result Bench(int64_t T, int served, bool sparse, int64_t K) {
   p.grad_q = static_cast<float*>(alloc(T * HI * D * 4, 0));
   p.grad_k = static_cast<float*>(alloc(T * D * 4, 0));
   p.grad_w = static_cast<float*>(alloc(T * HI * 4, 0));
+  p.teacher_impl = impl;
   p.workspace_bytes = DistillLossCudaWorkspaceBytes(p);
   p.workspace = alloc(p.workspace_bytes, 0);
 
   // One timed warm-up run picks the number of timed runs (fewer for multi-second cases).
   const auto run = [&] { DistillLossCuda(p); };
+  if (profile) {
+    const double full = MedianMs(run, 0, 1);
+    const DistillLossCudaParams all = p;
+    p.loss = nullptr;
+    p.grad_q = p.grad_k = p.grad_w = nullptr;
+    const double teacher = MedianMs(run, 0, 1);
+    p = all;
+    p.grad_k = nullptr;
+    const double no_gk = MedianMs(run, 0, 1);
+    std::printf("profile T=%lld served=%d %s: full %.2f ms, teacher only %.2f ms, without grad_k %.2f ms\n",
+                (long long)T, served, sparse ? "sparse" : "dense", full, teacher, no_gk);
+    for (void* ptr : allocs) CUDA_CHECK(cudaFree(ptr));
+    return {};
+  }
   const double warm = MedianMs(run, 0, 1);
   const int iters = warm > 3000 ? 1 : (warm > 500 ? 3 : 7);
   const double median_ms = MedianMs(run, 0, iters);
+  Result r{sparse ? "sparse" : "dense", impl == DistillTeacherImpl::kWgmma ? "wgmma" : "mma.sync", T, served,
+           sparse ? K : 0, median_ms, pairs, pairs * (served * 2.0 * 2.0 * HA * DA + 4.0 * 2.0 * HI * D), iters};
+  if (impl == DistillTeacherImpl::kWgmma) {
+    // Teacher only: without outputs the kernel skips the student phase.
+    p.loss = nullptr;
+    p.grad_q = p.grad_k = p.grad_w = nullptr;
+    r.teacher_ms = MedianMs(run, 1, iters);
+    r.teacher_flops = pairs * served * 2.0 * 2.0 * HA * DA;
+  }
   for (void* ptr : allocs) CUDA_CHECK(cudaFree(ptr));
-  const double flops = pairs * (served * 2.0 * 2.0 * HA * DA + 4.0 * 2.0 * HI * D);
-  return {sparse ? "sparse" : "dense", T, served, sparse ? K : 0, median_ms, pairs, flops, iters};
+  return r;
 }
 
 int Main(int argc, char** argv) {
   const char* json_path = nullptr;
   bool quick = false;
+  if (argc == 2 && std::string(argv[1]) == "--profile") {
+    cudaDeviceProp prop;
+    if (!BenchDeviceProps(&prop)) return 0;
+    Bench(4096, 1, false, 0, DistillTeacherImpl::kWgmma, true);
+    return 0;
+  }
   if (!ParseJsonFlag(argc, argv, &json_path, "--quick", &quick)) return 1;
   cudaDeviceProp prop;
   if (!BenchDeviceProps(&prop)) return 0;
+  const bool sm90 = prop.major == 9 && prop.minor == 0;
   std::vector<Result> results;
   for (int64_t T : {int64_t{8192}, int64_t{32768}}) {
     for (int served : {1, 4}) {
-      results.push_back(Bench(T, served, true, 2048));
-      if (!(quick && T > 8192)) results.push_back(Bench(T, served, false, 0));
-      const Result& r = results.back();
-      std::fprintf(stderr, "done %s T=%lld served=%lld: %.2f ms\n", r.mode.c_str(), (long long)r.T,
-                   (long long)r.served, r.ms);
+      for (bool sparse : {true, false}) {
+        if (quick && T > 8192) continue;
+        std::vector<DistillTeacherImpl> impls;
+        if (sm90) impls.push_back(DistillTeacherImpl::kWgmma);
+        if (T == 8192 || !sm90) impls.push_back(DistillTeacherImpl::kMmaSync);
+        for (DistillTeacherImpl impl : impls) {
+          results.push_back(Bench(T, served, sparse, sparse ? 2048 : 0, impl));
+          const Result& r = results.back();
+          std::fprintf(stderr, "done %s %s T=%lld served=%lld: %.2f ms\n", r.mode.c_str(), r.impl.c_str(),
+                       (long long)r.T, (long long)r.served, r.ms);
+        }
+      }
     }
   }
-  std::printf("DistillLossCuda fwd+bwd on %s (HI 64, D 128, HA 128, DA 576)\n\n", prop.name);
-  std::printf("| mode | T | served | K | median ms | queries/s | TFLOP/s | runs |\n"
-              "|---|---:|---:|---:|---:|---:|---:|---:|\n");
+  const double gemm = MeasureBf16GemmTflops(8192);
+  std::printf("DistillLossCuda fwd+bwd on %s (HI 64, D 128, HA 128, DA 576); cuBLAS bf16 GEMM 8192^3 in the same "
+              "run: %.1f TFLOP/s\n\n", prop.name, gemm);
+  std::printf("| mode | teacher | T | served | K | median ms | queries/s | TFLOP/s | teacher-only ms | teacher TFLOP/s "
+              "| student ms (difference) | runs |\n"
+              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
   for (const Result& r : results) {
-    std::printf("| %s | %lld | %lld | %lld | %.2f | %.3g | %.1f | %d |\n", r.mode.c_str(), (long long)r.T,
-                (long long)r.served, (long long)r.K, r.ms, r.T / (r.ms * 1e-3), r.flops / (r.ms * 1e9), r.iters);
+    std::printf("| %s | %s | %lld | %lld | %lld | %.2f | %.3g | %.1f |", r.mode.c_str(), r.impl.c_str(), (long long)r.T,
+                (long long)r.served, (long long)r.K, r.ms, r.T / (r.ms * 1e-3), r.flops / (r.ms * 1e9));
+    if (r.teacher_ms > 0) {
+      std::printf(" %.2f | %.1f | %.2f |", r.teacher_ms, r.teacher_flops / (r.teacher_ms * 1e9), r.ms - r.teacher_ms);
+    } else {
+      std::printf(" - | - | - |");
+    }
+    std::printf(" %d |\n", r.iters);
   }
   if (json_path != nullptr) {
     FILE* f = OpenJsonFile(json_path);
     if (f == nullptr) return 1;
-    std::fprintf(f, "{\"device\": \"%s\", \"flops_formula\": \"pairs*(served*2*2*HA*DA + 4*2*HI*D)\", \"results\": [",
-                 prop.name);
+    std::fprintf(f, "{\"device\": \"%s\", \"gemm_tflops\": %.2f, \"flops_formula\": \"pairs*(served*2*2*HA*DA + "
+                 "4*2*HI*D)\", \"results\": [", prop.name, gemm);
     for (size_t i = 0; i < results.size(); ++i) {
       const Result& r = results[i];
-      std::fprintf(f, "%s\n  {\"mode\": \"%s\", \"T\": %lld, \"served\": %lld, \"K\": %lld, \"median_ms\": %.3f, "
+      std::fprintf(f, "%s\n  {\"mode\": \"%s\", \"teacher\": \"%s\", \"teacher_only_ms\": %.3f, \"T\": %lld, \"served\": %lld, \"K\": %lld, \"median_ms\": %.3f, "
                    "\"queries_per_s\": %.1f, \"pairs\": %.0f, \"tflops\": %.2f, \"runs\": %d}", i ? "," : "",
-                   r.mode.c_str(), (long long)r.T, (long long)r.served, (long long)r.K, r.ms, r.T / (r.ms * 1e-3),
+                   r.mode.c_str(), r.impl.c_str(), r.teacher_ms, (long long)r.T, (long long)r.served, (long long)r.K, r.ms, r.T / (r.ms * 1e-3),
                    r.pairs, r.flops / (r.ms * 1e9), r.iters);
     }
     std::fprintf(f, "\n]}\n");

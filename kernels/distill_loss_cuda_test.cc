@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <random>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "core/cuda_check.h"
@@ -41,11 +42,22 @@ std::vector<uint16_t> RoundToBf16(std::vector<float>* v) {
   return bits;
 }
 
-class DistillLossCudaTest : public ::testing::TestWithParam<Case> {};
+// Each case runs with both teacher paths (the wgmma one only on an sm_90 device).
+class DistillLossCudaTest : public ::testing::TestWithParam<std::tuple<Case, DistillTeacherImpl>> {};
+
+bool DeviceIsSm90() {
+  int dev = 0, major = 0, minor = 0;
+  CUDA_CHECK(cudaGetDevice(&dev));
+  CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+  CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev));
+  return major == 9 && minor == 0;
+}
 
 TEST_P(DistillLossCudaTest, MatchesCpu) {
   if (!CudaDeviceAvailable()) GTEST_SKIP() << "no CUDA device";
-  const Case c = GetParam();
+  const Case c = std::get<0>(GetParam());
+  const DistillTeacherImpl impl = std::get<1>(GetParam());
+  if (impl == DistillTeacherImpl::kWgmma && !DeviceIsSm90()) GTEST_SKIP() << "the wgmma teacher needs sm_90";
   std::mt19937 rng(c.seed * 7919u + static_cast<uint32_t>(c.Tq * 31 + c.L));
   std::normal_distribution<float> normal(0.f, 1.f);
   std::uniform_real_distribution<float> uni(-1.f, 1.f);
@@ -159,6 +171,7 @@ TEST_P(DistillLossCudaTest, MatchesCpu) {
   p.sparse = c.sparse;
   p.topk = c.sparse ? dtopk.ptr : nullptr;
   p.K = c.K;
+  p.teacher_impl = impl;
   p.loss = dloss.ptr;
   p.grad_q = dgq.ptr;
   p.grad_k = dgk.ptr;
@@ -186,13 +199,13 @@ TEST_P(DistillLossCudaTest, MatchesCpu) {
   EXPECT_LT(eq, kRelL2TolBf16) << "grad_q";
   EXPECT_LT(ek, kRelL2TolBf16) << "grad_k";
   EXPECT_LT(ew, kRelL2TolBf16) << "grad_w";
-  std::printf("[%s] loss %.6f vs %.6f (rel %.2e); rel L2 grad_q %.2e grad_k %.2e grad_w %.2e\n", c.name.c_str(),
-              got, want, std::abs(got - want) / std::abs(want), eq, ek, ew);
+  std::printf("[%s %s] loss %.6f vs %.6f (rel %.2e); rel L2 grad_q %.2e grad_k %.2e grad_w %.2e\n", c.name.c_str(),
+              impl == DistillTeacherImpl::kWgmma ? "wgmma" : "mma.sync", got, want, std::abs(got - want) / std::abs(want), eq, ek, ew);
 }
 
 INSTANTIATE_TEST_SUITE_P(
     Shapes, DistillLossCudaTest,
-    ::testing::Values(
+    ::testing::Combine(::testing::Values(
         // name, Tq, L, HI, D, HA, DA, served, query_offset, sparse, K
         Case{"odd_dense", 37, 37, 3, 32, 5, 72, 2, 0, false, 0, 1},
         Case{"odd_sparse", 37, 37, 3, 32, 5, 72, 2, 0, true, 48, 2},
@@ -201,8 +214,14 @@ INSTANTIATE_TEST_SUITE_P(
         Case{"offset_dense", 50, 130, 20, 48, 24, 40, 1, 70, false, 0, 5},
         Case{"offset_sparse_4layers", 50, 130, 20, 48, 24, 40, 4, 70, true, 33, 6},
         Case{"v32_heads_dense", 70, 70, 64, 128, 128, 576, 2, 0, false, 0, 7},
-        Case{"v32_heads_sparse", 90, 200, 64, 128, 128, 576, 1, 110, true, 64, 8}),
-    [](const ::testing::TestParamInfo<Case>& info) { return info.param.name; });
+        Case{"v32_heads_sparse", 90, 200, 64, 128, 128, 576, 1, 110, true, 64, 8},
+        Case{"v32_heads_dense_8layers", 40, 200, 64, 128, 128, 576, 8, 150, false, 0, 9},
+        Case{"v32_heads_sparse_5layers", 60, 260, 64, 128, 100, 576, 5, 120, true, 200, 10}),
+        ::testing::Values(DistillTeacherImpl::kMmaSync, DistillTeacherImpl::kWgmma)),
+    [](const ::testing::TestParamInfo<std::tuple<Case, DistillTeacherImpl>>& info) {
+      return std::get<0>(info.param).name +
+             (std::get<1>(info.param) == DistillTeacherImpl::kWgmma ? "_wgmma" : "_mmasync");
+    });
 
 }  // namespace
 }  // namespace indexcache

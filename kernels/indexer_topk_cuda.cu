@@ -29,7 +29,8 @@ namespace {
 size_t AlignUp(size_t x) { return (x + 255) / 256 * 256; }
 
 bool UseSplit(const IndexerTopkCudaParams& p) {
-  if (p.q_fp8 != nullptr) return false;  // the FP8 path is query blocks only
+  if (p.q_fp8 != nullptr) return false;     // the FP8 path is query blocks only
+  if (p.key_begin != nullptr) return true;  // per-query key ranges: the split path only
   switch (p.path) {
     case IndexerTopkCudaPath::kQueryBlocks:
       return false;
@@ -99,6 +100,9 @@ void IndexerTopkCuda(const IndexerTopkCudaParams& p) {
       Fail("null input or output pointer");
     }
     if (!indexer_topk::Aligned16(p.q) || !indexer_topk::Aligned16(p.k)) Fail("q and k must be 16-byte aligned");
+  }
+  if (p.key_begin != nullptr && (fp8 || p.key_end == nullptr || p.path == IndexerTopkCudaPath::kQueryBlocks)) {
+    Fail("key_begin needs key_end and the split-keys path (not the FP8 path)");
   }
   const indexer_topk::Workspace ws = CarveWorkspace(p);
   if (p.workspace == nullptr || p.workspace_bytes < ws.bytes) Fail("workspace missing or too small");

@@ -59,6 +59,11 @@
 // Split-path workspace: T * C * cap entries + T * (65536 + 256) histogram words, independent of L
 // once C * cap saturates (C <= 128 / T).
 //
+// Decode batches (key_begin): each query's keys start at its own row of k; the split-keys path
+// offsets the key pointer per query and clamps tile rows to the query's own key_end, so a batch of
+// requests in one pooled key buffer is one launch that gives, query by query, the same bits as a
+// T = 1 call on that request's own keys.
+//
 // FP8 path (IndexerTopkCudaParams::q_fp8 set; D = 128, 1 <= H <= 64): q and k in e4m3 with per-row
 // scales (qs[t, h], ks[s]). Since the scales are positive, ReLU(scale * qs q8 . ks k8) =
 // qs * ks * ReLU(scale * q8 . k8): the kernel (indexer_topk_fp8_cuda.cu) runs the wgmma variant of
@@ -96,6 +101,11 @@ struct IndexerTopkCudaParams {
   const __nv_bfloat16* k = nullptr;   // [L, D]    device, indexer keys (rope applied)
   const float* weights = nullptr;     // [T, H]    device, per-head weights (n_heads^-0.5 folded in)
   const int32_t* key_end = nullptr;   // [T]       device, valid keys [0, key_end[t]); nullptr = causal
+  // [T] device, optional (needs key_end; split-keys path only): query t's keys are the rows
+  // [key_begin[t], key_begin[t] + key_end[t]) of k, and its indices count from key_begin[t]. One call
+  // then serves a decode batch whose requests keep their keys at different rows of one pooled
+  // buffer (L = the longest request's key count). Every row read lies in a request's own range.
+  const int32_t* key_begin = nullptr;
   int64_t T = 0, L = 0, H = 0, D = 0;
   int64_t topk = 0;
   int64_t query_offset = 0;           // causal: query t sees keys [0, query_offset + t]

@@ -439,6 +439,100 @@ TEST(IndexerTopkCudaExtremes, OverflowingScoresStayInBounds) {
   }
 }
 
+// A decode batch in one launch (key_begin): requests of different lengths keep their keys at their
+// own rows of one pooled buffer (in shuffled order, the shortest last so that a read past its end
+// would leave the pool). Each query's result must equal, bit for bit, a T = 1 call over that
+// request's own keys (the path the existing cases check against the CPU reference), for the
+// mma.sync (D 64, 8 heads) and wgmma (D 128, 64 heads) split kernels and batches past 64 queries.
+TEST(IndexerTopkCudaBatched, KeyRangesPerQueryEqualOneCallPerQuery) {
+  if (!CudaDeviceAvailable()) GTEST_SKIP() << "no CUDA device";
+  struct Shape {
+    int64_t T, H, D, topk, max_len;
+  };
+  for (const Shape& sh : std::vector<Shape>{{1, 8, 64, 16, 900}, {7, 8, 64, 64, 3000}, {64, 64, 128, 2048, 20000},
+                                            {100, 64, 128, 256, 5000}}) {
+    SCOPED_TRACE("T=" + std::to_string(sh.T) + " H=" + std::to_string(sh.H) + " D=" + std::to_string(sh.D));
+    std::mt19937 rng(static_cast<uint32_t>(sh.T * 131 + sh.D));
+    std::normal_distribution<float> normal(0.f, 1.f);
+    std::uniform_int_distribution<int32_t> len(0, static_cast<int32_t>(sh.max_len));
+    std::vector<int32_t> count(sh.T);
+    for (auto& c : count) c = len(rng);
+    count[0] = static_cast<int32_t>(sh.max_len);
+    if (sh.T > 2) count[1] = 0, count[2] = 1;
+    if (sh.T > 3) count[3] = static_cast<int32_t>(sh.topk);
+    // Pool layout: requests in shuffled order, the shortest placed last, no gaps.
+    std::vector<int64_t> order(sh.T);
+    std::iota(order.begin(), order.end(), 0);
+    std::shuffle(order.begin(), order.end(), rng);
+    const auto shortest = std::min_element(order.begin(), order.end(), [&](int64_t a, int64_t b) {
+      return count[a] < count[b];
+    });
+    std::iter_swap(shortest, order.end() - 1);
+    std::vector<int32_t> begin(sh.T);
+    int64_t rows = 0;
+    for (int64_t r : order) begin[r] = static_cast<int32_t>(rows), rows += count[r];
+    std::vector<float> q(sh.T * sh.H * sh.D), k(std::max<int64_t>(rows, 1) * sh.D), w(sh.T * sh.H);
+    for (float& v : q) v = normal(rng);
+    for (float& v : k) v = normal(rng);
+    for (float& v : w) v = std::fabs(normal(rng)) / 8;
+    const std::vector<uint16_t> qb = RoundToBf16(&q), kb = RoundToBf16(&k);
+    DeviceBuffer<uint16_t> dq(qb.size()), dk(kb.size());
+    DeviceBuffer<float> dw(w.size());
+    DeviceBuffer<int32_t> dbegin(sh.T), dend(sh.T), didx(sh.T * sh.topk), one_idx(sh.topk);
+    DeviceBuffer<float> dsc(sh.T * sh.topk), one_sc(sh.topk);
+    dq.CopyFrom(qb.data());
+    dk.CopyFrom(kb.data());
+    dw.CopyFrom(w.data());
+    dbegin.CopyFrom(begin);
+    dend.CopyFrom(count);
+    IndexerTopkCudaParams p;
+    p.q = reinterpret_cast<const __nv_bfloat16*>(dq.ptr);
+    p.k = reinterpret_cast<const __nv_bfloat16*>(dk.ptr);
+    p.weights = dw.ptr;
+    p.key_end = dend.ptr;
+    p.key_begin = dbegin.ptr;
+    p.T = sh.T;
+    p.L = *std::max_element(count.begin(), count.end());
+    p.H = sh.H;
+    p.D = sh.D;
+    p.topk = sh.topk;
+    p.scale = 1.f / std::sqrt(static_cast<float>(sh.D));
+    p.out_indices = didx.ptr;
+    p.out_scores = dsc.ptr;
+    p.workspace_bytes = IndexerTopkCudaWorkspaceBytes(p);
+    DeviceBuffer<uint8_t> dws(p.workspace_bytes);
+    p.workspace = dws.ptr;
+    IndexerTopkCuda(p);
+    CUDA_CHECK(cudaDeviceSynchronize());
+    const std::vector<int32_t> got_idx = didx.ToHost();
+    const std::vector<float> got_sc = dsc.ToHost();
+    for (int64_t t = 0; t < sh.T; ++t) {
+      IndexerTopkCudaParams one = p;
+      one.q = p.q + t * sh.H * sh.D;
+      one.k = p.k + static_cast<int64_t>(begin[t]) * sh.D;
+      one.weights = p.weights + t * sh.H;
+      one.key_end = nullptr;
+      one.key_begin = nullptr;
+      one.T = 1;
+      one.L = count[t];
+      one.query_offset = count[t] - 1;  // causal, the query last: all of its keys
+      one.path = IndexerTopkCudaPath::kSplitKeys;
+      one.out_indices = one_idx.ptr;
+      one.out_scores = one_sc.ptr;
+      one.workspace_bytes = IndexerTopkCudaWorkspaceBytes(one);
+      DeviceBuffer<uint8_t> ws(one.workspace_bytes);
+      one.workspace = ws.ptr;
+      IndexerTopkCuda(one);
+      CUDA_CHECK(cudaDeviceSynchronize());
+      const std::vector<int32_t> want_idx = one_idx.ToHost();
+      const std::vector<float> want_sc = one_sc.ToHost();
+      ASSERT_TRUE(std::equal(want_idx.begin(), want_idx.end(), got_idx.begin() + t * sh.topk))
+          << "query " << t << " (" << count[t] << " keys from row " << begin[t] << ")";
+      ASSERT_EQ(0, std::memcmp(want_sc.data(), got_sc.data() + t * sh.topk, sh.topk * sizeof(float))) << "query " << t;
+    }
+  }
+}
+
 // The split-keys workspace must not grow with T * L: past ~128 * cap keys it stays the same size.
 // Host-only (no CUDA call), so it runs without a device too.
 TEST(IndexerTopkCudaWorkspace, SplitPathBoundedInL) {

@@ -27,6 +27,7 @@ struct SplitArgs {
   const __nv_bfloat16* k;
   const float* weights;
   const int32_t* key_end;
+  const int32_t* key_begin;  // nullable: query t's keys start at row key_begin[t] of k
   int64_t T, L, H;
   int64_t query_offset;
   int topk;
@@ -129,6 +130,10 @@ __global__ void __launch_bounds__(kThreads, 1) IndexerTopkSplitKernel(const Spli
   const int chunk = blockIdx.y;
   const int64_t slot = t * a.nchunks + chunk;
   const int end = KeyEndOf(a.key_end, a.query_offset, a.L, t);
+  // A query with its own key range reads only its own rows (tile rows past its end re-read its
+  // last key; they score as invalid anyway); otherwise rows up to L exist.
+  const __nv_bfloat16* keys = a.key_begin ? a.k + static_cast<int64_t>(a.key_begin[t]) * D : a.k;
+  const int64_t key_limit = a.key_begin ? end : a.L;
   const int tile_begin = chunk * a.chunk_tiles;
   const int tile_end = min(tile_begin + a.chunk_tiles, (end + kTileKeys - 1) / kTileKeys);
   if (tile_begin >= tile_end) {
@@ -147,9 +152,9 @@ __global__ void __launch_bounds__(kThreads, 1) IndexerTopkSplitKernel(const Spli
       for (int c = tid; c < kTileKeys * 16; c += kThreads) {
         const int row = c >> 4, ch = c & 15;
         int64_t key = key0 + row;
-        if (key >= a.L) key = a.L - 1;
+        if (key >= key_limit) key = key_limit - 1;
         CpAsync16(dst + (ch >> 3) * kWgStageBlock + row * 128 + (((ch & 7) ^ (row & 7)) << 4),
-                  a.k + key * D + ch * 8);
+                  keys + key * D + ch * 8);
       }
       return;
     }
@@ -160,8 +165,8 @@ __global__ void __launch_bounds__(kThreads, 1) IndexerTopkSplitKernel(const Spli
     for (int c = tid; c < kTileKeys * kChunksPerRow; c += kThreads) {
       const int row = c / kChunksPerRow, col = c % kChunksPerRow;
       int64_t key = key0 + row;
-      if (key >= a.L) key = a.L - 1;  // rows past L are never valid: any finite data will do
-      CpAsync16(dst + row * RowBytes<D>() + col * 16, a.k + key * D + col * 8);
+      if (key >= key_limit) key = key_limit - 1;  // rows past the limit are never valid: any finite data will do
+      CpAsync16(dst + row * RowBytes<D>() + col * 16, keys + key * D + col * 8);
     }
   };
 #pragma unroll
@@ -436,6 +441,7 @@ void RunSplitKeys(const IndexerTopkCudaParams& p, const Workspace& ws) {
   a.k = p.k;
   a.weights = p.weights;
   a.key_end = p.key_end;
+  a.key_begin = p.key_begin;
   a.T = p.T;
   a.L = p.L;
   a.H = p.H;

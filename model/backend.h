@@ -16,6 +16,7 @@
 #include "core/status.h"
 #include "core/tensor.h"
 #include "kernels/fp8_dequant.h"
+#include "kernels/latent_fp8.h"
 #include "kernels/rope.h"
 #include "model/config.h"
 #include "model/pattern.h"
@@ -155,6 +156,18 @@ class Backend {
   // int32 [T, k] and offsets int32 [T], both on this backend: each request's top-k, relative to its
   // own keys, made into rows of a pooled latent buffer (kernels/batched_decode.h).
   virtual void OffsetIndices(const Tensor& offsets, Tensor* indices) = 0;
+  // The FP8 latent cache (kernels/latent_fp8.h): cache [pool_rows, layout.row_bytes()] kU8.
+  // cache[rows[i]] = Quantise(src[i]) for the n rows of src [n, layout.dim()] (activation dtype);
+  // rows int32 [n] on this backend, distinct and in range.
+  virtual void QuantizeLatentRows(const Tensor& src, const Tensor& rows, const LatentFp8Layout& layout,
+                                  Tensor* cache) = 0;
+  // out[i] = Dequantise(cache[indices[i]]) (zeros for -1) for the n = indices.numel() entries of
+  // indices (int32, any shape, on this backend); out [n, layout.dim()] activation dtype.
+  virtual void DequantizeLatentRows(const Tensor& cache, const Tensor& indices, const LatentFp8Layout& layout,
+                                    Tensor* out) = 0;
+  // indices [T, k] int32: entry (t, j) >= 0 becomes t * k + j (its row in a gather of the whole
+  // top-k), -1 stays.
+  virtual void CompactIndices(Tensor* indices) = 0;
 
   // --- dense math -----------------------------------------------------------------------------
   // y[t] = table[tokens[t]]; tokens already validated.
@@ -210,8 +223,8 @@ class Backend {
   // i in [0, B), indices[i, :] = the top-k of q[i] over the rows [key_begin[i], key_begin[i] +
   // key_count[i]) of `keys`, causal with the query the last of them (query_offset key_count[i] - 1),
   // as indices relative to key_begin[i] (-1 padding). q [B, H, D], weights [B, H] f32, indices
-  // [B, topk] int32. The default is a loop of IndexerTopk calls; CUDA runs the requests' calls on
-  // several streams at once (the same kernels, so the same results).
+  // [B, topk] int32. The default is a loop of IndexerTopk calls; CUDA runs the whole batch as one
+  // launch with a key range per query (the same per-request bits).
   virtual void IndexerTopkRequests(const Tensor& q, const Tensor& keys, const Tensor& weights, int64_t topk,
                                    const std::vector<int64_t>& key_begin, const std::vector<int64_t>& key_count,
                                    float scale, Tensor* indices) {

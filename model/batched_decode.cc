@@ -44,15 +44,49 @@ Tensor HostInts(const std::vector<int64_t>& v) {
 StatusOr<ForwardResult> DsaModel::Prefill(BatchedKvCache* cache, int64_t id, const std::vector<int32_t>& tokens,
                                           ForwardOptions options) const {
   if (cache == nullptr) return InvalidArgument("Prefill: no batched cache");
-  ASSIGN_OR_RETURN(KvCache view, cache->View(id));
-  if (view.length + static_cast<int64_t>(tokens.size()) > view.capacity) {
-    return InvalidArgument("batched cache: request " + std::to_string(id) + " holds " + std::to_string(view.capacity) +
-                           " tokens; " + std::to_string(view.length) + " cached + " + std::to_string(tokens.size()) +
+  const BatchedKvCache::Slot* slot = cache->Find(id);
+  if (!slot) return cache->View(id).status();  // names the missing request
+  const int64_t T = static_cast<int64_t>(tokens.size());
+  if (slot->length + T > slot->capacity) {
+    return InvalidArgument("batched cache: request " + std::to_string(id) + " holds " + std::to_string(slot->capacity) +
+                           " tokens; " + std::to_string(slot->length) + " cached + " + std::to_string(T) +
                            " new do not fit");
   }
-  options.cache = &view;
+  if (!cache->fp8_latents()) {  // the forward appends to the request's rows in place
+    ASSIGN_OR_RETURN(KvCache view, cache->View(id));
+    options.cache = &view;
+    ASSIGN_OR_RETURN(ForwardResult result, Forward(tokens, options));
+    RETURN_IF_ERROR(cache->SetLength(id, view.length));
+    return result;
+  }
+  // FP8 latents: the prompt runs over a temporary activation-dtype copy of the request's latents
+  // (its cached rows dequantised, as decode reads them), appending to the pool's index keys in
+  // place; the new rows then go back quantised.
+  Backend& be = *backend_;
+  const int64_t base = slot->base, cached = slot->length;
+  KvCache tmp;
+  tmp.capacity = cached + T;
+  tmp.length = cached;
+  tmp.pattern = cache->pattern();
+  ASSIGN_OR_RETURN(tmp.index_keys, cache->IndexKeyViews(id));
+  std::vector<int64_t> old_rows(cached), new_rows(T);
+  for (int64_t i = 0; i < cached; ++i) old_rows[i] = base + i;
+  for (int64_t i = 0; i < T; ++i) new_rows[i] = base + cached + i;
+  const Tensor old_idx = be.ToDevice(HostInts(old_rows)), new_idx = be.ToDevice(HostInts(new_rows));
+  const LatentFp8Layout& layout = cache->latent_fp8_layout();
+  for (const Tensor& pool : cache->latent) {
+    tmp.latent.push_back(be.Alloc(be.activation_dtype(), {tmp.capacity, layout.dim()}));
+    if (cached > 0) {
+      Tensor head = tmp.latent.back().Slice0(0, cached);
+      be.DequantizeLatentRows(pool, old_idx, layout, &head);
+    }
+  }
+  options.cache = &tmp;
   ASSIGN_OR_RETURN(ForwardResult result, Forward(tokens, options));
-  RETURN_IF_ERROR(cache->SetLength(id, view.length));
+  for (size_t l = 0; l < cache->latent.size(); ++l) {
+    be.QuantizeLatentRows(tmp.latent[l].Slice0(cached, cached + T), new_idx, layout, &cache->latent[l]);
+  }
+  RETURN_IF_ERROR(cache->SetLength(id, tmp.length));
   return result;
 }
 
@@ -86,9 +120,11 @@ StatusOr<DecodeStepResult> DsaModel::DecodeStep(const std::vector<int64_t>& requ
     return InvalidArgument("DecodeStep: the model holds layers [" + std::to_string(held.begin) + ", " +
                            std::to_string(held.end) + ") only; batched decode runs all layers");
   }
+  const bool fp8 = cache->fp8_latents();
+  const LatentFp8Layout& fp8_layout = cache->latent_fp8_layout();
   if (static_cast<int>(cache->latent.size()) != num_layers || cache->pattern().num_layers() != num_layers ||
-      cache->latent[0].device() != be.device() || cache->latent[0].dtype() != adt ||
-      cache->latent[0].size(1) != c.latent_dim()) {
+      cache->latent[0].device() != be.device() || cache->latent[0].dtype() != (fp8 ? DType::kU8 : adt) ||
+      cache->latent[0].size(1) != (fp8 ? fp8_layout.row_bytes() : c.latent_dim())) {
     return InvalidArgument("DecodeStep: the batched cache was made for another model or backend");
   }
   const IndexPattern& pattern = cache->pattern();
@@ -130,6 +166,9 @@ StatusOr<DecodeStepResult> DsaModel::DecodeStep(const std::vector<int64_t>& requ
   Tensor h = be.Alloc(adt, {B, Hd});  // the residual stream, one row per request
   be.Embedding(placed_.embed, next_tokens, &h);
   Tensor topk_buffer;  // [B, k] pool rows: each Full layer makes a new one, Shared layers read it
+  // FP8 latents: each layer dequantises the selected rows into `gathered` [B * k, latent_dim], and
+  // the sparse MLA reads them through compact_topk (entry (i, j) -> row i * k + j, -1 kept).
+  Tensor compact_topk;
 
   for (int l = 0; l < num_layers; ++l) {
     const BackendLayer& W = placed_.layers[l];
@@ -142,7 +181,11 @@ StatusOr<DecodeStepResult> DsaModel::DecodeStep(const std::vector<int64_t>& requ
     Tensor latent = be.Alloc(adt, {B, dqk});
     be.MlaLatent(ckv, W.kv_a_norm, eps, rope, dims, &latent);
     be.NoteNonFinite(latent, l);
-    be.ScatterRows(latent, new_rows, &cache->latent[l]);
+    if (fp8) {
+      be.QuantizeLatentRows(latent, new_rows, fp8_layout, &cache->latent[l]);
+    } else {
+      be.ScatterRows(latent, new_rows, &cache->latent[l]);
+    }
 
     // --- MLA queries ---------------------------------------------------------------------------
     Tensor q_lat = be.Alloc(adt, {B, c.q_lora_rank});
@@ -172,6 +215,11 @@ StatusOr<DecodeStepResult> DsaModel::DecodeStep(const std::vector<int64_t>& requ
                              static_cast<float>(1.0 / std::sqrt(double(ID))), &topk_buffer);
       // Indices into each request's keys -> rows of the pool (-1 padding stays -1).
       be.OffsetIndices(offsets, &topk_buffer);
+      if (fp8) {
+        compact_topk = be.Alloc(DType::kI32, {B, c.index_topk});
+        be.CopyRows(topk_buffer, 0, &compact_topk);
+        be.CompactIndices(&compact_topk);
+      }
     } else if (topk_buffer.empty()) {
       return InvalidArgument("layer " + std::to_string(l) + " is Shared but no Full layer ran before it");
     }
@@ -180,7 +228,13 @@ StatusOr<DecodeStepResult> DsaModel::DecodeStep(const std::vector<int64_t>& requ
     be.NoteNonFinite(q_abs, l);
     Tensor out_lat = be.Alloc(adt, {B, NH, c.kv_lora_rank});
     Tensor lse = be.Alloc(DType::kF32, {B, NH});
-    be.SparseMla(q_abs, cache->latent[l], topk_buffer, dims, attn_scale, &out_lat, &lse);
+    if (fp8) {
+      Tensor gathered = be.Alloc(adt, {B * c.index_topk, dqk});
+      be.DequantizeLatentRows(cache->latent[l], topk_buffer, fp8_layout, &gathered);
+      be.SparseMla(q_abs, gathered, compact_topk, dims, attn_scale, &out_lat, &lse);
+    } else {
+      be.SparseMla(q_abs, cache->latent[l], topk_buffer, dims, attn_scale, &out_lat, &lse);
+    }
     Tensor attn = be.Alloc(adt, {B, NH * c.v_head_dim});
     be.AbsorbValue(out_lat, W.kv_b, dims, &attn);
     be.Linear(attn, W.o, &h, /*accumulate=*/true);

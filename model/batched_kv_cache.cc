@@ -18,7 +18,8 @@ std::string Gb(double bytes) {
 
 }  // namespace
 
-StatusOr<BatchedKvCache> BatchedKvCache::Create(const DsaModel& model, int64_t pool_rows, const IndexPattern* pattern) {
+StatusOr<BatchedKvCache> BatchedKvCache::Create(const DsaModel& model, int64_t pool_rows, const IndexPattern* pattern,
+                                                const BatchedKvCacheOptions& options) {
   if (pool_rows < 1 || pool_rows > kMaxPoolRows) {
     return InvalidArgument("batched cache: pool rows must be in [1, " + std::to_string(kMaxPoolRows) + "], got " +
                            std::to_string(pool_rows));
@@ -35,15 +36,22 @@ StatusOr<BatchedKvCache> BatchedKvCache::Create(const DsaModel& model, int64_t p
   RETURN_IF_ERROR(model.CheckPattern(cache.pattern_));
   Backend& be = model.backend();
   const DType adt = be.activation_dtype();
+  if (options.fp8_latents) {
+    ASSIGN_OR_RETURN(cache.fp8_layout_, MakeLatentFp8Layout(c.kv_lora_rank, c.qk_rope_head_dim));
+    cache.fp8_latents_ = true;
+  }
+  // Latent row: its FP8 format's bytes, or latent_dim values of the activation dtype.
+  const DType latent_dtype = cache.fp8_latents_ ? DType::kU8 : adt;
+  const int64_t latent_cols = cache.fp8_latents_ ? cache.fp8_layout_.row_bytes() : c.latent_dim();
   int64_t full = 0;
   for (int l = 0; l < c.num_layers; ++l) full += cache.pattern_.is_full(l);
-  const double bytes = double(pool_rows) * DTypeSize(adt) *
-                       (double(c.num_layers) * c.latent_dim() + double(full) * c.index_head_dim);
+  const double bytes = double(pool_rows) * (double(c.num_layers) * latent_cols * DTypeSize(latent_dtype) +
+                                            double(full) * c.index_head_dim * DTypeSize(adt));
   // Allocated outright (the backend's pool hands cached blocks back to the driver when it must);
   // running out is one error line with the size, not an abort.
   try {
     for (int l = 0; l < c.num_layers; ++l) {
-      cache.latent.push_back(be.Alloc(adt, {pool_rows, c.latent_dim()}));
+      cache.latent.push_back(be.Alloc(latent_dtype, {pool_rows, latent_cols}));
       cache.index_keys.push_back(cache.pattern_.is_full(l) ? be.Alloc(adt, {pool_rows, c.index_head_dim})
                                                            : Tensor());
     }
@@ -136,18 +144,29 @@ Status BatchedKvCache::SetLength(int64_t id, int64_t length) {
   return Status::Ok();
 }
 
+StatusOr<std::vector<Tensor>> BatchedKvCache::IndexKeyViews(int64_t id) {
+  const Slot* s = Find(id);
+  if (!s) return NotFound(id);
+  std::vector<Tensor> views;
+  for (const Tensor& keys : index_keys) {
+    views.push_back(keys.empty() ? Tensor() : keys.Slice0(s->base, s->base + s->capacity));
+  }
+  return views;
+}
+
 StatusOr<KvCache> BatchedKvCache::View(int64_t id) {
   const Slot* s = Find(id);
   if (!s) return NotFound(id);
+  if (fp8_latents_) {
+    return InvalidArgument("batched cache: the latents are stored as FP8 rows; there is no activation-dtype view of "
+                           "them (DsaModel::Prefill handles FP8 caches)");
+  }
   KvCache view;
   view.capacity = s->capacity;
   view.length = s->length;
   view.pattern = pattern_;
-  for (size_t l = 0; l < latent.size(); ++l) {
-    view.latent.push_back(latent[l].Slice0(s->base, s->base + s->capacity));
-    view.index_keys.push_back(index_keys[l].empty() ? Tensor()
-                                                    : index_keys[l].Slice0(s->base, s->base + s->capacity));
-  }
+  for (const Tensor& l : latent) view.latent.push_back(l.Slice0(s->base, s->base + s->capacity));
+  ASSIGN_OR_RETURN(view.index_keys, IndexKeyViews(id));
   return view;
 }
 

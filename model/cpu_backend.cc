@@ -10,6 +10,7 @@
 #include "kernels/elementwise.h"
 #include "kernels/fp8_dequant.h"
 #include "kernels/indexer_topk.h"
+#include "kernels/latent_fp8.h"
 #include "kernels/moe_dispatch.h"
 #include "kernels/moe_routing.h"
 #include "kernels/norms.h"
@@ -105,6 +106,18 @@ class CpuBackend final : public Backend {
     ScatterRowsCpu(src.raw(), rows.data<int32_t>(), src.size(0), src.nbytes() / src.size(0), dst->raw());
   }
 
+  void QuantizeLatentRows(const Tensor& src, const Tensor& rows, const LatentFp8Layout& layout,
+                          Tensor* cache) override {
+    QuantizeLatentRowsCpu(src.data<float>(), rows.data<int32_t>(), src.size(0), layout, cache->data<uint8_t>());
+  }
+  void DequantizeLatentRows(const Tensor& cache, const Tensor& indices, const LatentFp8Layout& layout,
+                            Tensor* out) override {
+    DequantizeLatentRowsCpu(cache.data<uint8_t>(), indices.data<int32_t>(), indices.numel(), layout,
+                            out->data<float>());
+  }
+  void CompactIndices(Tensor* indices) override {
+    CompactIndicesCpu(indices->size(0), indices->size(1), indices->data<int32_t>());
+  }
   void OffsetIndices(const Tensor& offsets, Tensor* indices) override {
     OffsetIndicesCpu(offsets.data<int32_t>(), indices->size(0), indices->size(1), indices->data<int32_t>());
   }

@@ -30,6 +30,7 @@
 #include "kernels/finite_check_cuda.h"
 #include "kernels/fp8_dequant_cuda.h"
 #include "kernels/indexer_topk_cuda.h"
+#include "kernels/latent_fp8_cuda.h"
 #include "kernels/moe_dispatch_cuda.h"
 #include "kernels/moe_experts_cuda.h"
 #include "kernels/moe_routing_cuda.h"
@@ -126,8 +127,6 @@ class CudaBackend final : public Backend {
 
   CudaBackend() : pool_(std::make_shared<DevicePool>()) { CUBLAS_CHECK(cublasCreate(&cublas_)); }
   ~CudaBackend() override {
-    for (cudaStream_t s : side_streams_) cudaStreamDestroy(s);
-    for (cudaEvent_t e : side_events_) cudaEventDestroy(e);
     cublasDestroy(cublas_);
   }
 
@@ -253,6 +252,19 @@ class CudaBackend final : public Backend {
     ScatterRowsCuda(src.raw(), rows.data<int32_t>(), src.size(0), src.nbytes() / src.size(0), dst->raw(), nullptr);
   }
 
+  void QuantizeLatentRows(const Tensor& src, const Tensor& rows, const LatentFp8Layout& layout,
+                          Tensor* cache) override {
+    QuantizeLatentRowsCuda(src.data<__nv_bfloat16>(), rows.data<int32_t>(), src.size(0), layout,
+                           cache->data<uint8_t>(), nullptr);
+  }
+  void DequantizeLatentRows(const Tensor& cache, const Tensor& indices, const LatentFp8Layout& layout,
+                            Tensor* out) override {
+    DequantizeLatentRowsCuda(cache.data<uint8_t>(), indices.data<int32_t>(), indices.numel(), layout,
+                             out->data<__nv_bfloat16>(), nullptr);
+  }
+  void CompactIndices(Tensor* indices) override {
+    CompactIndicesCuda(indices->size(0), indices->size(1), indices->data<int32_t>(), nullptr);
+  }
   void OffsetIndices(const Tensor& offsets, Tensor* indices) override {
     OffsetIndicesCuda(offsets.data<int32_t>(), indices->size(0), indices->size(1), indices->data<int32_t>(), nullptr);
   }
@@ -428,49 +440,38 @@ class CudaBackend final : public Backend {
     IndexerTopkCuda(p);
   }
 
-  // The requests' indexer calls fan out over kSideStreams streams: one call of one query keeps
-  // only ~128 CTAs busy and ends in a one-CTA merge, so several run side by side. Every workspace is
-  // allocated (and zeroed) on the default stream before the fork, and the default stream waits for
-  // every side stream before it goes on, so the workspaces' blocks return to the pool only for work
-  // ordered after the calls that used them.
+  // One launch for the whole batch: the split-keys path with a key range per query
+  // (IndexerTopkCudaParams::key_begin), bit-identical per request to a call on its own keys.
   void IndexerTopkRequests(const Tensor& q, const Tensor& keys, const Tensor& weights, int64_t topk,
                            const std::vector<int64_t>& key_begin, const std::vector<int64_t>& key_count, float scale,
                            Tensor* indices) override {
     const int64_t n = q.size(0);
-    if (n <= 1) {
-      Backend::IndexerTopkRequests(q, keys, weights, topk, key_begin, key_count, scale, indices);
-      return;
-    }
-    EnsureSideStreams();
-    const int64_t S = std::min<int64_t>(n, kSideStreams);
-    std::vector<IndexerTopkCudaParams> calls(n);
-    std::vector<Tensor> workspaces(n);
-    const int64_t H = weights.size(1), D = keys.size(1);
+    if (n == 0) return;
+    Tensor begin_host = Tensor::Zeros(DType::kI32, {n}), count_host = Tensor::Zeros(DType::kI32, {n});
+    int64_t longest = 0;
     for (int64_t i = 0; i < n; ++i) {
-      IndexerTopkCudaParams& p = calls[i];
-      p.q = B(q) + i * H * D;
-      p.k = B(keys) + key_begin[i] * D;
-      p.weights = weights.data<float>() + i * H;
-      p.T = 1;
-      p.L = key_count[i];
-      p.H = H;
-      p.D = D;
-      p.topk = topk;
-      p.query_offset = key_count[i] - 1;
-      p.scale = scale;
-      p.out_indices = indices->data<int32_t>() + i * topk;
-      p.stream = side_streams_[i % S];
-      workspaces[i] = Alloc(DType::kU8, {static_cast<int64_t>(IndexerTopkCudaWorkspaceBytes(p))});
-      p.workspace = workspaces[i].raw();
-      p.workspace_bytes = static_cast<size_t>(workspaces[i].nbytes());
+      begin_host.data<int32_t>()[i] = static_cast<int32_t>(key_begin[i]);
+      count_host.data<int32_t>()[i] = static_cast<int32_t>(key_count[i]);
+      longest = std::max(longest, key_count[i]);
     }
-    CUDA_CHECK(cudaEventRecord(side_events_[0], nullptr));  // fork: after q, keys, weights, workspaces
-    for (int64_t s = 0; s < S; ++s) CUDA_CHECK(cudaStreamWaitEvent(side_streams_[s], side_events_[0], 0));
-    for (const IndexerTopkCudaParams& p : calls) IndexerTopkCuda(p);
-    for (int64_t s = 0; s < S; ++s) {  // join
-      CUDA_CHECK(cudaEventRecord(side_events_[1 + s], side_streams_[s]));
-      CUDA_CHECK(cudaStreamWaitEvent(nullptr, side_events_[1 + s], 0));
-    }
+    const Tensor begin = ToDevice(begin_host), count = ToDevice(count_host);
+    IndexerTopkCudaParams p;
+    p.q = B(q);
+    p.k = B(keys);
+    p.weights = weights.data<float>();
+    p.key_end = count.data<int32_t>();
+    p.key_begin = begin.data<int32_t>();
+    p.T = n;
+    p.L = longest;
+    p.H = weights.size(1);
+    p.D = keys.size(1);
+    p.topk = topk;
+    p.scale = scale;
+    p.out_indices = indices->data<int32_t>();
+    Tensor workspace = Alloc(DType::kU8, {static_cast<int64_t>(IndexerTopkCudaWorkspaceBytes(p))});
+    p.workspace = workspace.raw();
+    p.workspace_bytes = static_cast<size_t>(workspace.nbytes());
+    IndexerTopkCuda(p);
   }
 
   void MoeRoute(const Tensor& logits, const Tensor& bias, const MoeRouteSpec& spec, Tensor* experts,
@@ -686,24 +687,6 @@ class CudaBackend final : public Backend {
     return *pair;
   }
 
-
-  void EnsureSideStreams() {
-    if (!side_streams_.empty()) return;
-    for (int i = 0; i < kSideStreams; ++i) {
-      cudaStream_t s = nullptr;
-      CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
-      side_streams_.push_back(s);
-    }
-    for (int i = 0; i < kSideStreams + 1; ++i) {
-      cudaEvent_t e = nullptr;
-      CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
-      side_events_.push_back(e);
-    }
-  }
-
-  static constexpr int kSideStreams = 8;
-  std::vector<cudaStream_t> side_streams_;  // IndexerTopkRequests' streams, made on first use
-  std::vector<cudaEvent_t> side_events_;    // [0]: the fork; [1 + s]: side stream s done
   std::shared_ptr<DevicePool> pool_;
   cublasHandle_t cublas_ = nullptr;
   Tensor sum_sq_;          // f64 [1 + kSumOfSquaresWorkspace]: SumOfSquares' result and scratch

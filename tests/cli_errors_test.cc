@@ -259,6 +259,12 @@ TEST_F(CliErrorsTest, HugeMaxNewIsOneLine) {
   ExpectError(gen + "99999999999999999999999", {"--max-new"});
 }
 
+TEST_F(CliErrorsTest, Fp8CacheOnALatentSplitItCannotHoldIsOneLine) {
+  // The fixture's kv_lora_rank 32 is no multiple of the FP8 cache's 128-value scale blocks.
+  ExpectError("generate --fp8-cache --model " + dir_ + " --tokens " + dir_ + "/tokens.npy --max-new 2",
+              {"FP8 latent cache", "kv_lora_rank"});
+}
+
 TEST_F(CliErrorsTest, ShardNameOutsideTheModelDirectory) {
   // The index named "../x" or an absolute path, and the readers opened it.
   ASSERT_TRUE(WriteFileAtomic(dir_ + "/model.safetensors.index.json",

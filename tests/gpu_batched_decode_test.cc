@@ -17,6 +17,7 @@
 
 #include "core/cuda_check.h"
 #include "core/test_util.h"
+#include "kernels/latent_fp8.h"
 #include "kernels/tolerances.h"
 #include "model/batched_kv_cache.h"
 #include "model/config.h"
@@ -115,6 +116,75 @@ TEST(GpuBatchedDecodeTest, V32LatentShapeMatchesPerRequestDecode) {
   for (const char* spec : {"FFFF", "FSSS", "FSFS"}) {
     const IndexPattern p = *IndexPattern::Parse(spec, 4);
     ExpectBatchedMatchesAlone(*model, &p, {5, 200, 63, 130, 1}, 4, std::string("v32-latent ") + spec);
+  }
+}
+
+// The FP8 latent cache on CUDA: the pool's layer-0 rows are the CPU reference's quantisation of the
+// full-precision cache's rows, byte for byte, and decode through it stays within the bound the CPU
+// test measures (model/batched_fp8_cache_test.cc), on V3.2's latent split (4 blocks of 128 + rope
+// 64) and the wgmma sparse MLA reading the gathered rows. Prompts stay below index_topk so the
+// selection cannot flip between the two caches.
+TEST(GpuBatchedDecodeTest, Fp8LatentCacheStoresQuantisedRowsAndStaysClose) {
+  if (!CudaDeviceAvailable()) GTEST_SKIP() << "no CUDA device";
+  const nlohmann::json j = {
+      {"model_type", "deepseek_v32"}, {"vocab_size", 512},          {"hidden_size", 512},
+      {"num_hidden_layers", 3},       {"num_attention_heads", 16},  {"q_lora_rank", 128},
+      {"kv_lora_rank", 512},          {"qk_nope_head_dim", 64},     {"qk_rope_head_dim", 64},
+      {"v_head_dim", 64},             {"index_topk", 64},           {"index_n_heads", 8},
+      {"index_head_dim", 128},        {"intermediate_size", 512},   {"first_k_dense_replace", 3},
+      {"rope_theta", 10000.0},        {"max_position_embeddings", 4096},
+  };
+  auto config = ParseModelConfig(j, "test V3.2-latent config");
+  ASSERT_TRUE(config.ok()) << config.status().ToString();
+  auto backend = MakeBackend("cuda");
+  ASSERT_TRUE(backend.ok());
+  auto model = DsaModel::FromParts(*config, RandomModelWeights(*config, 7), IndexPattern::AllFull(3), *backend);
+  ASSERT_TRUE(model.ok()) << model.status().ToString();
+  const int64_t V = 512, steps = 3;
+  const std::vector<int64_t> lengths = {5, 50, 1, 33};
+  BatchedKvCacheOptions options;
+  options.fp8_latents = true;
+  auto fp8 = BatchedKvCache::Create(*model, 400, nullptr, options);
+  auto plain = BatchedKvCache::Create(*model, 400);
+  ASSERT_TRUE(fp8.ok() && plain.ok());
+  std::vector<int64_t> ids;
+  std::vector<std::vector<int32_t>> next;
+  for (size_t r = 0; r < lengths.size(); ++r) {
+    const std::vector<int32_t> all = DecodeTestTokens(static_cast<int>(r), lengths[r] + steps, V);
+    next.emplace_back(all.begin() + lengths[r], all.end());
+    const int64_t a = *fp8->Add(60), b = *plain->Add(60);
+    ids.push_back(a);
+    ASSERT_TRUE(model->Prefill(&*fp8, a, {all.begin(), all.begin() + lengths[r]}).ok());
+    ASSERT_TRUE(model->Prefill(&*plain, b, {all.begin(), all.begin() + lengths[r]}).ok());
+  }
+  double worst = 0;
+  for (int64_t s = 0; s < steps; ++s) {
+    std::vector<int32_t> tokens;
+    for (const auto& n : next) tokens.push_back(n[s]);
+    auto sa = model->DecodeStep(ids, tokens, &*fp8);
+    auto sb = model->DecodeStep(ids, tokens, &*plain);
+    ASSERT_TRUE(sa.ok()) << sa.status().ToString();
+    ASSERT_TRUE(sb.ok()) << sb.status().ToString();
+    for (size_t r = 0; r < ids.size(); ++r) {
+      worst = std::max(worst, RelL2(sa->logits.data<float>() + r * V, sb->logits.data<float>() + r * V, V));
+    }
+  }
+  std::printf("FP8 latent cache on CUDA: worst relative L2 against the bf16 cache %.3e\n", worst);
+  EXPECT_GT(worst, 0.0);
+  EXPECT_LE(worst, 0.15);
+  // Layer 0's rows: the CPU quantisation of the bf16 cache's rows, byte for byte.
+  const LatentFp8Layout& layout = fp8->latent_fp8_layout();
+  const Tensor got = (*backend)->ToHost(fp8->latent[0]);
+  const Tensor want_src = (*backend)->ToHost(plain->latent[0]);  // f32 of the bf16 values
+  for (int64_t id : ids) {
+    const BatchedKvCache::Slot* a = fp8->Find(id);
+    const BatchedKvCache::Slot* b = plain->Find(id);
+    std::vector<int32_t> rows(a->length);
+    for (int64_t i = 0; i < a->length; ++i) rows[i] = static_cast<int32_t>(i);
+    std::vector<uint8_t> want(a->length * layout.row_bytes());
+    QuantizeLatentRowsCpu(want_src.data<float>() + b->base * 576, rows.data(), a->length, layout, want.data());
+    const uint8_t* g = got.data<uint8_t>() + a->base * layout.row_bytes();
+    for (size_t i = 0; i < want.size(); ++i) ASSERT_EQ(g[i], want[i]) << "request " << id << " byte " << i;
   }
 }
 

@@ -23,6 +23,7 @@
 #include "core/file_util.h"
 #include "kernels/bench_util.h"
 #include "kernels/indexer_topk_cuda.h"
+#include "kernels/latent_fp8_cuda.h"
 #include "kernels/sparse_mla_cuda.h"
 #include "model/batched_kv_cache.h"
 #include "model/dsa_model.h"
@@ -298,6 +299,15 @@ Status BenchOptimizer(const Flags& flags, json* out) {
 Status BenchBatchedDecode(const Flags& flags, const std::vector<int64_t>& contexts,
                           const std::vector<std::string>& patterns, int64_t num_layers, int64_t steps, json* out) {
   ASSIGN_OR_RETURN(std::vector<int64_t> batches, ParseInts(*flags.Get("decode-batch"), "decode-batch"));
+  std::vector<bool> fp8_caches;  // per --decode-cache entry: whether its latents are FP8 rows
+  std::stringstream kinds(flags.GetOr("decode-cache", "bf16"));
+  for (std::string kind; std::getline(kinds, kind, ',');) {
+    if (kind != "bf16" && kind != "fp8") {
+      return InvalidArgument("--decode-cache: each entry is bf16 or fp8, got '" + kind + "'");
+    }
+    fp8_caches.push_back(kind == "fp8");
+  }
+  if (fp8_caches.empty()) return InvalidArgument("--decode-cache: no cache kind given");
   for (int64_t B : batches) {
     if (B > BatchedKvCache::kMaxRequests) {
       return InvalidArgument("--decode-batch: at most " + std::to_string(BatchedKvCache::kMaxRequests) + " requests");
@@ -314,12 +324,30 @@ Status BenchBatchedDecode(const Flags& flags, const std::vector<int64_t>& contex
   const int64_t lat_tile = 16384, key_tile = 131072;
   bf16* lat_src = NewRandomBf16(size_t(lat_tile * D), 21);
   bf16* key_src = NewRandomBf16(size_t(key_tile * ID), 22);
-  auto fill = [](Tensor* pool, int64_t base, int64_t rows, const bf16* tile, int64_t tile_rows, int64_t shift) {
-    const int64_t width = pool->size(1);
-    bf16* dst = pool->data<bf16>() + base * width;
+  // The same latent tile as FP8 rows, for --decode-cache fp8.
+  ASSIGN_OR_RETURN(const LatentFp8Layout fp8_layout, MakeLatentFp8Layout(config.kv_lora_rank, config.qk_rope_head_dim));
+  uint8_t* lat_fp8_src = nullptr;
+  {
+    CUDA_CHECK(cudaMalloc(&lat_fp8_src, size_t(lat_tile * fp8_layout.row_bytes())));
+    std::vector<int32_t> iota(lat_tile);
+    for (int64_t i = 0; i < lat_tile; ++i) iota[i] = static_cast<int32_t>(i);
+    int32_t* rows = nullptr;
+    CUDA_CHECK(cudaMalloc(&rows, iota.size() * sizeof(int32_t)));
+    CUDA_CHECK(cudaMemcpy(rows, iota.data(), iota.size() * sizeof(int32_t), cudaMemcpyHostToDevice));
+    QuantizeLatentRowsCuda(reinterpret_cast<const __nv_bfloat16*>(lat_src), rows, lat_tile, fp8_layout, lat_fp8_src,
+                           nullptr);
+    CUDA_CHECK(cudaDeviceSynchronize());
+    CUDA_CHECK(cudaFree(rows));
+  }
+  // Copies rows of a tile (tile_rows rows of the pool's row size), cyclically from `shift`, over
+  // rows [base, base + rows) of a pool.
+  auto fill = [](Tensor* pool, int64_t base, int64_t rows, const void* tile, int64_t tile_rows, int64_t shift) {
+    const int64_t row_bytes = pool->nbytes() / pool->size(0);
+    char* dst = static_cast<char*>(pool->raw()) + base * row_bytes;
+    const char* src = static_cast<const char*>(tile);
     for (int64_t r = 0; r < rows;) {
       const int64_t from = (r + shift) % tile_rows, len = std::min(rows - r, tile_rows - from);
-      CUDA_CHECK(cudaMemcpyAsync(dst + r * width, tile + from * width, size_t(len * width) * sizeof(bf16),
+      CUDA_CHECK(cudaMemcpyAsync(dst + r * row_bytes, src + from * row_bytes, size_t(len * row_bytes),
                                  cudaMemcpyDeviceToDevice, nullptr));
       r += len;
     }
@@ -330,96 +358,103 @@ Status BenchBatchedDecode(const Flags& flags, const std::vector<int64_t>& contex
               "steps after 2 warm-up steps, each rolled back to context L.\n\n"
               "indexer ms / Full layer: the B requests' indexer (one query over its own L + 1 keys each, "
               "Backend::IndexerTopkRequests as DecodeStep runs it) timed alone; share = Full layers x that / step.\n\n"
-              "| context | batch | pattern | step ms | tokens/s | speedup over %s | indexer ms / Full layer | "
-              "indexer share |\n|---:|---:|---|---:|---:|---:|---:|---:|\n",
+              "| context | batch | latent cache | pattern | step ms | tokens/s | speedup over %s | indexer ms / Full "
+              "layer | indexer share |\n|---:|---:|---|---|---:|---:|---:|---:|---:|\n",
               n, static_cast<long long>(steps), patterns.front().c_str());
   std::mt19937 rng(13);
   std::uniform_int_distribution<int32_t> tok(0, static_cast<int32_t>(config.vocab_size - 1));
   for (int64_t L : contexts) {
     for (int64_t B : batches) {
-      double base_tps = 0;
-      for (const std::string& spec : patterns) {
-        ASSIGN_OR_RETURN(IndexPattern pattern, IndexPattern::Parse(spec, n));
-        StatusOr<BatchedKvCache> made = BatchedKvCache::Create(model, B * (L + 1), &pattern);
-        if (!made.ok()) {  // too large for this device: say so and go on
-          std::printf("| %lld | %lld | %s | - | - | %s | - | - |\n", static_cast<long long>(L), static_cast<long long>(B),
-                      spec.c_str(), made.status().message().c_str());
-          std::fflush(stdout);
-          continue;
-        }
-        BatchedKvCache cache = std::move(*made);
-        std::vector<int64_t> ids;
-        for (int64_t r = 0; r < B; ++r) {
-          ASSIGN_OR_RETURN(int64_t id, cache.Add(L + 1));
-          const int64_t base = cache.Find(id)->base;
-          for (int l = 0; l < n; ++l) {
-            const int64_t shift = (r * 7919 + l * 104729) % key_tile;
-            fill(&cache.latent[l], base, L, lat_src, lat_tile, shift % lat_tile);
-            if (!cache.index_keys[l].empty()) fill(&cache.index_keys[l], base, L, key_src, key_tile, shift);
+      for (const bool fp8 : fp8_caches) {
+        const char* cache_name = fp8 ? "fp8" : "bf16";
+        double base_tps = 0;
+        for (const std::string& spec : patterns) {
+          ASSIGN_OR_RETURN(IndexPattern pattern, IndexPattern::Parse(spec, n));
+          BatchedKvCacheOptions cache_options;
+          cache_options.fp8_latents = fp8;
+          StatusOr<BatchedKvCache> made = BatchedKvCache::Create(model, B * (L + 1), &pattern, cache_options);
+          if (!made.ok()) {  // too large for this device: say so and go on
+            std::printf("| %lld | %lld | %s | %s | - | - | %s | - | - |\n", static_cast<long long>(L),
+                        static_cast<long long>(B), cache_name, spec.c_str(), made.status().message().c_str());
+            std::fflush(stdout);
+            continue;
           }
-          RETURN_IF_ERROR(cache.SetLength(id, L));
-          ids.push_back(id);
-        }
-        backend->Synchronize();
-        std::vector<double> step_s;
-        for (int64_t i = 0; i < steps + 2; ++i) {
-          std::vector<int32_t> tokens(B);
-          for (auto& t : tokens) t = tok(rng);
-          Status status;
-          const double sec = Seconds([&] {
-            status = model.DecodeStep(ids, tokens, &cache).status();
-            backend->Synchronize();
-          });
-          RETURN_IF_ERROR(status);
-          for (int64_t id : ids) RETURN_IF_ERROR(cache.SetLength(id, L));
-          if (i >= 2) step_s.push_back(sec);
-        }
-        std::sort(step_s.begin(), step_s.end());
-        const double med = step_s[step_s.size() / 2], tps = double(B) / med;
-        if (base_tps == 0) base_tps = tps;
-        // The indexer of one Full layer as DecodeStep runs it (Backend::IndexerTopkRequests: B queries,
-        // each over its own L + 1 keys in layer 0's pool; random queries and weights), to show its
-        // share of the step.
-        std::vector<double> idx_s;
-        {
-          Tensor q_host = Tensor::Zeros(DType::kF32, {B, config.index_n_heads * ID});
-          Tensor w_host = Tensor::Zeros(DType::kF32, {B, config.index_n_heads});
-          std::normal_distribution<float> normal(0.f, 1.f);
-          for (int64_t i = 0; i < q_host.numel(); ++i) q_host.data<float>()[i] = normal(rng);
-          for (int64_t i = 0; i < w_host.numel(); ++i) w_host.data<float>()[i] = 0.125f * normal(rng);
-          const Tensor q = backend->Convert(backend->ToDevice(q_host), backend->activation_dtype());
-          const Tensor w = backend->ToDevice(w_host);
-          Tensor idx = backend->Alloc(DType::kI32, {B, config.index_topk});
-          std::vector<int64_t> begin, count(B, L + 1);
-          for (int64_t id : ids) begin.push_back(cache.Find(id)->base);
-          for (int rep = 0; rep < 4; ++rep) {
+          BatchedKvCache cache = std::move(*made);
+          std::vector<int64_t> ids;
+          for (int64_t r = 0; r < B; ++r) {
+            ASSIGN_OR_RETURN(int64_t id, cache.Add(L + 1));
+            const int64_t base = cache.Find(id)->base;
+            for (int l = 0; l < n; ++l) {
+              const int64_t shift = (r * 7919 + l * 104729) % key_tile;
+              fill(&cache.latent[l], base, L, fp8 ? static_cast<const void*>(lat_fp8_src) : lat_src, lat_tile,
+                   shift % lat_tile);
+              if (!cache.index_keys[l].empty()) fill(&cache.index_keys[l], base, L, key_src, key_tile, shift);
+            }
+            RETURN_IF_ERROR(cache.SetLength(id, L));
+            ids.push_back(id);
+          }
+          backend->Synchronize();
+          std::vector<double> step_s;
+          for (int64_t i = 0; i < steps + 2; ++i) {
+            std::vector<int32_t> tokens(B);
+            for (auto& t : tokens) t = tok(rng);
+            Status status;
             const double sec = Seconds([&] {
-              backend->IndexerTopkRequests(q, cache.index_keys[0], w, config.index_topk, begin, count,
-                                           1.0f / std::sqrt(float(ID)), &idx);
+              status = model.DecodeStep(ids, tokens, &cache).status();
               backend->Synchronize();
             });
-            if (rep > 0) idx_s.push_back(sec);
+            RETURN_IF_ERROR(status);
+            for (int64_t id : ids) RETURN_IF_ERROR(cache.SetLength(id, L));
+            if (i >= 2) step_s.push_back(sec);
           }
-          std::sort(idx_s.begin(), idx_s.end());
+          std::sort(step_s.begin(), step_s.end());
+          const double med = step_s[step_s.size() / 2], tps = double(B) / med;
+          if (base_tps == 0) base_tps = tps;
+          // The indexer of one Full layer as DecodeStep runs it (Backend::IndexerTopkRequests: B queries,
+          // each over its own L + 1 keys in layer 0's pool; random queries and weights), to show its
+          // share of the step.
+          std::vector<double> idx_s;
+          {
+            Tensor q_host = Tensor::Zeros(DType::kF32, {B, config.index_n_heads * ID});
+            Tensor w_host = Tensor::Zeros(DType::kF32, {B, config.index_n_heads});
+            std::normal_distribution<float> normal(0.f, 1.f);
+            for (int64_t i = 0; i < q_host.numel(); ++i) q_host.data<float>()[i] = normal(rng);
+            for (int64_t i = 0; i < w_host.numel(); ++i) w_host.data<float>()[i] = 0.125f * normal(rng);
+            const Tensor q = backend->Convert(backend->ToDevice(q_host), backend->activation_dtype());
+            const Tensor w = backend->ToDevice(w_host);
+            Tensor idx = backend->Alloc(DType::kI32, {B, config.index_topk});
+            std::vector<int64_t> begin, count(B, L + 1);
+            for (int64_t id : ids) begin.push_back(cache.Find(id)->base);
+            for (int rep = 0; rep < 4; ++rep) {
+              const double sec = Seconds([&] {
+                backend->IndexerTopkRequests(q, cache.index_keys[0], w, config.index_topk, begin, count,
+                                             1.0f / std::sqrt(float(ID)), &idx);
+                backend->Synchronize();
+              });
+              if (rep > 0) idx_s.push_back(sec);
+            }
+            std::sort(idx_s.begin(), idx_s.end());
+          }
+          const double idx_ms = 1e3 * idx_s[idx_s.size() / 2];
+          int full = 0;
+          for (int l = 0; l < n; ++l) full += pattern.is_full(l);
+          std::printf("| %lld | %lld | %s | %s (%s) | %.2f | %.0f | %.2fx | %.2f | %.0f %% |\n", static_cast<long long>(L),
+                      static_cast<long long>(B), cache_name, spec.c_str(), pattern.ToString().c_str(), med * 1e3, tps,
+                      tps / base_tps, idx_ms, 100.0 * full * idx_ms / (med * 1e3));
+          std::fflush(stdout);
+          (*out)["batched_decode"].push_back({{"context", L}, {"batch", B}, {"latent_cache", cache_name}, {"pattern", spec},
+                                              {"layers", pattern.ToString()}, {"step_ms", med * 1e3},
+                                              {"step_ms_min", step_s.front() * 1e3}, {"tokens_per_s", tps},
+                                              {"speedup", tps / base_tps}, {"indexer_ms_per_full_layer", idx_ms},
+                                              {"full_layers", full}, {"filled", "random"}});
         }
-        const double idx_ms = 1e3 * idx_s[idx_s.size() / 2];
-        int full = 0;
-        for (int l = 0; l < n; ++l) full += pattern.is_full(l);
-        std::printf("| %lld | %lld | %s (%s) | %.2f | %.0f | %.2fx | %.2f | %.0f %% |\n", static_cast<long long>(L),
-                    static_cast<long long>(B), spec.c_str(), pattern.ToString().c_str(), med * 1e3, tps,
-                    tps / base_tps, idx_ms, 100.0 * full * idx_ms / (med * 1e3));
-        std::fflush(stdout);
-        (*out)["batched_decode"].push_back({{"context", L}, {"batch", B}, {"pattern", spec},
-                                            {"layers", pattern.ToString()}, {"step_ms", med * 1e3},
-                                            {"step_ms_min", step_s.front() * 1e3}, {"tokens_per_s", tps},
-                                            {"speedup", tps / base_tps}, {"indexer_ms_per_full_layer", idx_ms},
-                                            {"full_layers", full}, {"filled", "random"}});
       }
     }
   }
   std::printf("\n");
   CUDA_CHECK(cudaFree(lat_src));
   CUDA_CHECK(cudaFree(key_src));
+  CUDA_CHECK(cudaFree(lat_fp8_src));
   return Status::Ok();
 }
 

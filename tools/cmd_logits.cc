@@ -87,7 +87,9 @@ Status RunGenerate(const Flags& flags) {
     const int64_t g1 = std::min(B, g0 + group);
     int64_t rows = 0;
     for (int64_t b = g0; b < g1; ++b) rows += static_cast<int64_t>(prompts.rows[b].size()) + max_new;
-    ASSIGN_OR_RETURN(BatchedKvCache cache, BatchedKvCache::Create(model, rows));
+    BatchedKvCacheOptions cache_options;
+    cache_options.fp8_latents = flags.GetBool("fp8-cache");
+    ASSIGN_OR_RETURN(BatchedKvCache cache, BatchedKvCache::Create(model, rows, nullptr, cache_options));
     std::vector<int64_t> ids;
     std::vector<std::vector<int32_t>> seqs;
     std::vector<int32_t> next;

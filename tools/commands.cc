@@ -60,6 +60,8 @@ const std::vector<Command>& AllCommands() {
        {kModel, {"tokens", "prompt token ids (.npy)", false, true},
         {"max-new", "tokens to generate", false, true},
         {"decode-batch", "prompts decoded together (one pooled cache per group)", false, false, "32"},
+        {"fp8-cache", "store the cached MLA latents as FP8 rows (512 e4m3 + 128-value scales + bf16 rope: 656 "
+                      "instead of 1152 bytes per token and layer for V3.2)", true},
         {"out", "optional .npy for prompt + generated ids (int32)"}, kPattern, kDevice},
        RunGenerate},
       {"search", "Training-free IndexCache: greedy search for the Full layers by calibration loss. From all-F (where "
@@ -140,6 +142,8 @@ const std::vector<Command>& AllCommands() {
         {"decode-batch", "comma-separated batch sizes B: also time batched decode (DsaModel::DecodeStep) of B "
                          "requests each at every --contexts length under every --patterns pattern (pooled caches "
                          "filled with random values, not prefill); e.g. 1,32,64"},
+        {"decode-cache", "--decode-batch: comma-separated latent caches to time: bf16 (activation dtype), fp8 "
+                         "(kernels/latent_fp8.h rows)", false, false, "bf16"},
         {"skip-kernels", "skip the per-kernel section", true},
         {"distill", "also time distillation training steps (forward + fused loss + backward [+ NCCL all-reduce "
                     "under mpirun]) per GPU", true},
