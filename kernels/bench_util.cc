@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include <cublasLt.h>
 #include <cublas_v2.h>
 
 namespace indexcache {
@@ -76,6 +77,67 @@ double MeasureBf16GemmTflops(int n) {
   CUDA_CHECK(cudaFree(b));
   CUDA_CHECK(cudaFree(c));
   return 2.0 * n * static_cast<double>(n) * n / (ms * 1e9);
+}
+
+double MeasureFp8GemmTflops(int n) {
+  const size_t elems = static_cast<size_t>(n) * n;
+  // Random e4m3 codes of magnitude < 2 (bit 6 clear: exponent <= 7, never the NaN code 0x7f).
+  std::vector<uint8_t> host(elems);
+  uint64_t s = 0x9E3779B97F4A7C15ull;
+  for (uint8_t& b : host) {
+    s ^= s << 13;
+    s ^= s >> 7;
+    s ^= s << 17;
+    b = static_cast<uint8_t>(s >> 32) & 0xbf;
+  }
+  uint8_t* a = DeviceAlloc<uint8_t>(elems);
+  uint8_t* b = DeviceAlloc<uint8_t>(elems);
+  CUDA_CHECK(cudaMemcpy(a, host.data(), elems, cudaMemcpyHostToDevice));
+  CUDA_CHECK(cudaMemcpy(b, host.data(), elems, cudaMemcpyHostToDevice));
+  __nv_bfloat16* c = DeviceAlloc<__nv_bfloat16>(elems);
+  constexpr size_t kWorkspace = size_t{32} << 20;
+  void* workspace = DeviceAlloc<uint8_t>(kWorkspace);
+  cublasLtHandle_t lt;
+  CUBLAS_CHECK(cublasLtCreate(&lt));
+  cublasLtMatmulDesc_t op;
+  CUBLAS_CHECK(cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+  // FP8 matmuls need the "TN" layout: A transposed, B not (both K-contiguous).
+  const cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
+  CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof(ta)));
+  CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof(tb)));
+  cublasLtMatrixLayout_t la, lb, lc;
+  CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&la, CUDA_R_8F_E4M3, n, n, n));
+  CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&lb, CUDA_R_8F_E4M3, n, n, n));
+  CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&lc, CUDA_R_16BF, n, n, n));
+  cublasLtMatmulPreference_t pref;
+  CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
+  CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &kWorkspace,
+                                                    sizeof(kWorkspace)));
+  cublasLtMatmulHeuristicResult_t heur;
+  int found = 0;
+  CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(lt, op, la, lb, lc, lc, pref, 1, &heur, &found));
+  double tflops = 0.0;
+  if (found > 0) {
+    const float alpha = 1.f, beta = 0.f;
+    const double ms = MedianMs(
+        [&] {
+          CUBLAS_CHECK(cublasLtMatmul(lt, op, &alpha, a, la, b, lb, &beta, c, lc, c, lc, &heur.algo, workspace,
+                                      kWorkspace, nullptr));
+        },
+        3, 20);
+    tflops = 2.0 * n * static_cast<double>(n) * n / (ms * 1e9);
+  }
+  CUBLAS_CHECK(cublasLtMatmulPreferenceDestroy(pref));
+  CUBLAS_CHECK(cublasLtMatrixLayoutDestroy(la));
+  CUBLAS_CHECK(cublasLtMatrixLayoutDestroy(lb));
+  CUBLAS_CHECK(cublasLtMatrixLayoutDestroy(lc));
+  CUBLAS_CHECK(cublasLtMatmulDescDestroy(op));
+  CUBLAS_CHECK(cublasLtDestroy(lt));
+  CUDA_CHECK(cudaFree(a));
+  CUDA_CHECK(cudaFree(b));
+  CUDA_CHECK(cudaFree(c));
+  CUDA_CHECK(cudaFree(workspace));
+  return tflops;
 }
 
 double MeasureCopyGbps(size_t bytes) {

@@ -1,7 +1,7 @@
 // Shared helpers of the CUDA benchmark programs (the *_cuda_bench binaries and `indexcache bench`):
-// CUDA-event timing with medians, the ceilings measured in the same run (a cuBLAS bf16 GEMM and a
-// device-to-device copy), deterministic random bf16 inputs, `--json PATH` argument parsing, the
-// "no CUDA device" skip and opening the JSON output.
+// CUDA-event timing with medians, the ceilings measured in the same run (a cuBLAS bf16 GEMM, a
+// cuBLASLt FP8 GEMM and a device-to-device copy), deterministic random bf16 inputs, `--json PATH`
+// argument parsing, the "no CUDA device" skip and opening the JSON output.
 //
 // Timing follows docs/benchmarks.md: warm-up runs, a device sync, then a pair of CUDA events
 // around each timed run; the median is reported. Errors abort through CUDA_CHECK / CUBLAS_CHECK.
@@ -28,6 +28,12 @@ double MedianMs(const std::function<void()>& fn, int warmup, int iters, cudaStre
 // TFLOP/s of a cuBLAS bf16 GEMM, n x n x n with fp32 compute (cublasGemmEx, random inputs),
 // counting 2 * n^3 FLOPs; the median of 20 runs after 3 warm-up runs.
 double MeasureBf16GemmTflops(int n = 8192);
+
+// TFLOP/s of a cuBLASLt FP8 GEMM, n x n x n: e4m3 x e4m3 ("TN", both K-contiguous) -> bf16 with
+// fp32 compute (random codes), counting 2 * n^3 FLOPs; the median of 20 runs after 3 warm-up runs,
+// with the first algorithm of cuBLASLt's heuristic and a 32 MiB workspace. 0 where cuBLASLt offers
+// no FP8 algorithm (a GPU without FP8 tensor cores).
+double MeasureFp8GemmTflops(int n = 8192);
 
 // GB/s of a device-to-device cudaMemcpyAsync of `bytes`, counted as read + write (2 x bytes); the
 // median of 50 runs after 5 warm-up runs.

@@ -44,6 +44,20 @@ inline int64_t CapacityFor(int64_t topk) {
   return std::max<int64_t>(INDEXER_TOPK_CAP_FACTOR * topk, 1024) + kTileKeys;
 }
 
+// The FP8 main kernel's key tile and candidate buffers (indexer_topk_fp8_cuda.cu): tiles of 256 keys
+// and buffers of 4 topk entries (+ one tile of slack) -- twice the bf16 ones, so that a query's
+// buffer is compacted about half as often (each compaction is a CTA-wide pause with the tensor
+// cores idle; at fp8 rates that pause is a larger share of the time).
+#ifndef INDEXER_TOPK_FP8_TILE_KEYS
+#define INDEXER_TOPK_FP8_TILE_KEYS 256
+#endif
+constexpr int kFp8TileKeys = INDEXER_TOPK_FP8_TILE_KEYS;
+inline int64_t Fp8CapacityFor(int64_t topk) { return std::max<int64_t>(4 * topk, 1024) + kFp8TileKeys; }
+// Candidate-buffer entries per query of path A for these params (bf16 or FP8 inputs).
+inline int64_t QueryBlockCapacity(const IndexerTopkCudaParams& p) {
+  return p.q_fp8 != nullptr ? Fp8CapacityFor(p.topk) : CapacityFor(p.topk);
+}
+
 // The workspace, carved by the dispatcher (CarveWorkspace in indexer_topk_cuda.cu).
 struct Workspace {
   float* scores;
@@ -76,6 +90,12 @@ inline SplitPlan PlanSplit(const IndexerTopkCudaParams& p) {
 // Path A (indexer_topk_main_cuda.cu): main kernel (mma.sync, or wgmma for D = 128 with 33..64
 // heads) and the finalize kernel. `p` is validated, `ws` carved for this path.
 void RunQueryBlocks(const IndexerTopkCudaParams& p, const Workspace& ws);
+// Path A's finalize kernel alone (indexer_topk_main_cuda.cu): the exact top-k of each query's
+// candidate buffer (ws.count entries), sorted, into p.out_indices / p.out_scores.
+void FinalizeQueryBlocks(const IndexerTopkCudaParams& p, const Workspace& ws);
+// Path A with FP8 inputs (indexer_topk_fp8_cuda.cu): the e4m3 wgmma main kernel, then the finalize
+// kernel above. `p` is validated (D = 128, q_fp8 set), `ws` carved for path A.
+void RunQueryBlocksFp8(const IndexerTopkCudaParams& p, const Workspace& ws);
 // Path B (indexer_topk_split_cuda.cu): split, filter and merge kernels.
 void RunSplitKeys(const IndexerTopkCudaParams& p, const Workspace& ws);
 

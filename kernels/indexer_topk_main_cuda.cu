@@ -7,6 +7,8 @@
 #include <cstdint>
 
 #include "core/cuda_check.h"
+// The wgmma kernel below must contain no function call (see kernels/topk_select.cuh): an overflow traps.
+#define TOPK_SELECT_OVERFLOW_TRAP_ONLY 1
 #include "kernels/indexer_topk_cuda_internal.h"
 #include "kernels/indexer_topk_tiles.cuh"
 #include "kernels/topk_select.cuh"
@@ -227,12 +229,17 @@ __global__ void __launch_bounds__(kThreads, 1) IndexerTopkMainWgmmaKernel(const 
   __shared__ float s_thr[kWarps];
   __shared__ int s_end[kWarps];
   __shared__ float s_w[kWarps][kMaxHeads];
+  // Set when a candidate position falls past its buffer (a bookkeeping bug); the kernel traps after
+  // the tile. A trap (or the printing CandidateOverflow, a call) inside the epilogue's divergent
+  // branch made ptxas serialise every wgmma of this kernel (warnings C7510 / C7518).
+  __shared__ int s_overflow;
 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int g = lane >> 2, t4 = lane & 3;
   const int wg = warp >> 2, wq = warp & 3;
   const int64_t t0 = static_cast<int64_t>(blockIdx.x) * kWarps;
 
+  if (tid == 0) s_overflow = 0;
   if (tid < kWarps) {
     const int64_t t = t0 + tid;
     s_end[tid] = t < a.T ? KeyEndOf(a.key_end, a.query_offset, a.L, t) : 0;
@@ -330,9 +337,12 @@ __global__ void __launch_bounds__(kThreads, 1) IndexerTopkMainWgmmaKernel(const 
           if (pass) {
             const int64_t tq = t0 + qw;  // pass implies key < end, so tq < T
             const int pos = base + __popc(ballot & ((1u << lane) - 1u));
-            if (pos >= a.cap) CandidateOverflow("main-wgmma", tq, pos, a.cap);
-            a.cand_scores[tq * a.cap + pos] = sc;
-            a.cand_idx[tq * a.cap + pos] = key;
+            if (pos < a.cap) {
+              a.cand_scores[tq * a.cap + pos] = sc;
+              a.cand_idx[tq * a.cap + pos] = key;
+            } else {
+              s_overflow = 1;  // reported after the tile (see s_overflow)
+            }
           }
         }
       }
@@ -385,6 +395,7 @@ __global__ void __launch_bounds__(kThreads, 1) IndexerTopkMainWgmmaKernel(const 
         CandidateOverflow("main-wgmma after compaction", t0 + tid, s_cnt[tid], a.cap);
       }
     }
+    if (s_overflow != 0) CandidateOverflow("main-wgmma", t0, 0, a.cap);  // after the barrier above
   }
   CpAsyncWait<0>();
   __syncthreads();
@@ -509,15 +520,18 @@ void RunQueryBlocks(const IndexerTopkCudaParams& p, const Workspace& ws) {
   } else {
     DispatchHeads<128>(a, p.T, p.stream);
   }
+  FinalizeQueryBlocks(p, ws);
+}
 
+void FinalizeQueryBlocks(const IndexerTopkCudaParams& p, const Workspace& ws) {
   FinalArgs f;
   f.cand_scores = ws.scores;
   f.cand_idx = ws.idx;
   f.cand_count = ws.count;
-  f.topk = a.topk;
-  f.cap = a.cap;
+  f.topk = static_cast<int>(p.topk);
+  f.cap = static_cast<int>(QueryBlockCapacity(p));
   f.sort_len = 1;
-  while (f.sort_len < a.topk) f.sort_len <<= 1;
+  while (f.sort_len < f.topk) f.sort_len <<= 1;
   f.out_indices = p.out_indices;
   f.out_scores = p.out_scores;
   const size_t smem = FinalizeSmemPlan{f.sort_len, f.cap}.Bytes();

@@ -22,11 +22,19 @@ constexpr int kSelectThreads = kSelectWarps * 32;   // 256: one histogram bin pe
 
 // A candidate buffer that would overflow is a bug in the compaction bookkeeping: stop the kernel
 // with a message instead of writing past the buffer (the cost is one compare per survivor).
+// A translation unit whose kernels run wgmma defines TOPK_SELECT_OVERFLOW_TRAP_ONLY before including
+// this file: then the check traps without the message, because printf is a function call and any
+// call in a kernel that runs wgmma makes ptxas serialise all of its wgmma instructions (warning
+// C7510, "wgmma pipeline crossing function boundary"), which costs far more than the message is worth.
+#ifdef TOPK_SELECT_OVERFLOW_TRAP_ONLY
+__device__ __forceinline__ void CandidateOverflow(const char*, int64_t, int, int) { __trap(); }
+#else
 __device__ __noinline__ void CandidateOverflow(const char* where, int64_t t, int n, int cap) {
   printf("indexer top-k: candidate buffer overflow in %s: query %lld, count %d, capacity %d\n", where,
          static_cast<long long>(t), n, cap);
   __trap();
 }
+#endif
 
 // Order-preserving map float -> uint32 (larger float, larger key); exact inverse below.
 __device__ __forceinline__ uint32_t OrderedKey(float f) {

@@ -1,0 +1,307 @@
+// The FP8 path of IndexerTopkCuda (IndexerTopkCudaParams::q_fp8) against IndexerTopkCpu on the
+// dequantised inputs: random bf16 q and k are quantised per row on the GPU (Fp8QuantRowsCuda,
+// checked bitwise against Fp8QuantRowsCpu here too), dequantised on the CPU (Fp8DequantCpu with
+// blocks of one row) and fed to the reference. Odd shapes: T not a multiple of 8, L not a multiple
+// of the 128-key tile, H < 64 (and < 33), causal rows shorter than topk (padding), explicit
+// key_end (empty, full, exactly topk), signed weights, a negative scale, many compactions
+// (scores growing along the keys), one-query decode and exact ties (duplicate keys).
+//
+// Comparison per row as kernels/indexer_topk_cuda_test.cc, with a tolerance for the fp8 tensor
+// cores' accumulation (Hopper keeps about 14 bits while accumulating e4m3 products, so the scores
+// differ from the fp32 reference by more than bf16's):
+// tol = kRelTol * max(|ref score|, f * max |row score|) (f = 1e-2, 0.5 with signed weights whose
+// heads cancel), and
+//  - padding (-1, -inf) exactly where the reference pads; no duplicates; every index a valid key;
+//  - every returned score within tol of the reference score of that key;
+//  - every selected key's reference score >= (reference k-th score - tol);
+//  - where the reference's k-th and (k+1)-th scores differ by more than 2 tol, equal sets;
+//  - output ordered by (returned score desc, index asc);
+//  - duplicate keys (exact ties on the GPU too): a selected key's lower-index copies are selected.
+// The largest relative score deviation seen is printed (it sizes kRelTol).
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <random>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "core/cuda_check.h"
+#include "core/device_buffer.h"
+#include "core/dtype.h"
+#include "gtest/gtest.h"
+#include "kernels/fp8_dequant.h"
+#include "kernels/fp8_quant.h"
+#include "kernels/fp8_quant_cuda.h"
+#include "kernels/indexer_topk.h"
+#include "kernels/indexer_topk_cuda.h"
+
+namespace indexcache {
+namespace {
+
+constexpr float kRelTol = 2e-3f;
+
+struct Case {
+  std::string name;
+  int64_t T, L, H, topk, query_offset;
+  bool use_key_end = false;
+  bool signed_weights = false;
+  float scale_sign = 1.f;
+  int distinct_keys = 0;  // > 0: k[s] = k[s % distinct_keys] (exact ties)
+  float ramp = 0.f;       // k[s] *= 1 + ramp * s / L
+  bool require_strict = true;
+  float tol_floor = 1e-2f;  // tolerance floor as a fraction of the row's largest |score|
+  uint32_t seed = 1;
+};
+
+void PrintTo(const Case& c, std::ostream* os) { *os << c.name; }
+
+constexpr int64_t kD = 128;
+
+// Rows of x (bf16 bits) quantised on the GPU; the codes and scales are checked against the CPU
+// quantisation and returned with the CPU dequantisation in *deq.
+void QuantiseBoth(const std::vector<uint16_t>& xb, int64_t rows, DeviceBuffer<uint8_t>* dcodes,
+                  DeviceBuffer<float>* dscale, std::vector<float>* deq) {
+  const int64_t n = rows * kD;
+  DeviceBuffer<uint16_t> dx(n);
+  dx.CopyFrom(xb.data());
+  Fp8QuantRowsCuda(reinterpret_cast<const __nv_bfloat16*>(dx.ptr), rows, kD, dcodes->ptr, dscale->ptr, nullptr);
+  std::vector<float> x(n);
+  for (int64_t i = 0; i < n; ++i) x[i] = Bf16ToFloat(xb[i]);
+  std::vector<uint8_t> want_q(n), got_q(n);
+  std::vector<float> want_s(rows), got_s(rows);
+  Fp8QuantRowsCpu(x.data(), rows, kD, want_q.data(), want_s.data());
+  dcodes->CopyTo(got_q.data());
+  dscale->CopyTo(got_s.data());
+  EXPECT_TRUE(got_q == want_q) << "GPU quantisation codes differ from the CPU's";
+  EXPECT_EQ(0, std::memcmp(got_s.data(), want_s.data(), rows * sizeof(float))) << "GPU scales differ";
+  Fp8BlockLayout layout;
+  layout.rows = rows;
+  layout.cols = kD;
+  layout.block_rows = 1;
+  layout.block_cols = kD;
+  deq->resize(n);
+  Fp8DequantCpu(want_q.data(), want_s.data(), layout, deq->data());
+}
+
+class IndexerTopkFp8CudaTest : public ::testing::TestWithParam<Case> {};
+
+TEST_P(IndexerTopkFp8CudaTest, MatchesCpuOnDequantisedInputs) {
+  if (!CudaDeviceAvailable()) GTEST_SKIP() << "no CUDA device";
+  const Case c = GetParam();
+  std::mt19937 rng(c.seed * 7919u + static_cast<uint32_t>(c.T * 31 + c.L));
+  std::normal_distribution<float> normal(0.f, 1.f);
+  std::uniform_real_distribution<float> uw(c.signed_weights ? -1.f : 0.f, 1.f);
+  std::vector<float> q(c.T * c.H * kD), k(c.L * kD), w(c.T * c.H);
+  for (float& v : q) v = normal(rng);
+  for (float& v : k) v = normal(rng);
+  if (c.distinct_keys > 0) {
+    for (int64_t s = c.distinct_keys; s < c.L; ++s) std::copy_n(&k[(s % c.distinct_keys) * kD], kD, &k[s * kD]);
+  }
+  if (c.ramp != 0.f) {
+    for (int64_t s = 0; s < c.L; ++s) {
+      const float f = 1.f + c.ramp * static_cast<float>(s) / static_cast<float>(c.L);
+      for (int64_t d = 0; d < kD; ++d) k[s * kD + d] *= f;
+    }
+  }
+  for (float& v : w) v = uw(rng) / std::sqrt(static_cast<float>(c.H));
+  std::vector<uint16_t> qb(q.size()), kb(k.size());
+  for (size_t i = 0; i < q.size(); ++i) qb[i] = FloatToBf16(q[i]);
+  for (size_t i = 0; i < k.size(); ++i) kb[i] = FloatToBf16(k[i]);
+  std::vector<int32_t> key_end;
+  if (c.use_key_end) {
+    std::uniform_int_distribution<int32_t> ue(0, static_cast<int32_t>(c.L));
+    key_end.resize(c.T);
+    for (int32_t& e : key_end) e = ue(rng);
+    key_end[0] = 0;
+    if (c.T > 1) key_end[1] = static_cast<int32_t>(c.L);
+    if (c.T > 2) key_end[2] = static_cast<int32_t>(std::min(c.L, c.topk));
+  }
+
+  DeviceBuffer<uint8_t> dq8(q.size()), dk8(k.size());
+  DeviceBuffer<float> dqs(c.T * c.H), dks(c.L), dw(w.size()), dsc(c.T * c.topk);
+  DeviceBuffer<int32_t> dend(c.T), didx(c.T * c.topk);
+  std::vector<float> qd, kd;
+  QuantiseBoth(qb, c.T * c.H, &dq8, &dqs, &qd);
+  QuantiseBoth(kb, c.L, &dk8, &dks, &kd);
+  dw.CopyFrom(w.data());
+  if (c.use_key_end) dend.CopyFrom(key_end.data());
+
+  IndexerTopkParams ref;
+  ref.q = qd.data();
+  ref.k = kd.data();
+  ref.weights = w.data();
+  ref.key_end = c.use_key_end ? key_end.data() : nullptr;
+  ref.T = c.T;
+  ref.L = c.L;
+  ref.H = c.H;
+  ref.D = kD;
+  ref.topk = c.topk;
+  ref.query_offset = c.query_offset;
+  ref.scale = c.scale_sign / std::sqrt(static_cast<float>(kD));
+  std::vector<int32_t> ref_idx(c.T * c.topk);
+  std::vector<float> ref_sc(c.T * c.topk);
+  ref.out_indices = ref_idx.data();
+  ref.out_scores = ref_sc.data();
+  IndexerTopkCpu(ref);
+  std::vector<float> rows(static_cast<size_t>(c.T * c.L));
+#pragma omp parallel for
+  for (int64_t t = 0; t < c.T; ++t) IndexerScoresRowCpu(ref, t, &rows[static_cast<size_t>(t * c.L)]);
+
+  CUDA_CHECK(cudaMemset(didx.ptr, 0x7f, didx.bytes));
+  CUDA_CHECK(cudaMemset(dsc.ptr, 0x7f, dsc.bytes));
+  IndexerTopkCudaParams p;
+  p.q_fp8 = dq8.ptr;
+  p.q_scale = dqs.ptr;
+  p.k_fp8 = dk8.ptr;
+  p.k_scale = dks.ptr;
+  p.weights = dw.ptr;
+  p.key_end = c.use_key_end ? dend.ptr : nullptr;
+  p.T = c.T;
+  p.L = c.L;
+  p.H = c.H;
+  p.D = kD;
+  p.topk = c.topk;
+  p.query_offset = c.query_offset;
+  p.scale = ref.scale;
+  p.out_indices = didx.ptr;
+  p.out_scores = dsc.ptr;
+  p.workspace_bytes = IndexerTopkCudaWorkspaceBytes(p);
+  DeviceBuffer<uint8_t> dws(p.workspace_bytes);
+  CUDA_CHECK(cudaMemset(dws.ptr, 0xff, dws.bytes));
+  p.workspace = dws.ptr;
+  IndexerTopkCuda(p);
+  CUDA_CHECK(cudaDeviceSynchronize());
+  std::vector<int32_t> got_idx(c.T * c.topk), again(c.T * c.topk);
+  std::vector<float> got_sc(c.T * c.topk);
+  didx.CopyTo(got_idx.data());
+  dsc.CopyTo(got_sc.data());
+  IndexerTopkCuda(p);  // a second call on a dirty workspace gives the same answer
+  CUDA_CHECK(cudaDeviceSynchronize());
+  didx.CopyTo(again.data());
+  EXPECT_EQ(again, got_idx) << "not deterministic";
+
+  int failures = 0;
+  int64_t strict_rows = 0, choice_rows = 0;
+  double max_rel = 0.0;
+  for (int64_t t = 0; t < c.T && failures < 5; ++t) {
+    const float* row = &rows[static_cast<size_t>(t * c.L)];
+    std::vector<float> valid;
+    float row_max = 0.f;
+    for (int64_t s = 0; s < c.L; ++s) {
+      if (std::isfinite(row[s])) {
+        valid.push_back(row[s]);
+        row_max = std::max(row_max, std::fabs(row[s]));
+      }
+    }
+    const int64_t nvalid = static_cast<int64_t>(valid.size());
+    const int64_t kk = std::min(c.topk, nvalid);
+    std::sort(valid.begin(), valid.end(), std::greater<float>());
+    auto scale_of = [&](float v) { return std::max(std::fabs(v), c.tol_floor * row_max); };
+    auto tol_of = [&](float v) { return kRelTol * scale_of(v); };
+    const int32_t* gi = &got_idx[t * c.topk];
+    const float* gs = &got_sc[t * c.topk];
+    const int32_t* ri = &ref_idx[t * c.topk];
+    std::set<int32_t> seen;
+    bool row_ok = true;
+    auto fail = [&](const std::string& what, int64_t j) {
+      ADD_FAILURE() << c.name << " t=" << t << " j=" << j << ": " << what << " (got idx " << gi[j] << " score "
+                    << gs[j] << ", ref idx " << ri[j] << " score " << ref_sc[t * c.topk + j] << ")";
+      row_ok = false;
+    };
+    for (int64_t j = 0; j < c.topk && row_ok; ++j) {
+      if (j >= kk) {
+        if (gi[j] != -1 || !(std::isinf(gs[j]) && gs[j] < 0)) fail("expected padding", j);
+        continue;
+      }
+      if (gi[j] < 0 || gi[j] >= c.L || !std::isfinite(row[gi[j]])) {
+        fail("invalid key", j);
+        continue;
+      }
+      if (!seen.insert(gi[j]).second) fail("duplicate key", j);
+      const float r = row[gi[j]];
+      max_rel = std::max(max_rel, static_cast<double>(std::fabs(gs[j] - r) / scale_of(r)));
+      if (std::fabs(gs[j] - r) > tol_of(r)) fail("score mismatch", j);
+      const float kth = valid[kk - 1];
+      if (r < kth - tol_of(kth)) fail("key below the k-th reference score", j);
+      if (j > 0 && !(gs[j - 1] > gs[j] || (gs[j - 1] == gs[j] && gi[j - 1] < gi[j]))) fail("order", j);
+    }
+    if (kk > 0 && kk < nvalid) ++choice_rows;
+    if (row_ok && kk > 0 && kk < nvalid) {
+      const float kth = valid[kk - 1], next = valid[kk];
+      if (kth - next > 2 * tol_of(kth)) {
+        ++strict_rows;
+        if (std::set<int32_t>(ri, ri + kk) != seen) fail("set differs from the reference although the k-th gap is clear", 0);
+      }
+    }
+    if (row_ok && c.distinct_keys > 0) {
+      // Copies of a key score exactly the same on the GPU: the lower indices must win.
+      for (int64_t j = 0; j < kk && row_ok; ++j) {
+        for (int64_t s = gi[j] - c.distinct_keys; s >= 0 && row_ok; s -= c.distinct_keys) {
+          if (!seen.count(static_cast<int32_t>(s))) fail("tie-break: a lower-index copy was not selected", j);
+        }
+      }
+    }
+    if (!row_ok) ++failures;
+  }
+  EXPECT_EQ(failures, 0);
+  if (c.distinct_keys == 0 && choice_rows > 0 && c.require_strict) {
+    EXPECT_GT(strict_rows, 0);
+  }
+  std::printf("[ %s ] max |score - ref| / max(|ref|, 1e-2 row max) = %.3g; strict rows %lld of %lld\n",
+              c.name.c_str(), max_rel, static_cast<long long>(strict_rows), static_cast<long long>(choice_rows));
+}
+
+std::vector<Case> Cases() {
+  std::vector<Case> v;
+  v.push_back({"T17_L1000_H20_k64_causal", 17, 1000, 20, 64, 1000 - 17});
+  v.push_back({"T21_L2500_H48_k2048_padding", 21, 2500, 48, 2048, 0});
+  {
+    // topk 2048 of ~5000 dense scores: the k-th gap is never clear of the tolerance.
+    Case c{"T13_L5000_H64_k2048", 13, 5000, 64, 2048, 5000 - 13};
+    c.require_strict = false;
+    v.push_back(c);
+  }
+  {
+    Case c{"T40_L3001_H64_k300_keyend_signed", 40, 3001, 64, 300, 0};
+    c.use_key_end = true;
+    c.signed_weights = true;
+    c.tol_floor = 0.5f;  // signed head weights cancel: the error scales with the terms, not the sum
+    c.seed = 3;
+    v.push_back(c);
+  }
+  {
+    Case c{"T11_L700_H33_k50_negscale", 11, 700, 33, 50, 600};
+    c.scale_sign = -1.f;
+    c.seed = 5;
+    v.push_back(c);
+  }
+  {
+    Case c{"T12_L1000_H64_k64_ties", 12, 1000, 64, 64, 1000 - 12};
+    c.distinct_keys = 50;
+    c.seed = 6;
+    v.push_back(c);
+  }
+  {
+    Case c{"T1_L20000_H64_k2048_decode", 1, 20000, 64, 2048, 20000 - 1};
+    c.require_strict = false;
+    v.push_back(c);
+  }
+  {
+    // Every tile beats the threshold: the candidate buffers fill and compact over and over.
+    Case c{"T35_L16385_H64_k2048_ascending", 35, 16385, 64, 2048, 16385 - 35};
+    c.ramp = 4.f;
+    c.require_strict = false;
+    c.seed = 17;
+    v.push_back(c);
+  }
+  return v;
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, IndexerTopkFp8CudaTest, ::testing::ValuesIn(Cases()),
+                         [](const ::testing::TestParamInfo<Case>& info) { return info.param.name; });
+
+}  // namespace
+}  // namespace indexcache
