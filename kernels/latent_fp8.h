@@ -7,10 +7,10 @@
 //
 // the same split as DeepSeek's production cache: the kv_lora_rank ("nope") part in e4m3 with one
 // scale per 128 values, the rope part kept in bf16 (its positional signal does not survive 3
-// mantissa bits). Quantisation of a 128-value block: scale = amax / 448 (1 when amax is 0),
-// byte = e4m3(x / scale) rounded to nearest even and saturated; dequantisation: e4m3(byte) * scale,
-// one fp32 multiplication. Every backend implements exactly these operations (the CUDA kernels
-// equal this reference bit for bit).
+// mantissa bits). Quantisation of a 128-value block: scale = amax / 448 (1 where that is 0, as for
+// kernels/fp8_quant.h's rows), byte = e4m3(x / scale) rounded to nearest even and saturated;
+// dequantisation: e4m3(byte) * scale, one fp32 multiplication. Every backend implements exactly
+// these operations (the CUDA kernels equal this reference bit for bit).
 //
 // Reading the cache for a decode step gathers the rows a step's top-k selected (DequantizeLatentRows):
 // output row i is the dequantised cache row indices[i], or zeros for index -1 (padding).
