@@ -214,6 +214,19 @@ class Backend {
                          float scale, Tensor* out_lat, Tensor* lse) = 0;
 
   // --- indexer --------------------------------------------------------------------------------
+  // The FP8 indexer (as DeepSeek's production one): when on, an IndexerTopk call that
+  // UsesFp8Indexer admits scores e4m3 q (one fp32 scale per token and head) against e4m3 k (one per
+  // key), kernels/fp8_quant.h's rows, instead of bf16. Both backends apply the same rule (the CPU
+  // dequantises and runs its reference), so they stay comparable. Off by default.
+  void set_indexer_fp8(bool on) { indexer_fp8_ = on; }
+  bool indexer_fp8() const { return indexer_fp8_; }
+  // Prefill-sized calls of the DeepSeek indexer shape only: the FP8 kernel has D = 128, H <= 64 and
+  // the query-block path alone (a decode step's few queries keep the bf16 split-keys path).
+  static constexpr int64_t kFp8IndexerMinQueries = 65;
+  bool UsesFp8Indexer(int64_t T, int64_t H, int64_t D) const {
+    return indexer_fp8_ && T >= kFp8IndexerMinQueries && D == 128 && H <= 64;
+  }
+
   // kernels/indexer_topk.h on this device, causal from query_offset: q [T, H, D], k [L, D],
   // weights [T, H] f32; indices [T, topk] int32.
   virtual void IndexerTopk(const Tensor& q, const Tensor& k, const Tensor& weights, int64_t topk,
@@ -284,6 +297,8 @@ class Backend {
   virtual void AdamWUpdate(Tensor* p, Tensor* m, Tensor* v, const Tensor& g, const AdamWScalars& s) = 0;
 
  protected:
+  bool indexer_fp8_ = false;
+
   // w as a plain tensor in the weight dtype: w.values, or for an FP8-resident w a view of the
   // dequantisation scratch, valid only until the next PlainWeight call (so only as the operand of
   // the one operation it is passed to). Backends without FP8-resident weights never see one.

@@ -9,6 +9,7 @@
 #include "kernels/distill_loss.h"
 #include "kernels/elementwise.h"
 #include "kernels/fp8_dequant.h"
+#include "kernels/fp8_quant.h"
 #include "kernels/indexer_topk.h"
 #include "kernels/latent_fp8.h"
 #include "kernels/moe_dispatch.h"
@@ -28,6 +29,18 @@ using Map = Eigen::Map<RowMajor>;
 using ConstMap = Eigen::Map<const RowMajor>;
 using StridedConstMap = Eigen::Map<const RowMajor, 0, Eigen::OuterStride<>>;
 using StridedMap = Eigen::Map<RowMajor, 0, Eigen::OuterStride<>>;
+
+// Rows of x quantised as the FP8 indexer's inputs (kernels/fp8_quant.h) and dequantised again:
+// e4m3(x / scale) * scale, the values the FP8 path scores.
+std::vector<float> Fp8RoundTripRows(const float* x, int64_t rows, int64_t cols) {
+  std::vector<uint8_t> codes(static_cast<size_t>(rows * cols));
+  std::vector<float> scale(static_cast<size_t>(rows)), y(codes.size());
+  Fp8QuantRowsCpu(x, rows, cols, codes.data(), scale.data());
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t c = 0; c < cols; ++c) y[r * cols + c] = Fp8E4M3ToFloat(codes[r * cols + c]) * scale[r];
+  }
+  return y;
+}
 
 // A 2-D view of a tensor whose last axis is `cols` wide.
 ConstMap View(const Tensor& t, int64_t cols) { return ConstMap(t.data<float>(), t.numel() / cols, cols); }
@@ -243,6 +256,13 @@ class CpuBackend final : public Backend {
     p.query_offset = query_offset;
     p.scale = scale;
     p.out_indices = indices->data<int32_t>();
+    std::vector<float> q_fp8, k_fp8;  // the FP8 indexer's inputs, dequantised
+    if (UsesFp8Indexer(p.T, p.H, p.D)) {
+      q_fp8 = Fp8RoundTripRows(p.q, p.T * p.H, p.D);
+      k_fp8 = Fp8RoundTripRows(p.k, p.L, p.D);
+      p.q = q_fp8.data();
+      p.k = k_fp8.data();
+    }
     IndexerTopkCpu(p);
   }
 

@@ -29,6 +29,7 @@
 #include "kernels/elementwise_cuda.h"
 #include "kernels/finite_check_cuda.h"
 #include "kernels/fp8_dequant_cuda.h"
+#include "kernels/fp8_quant_cuda.h"
 #include "kernels/indexer_topk_cuda.h"
 #include "kernels/latent_fp8_cuda.h"
 #include "kernels/moe_dispatch_cuda.h"
@@ -434,6 +435,19 @@ class CudaBackend final : public Backend {
     p.query_offset = query_offset;
     p.scale = scale;
     p.out_indices = indices->data<int32_t>();
+    Tensor q8, qs, k8, ks;  // the FP8 indexer's e4m3 rows and scales (Backend::UsesFp8Indexer)
+    if (UsesFp8Indexer(p.T, p.H, p.D)) {
+      q8 = Alloc(DType::kU8, {p.T * p.H * p.D});
+      qs = Alloc(DType::kF32, {p.T * p.H});
+      k8 = Alloc(DType::kU8, {p.L * p.D});
+      ks = Alloc(DType::kF32, {p.L});
+      Fp8QuantRowsCuda(p.q, p.T * p.H, p.D, q8.data<uint8_t>(), qs.data<float>(), nullptr);
+      Fp8QuantRowsCuda(p.k, p.L, p.D, k8.data<uint8_t>(), ks.data<float>(), nullptr);
+      p.q_fp8 = q8.data<uint8_t>();
+      p.q_scale = qs.data<float>();
+      p.k_fp8 = k8.data<uint8_t>();
+      p.k_scale = ks.data<float>();
+    }
     Tensor workspace = Alloc(DType::kU8, {static_cast<int64_t>(IndexerTopkCudaWorkspaceBytes(p))});
     p.workspace = workspace.raw();
     p.workspace_bytes = static_cast<size_t>(workspace.nbytes());

@@ -265,6 +265,12 @@ TEST_F(CliErrorsTest, Fp8CacheOnALatentSplitItCannotHoldIsOneLine) {
               {"FP8 latent cache", "kv_lora_rank"});
 }
 
+TEST_F(CliErrorsTest, IndexerFp8OnAnIndexerShapeItCannotRunIsOneLine) {
+  // The fixture's index_head_dim 32: the FP8 kernel takes 128, and the flag must not quietly do nothing.
+  ExpectError("logits --indexer-fp8 --model " + dir_ + " --tokens " + dir_ + "/tokens.npy --out " + dir_ + "/l.npy",
+              {"--indexer-fp8", "config.json", "index_head_dim 32"});
+}
+
 TEST_F(CliErrorsTest, ShardNameOutsideTheModelDirectory) {
   // The index named "../x" or an absolute path, and the readers opened it.
   ASSERT_TRUE(WriteFileAtomic(dir_ + "/model.safetensors.index.json",

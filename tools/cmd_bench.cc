@@ -501,9 +501,11 @@ Status RunBench(const Flags& flags) {
     ASSIGN_OR_RETURN(std::shared_ptr<Backend> backend, MakeBackend("cuda"));
     ASSIGN_OR_RETURN(DsaModel model, DsaModel::FromParts(config, std::move(weights),
                                                          IndexPattern::AllFull(static_cast<int>(num_layers)), backend));
-    std::printf("Layer stack: %lld V3.2-shaped layers (dense MLP 18432), random weights, prefill in chunks of %lld\n\n"
+    backend->set_indexer_fp8(flags.GetBool("indexer-fp8"));
+    std::printf("Layer stack: %lld V3.2-shaped layers (dense MLP 18432), random weights, prefill in chunks of %lld%s\n\n"
                 "| context | pattern | prefill s | speedup | decode tok/s | speedup |\n|---:|---|---:|---:|---:|---:|\n",
-                static_cast<long long>(num_layers), static_cast<long long>(chunk));
+                static_cast<long long>(num_layers), static_cast<long long>(chunk),
+                flags.GetBool("indexer-fp8") ? "; indexer in FP8 for prefill" : "");
     std::mt19937 rng(10);
     std::uniform_int_distribution<int32_t> tok(0, static_cast<int32_t>(config.vocab_size - 1));
     {
@@ -556,7 +558,7 @@ Status RunBench(const Flags& flags) {
         std::printf("| %lld | %s (%s) | %.3f | %.2fx | %.1f | %.2fx |\n", static_cast<long long>(L), spec.c_str(),
                     pattern.ToString().c_str(), prefill_s, base_prefill / prefill_s, decode_tps, decode_tps / base_decode);
         std::fflush(stdout);
-        out["stack"].push_back({{"context", L}, {"pattern", spec}, {"layers", pattern.ToString()},
+        out["stack"].push_back({{"context", L}, {"pattern", spec}, {"layers", pattern.ToString()}, {"indexer_fp8", flags.GetBool("indexer-fp8")},
                                 {"prefill_s", prefill_s}, {"prefill_speedup", base_prefill / prefill_s},
                                 {"decode_tokens_per_s", decode_tps}, {"decode_speedup", decode_tps / base_decode}});
       }

@@ -74,6 +74,7 @@ Status EvalOnThisRank(const Flags& flags, Communicator& comm) {
   // --pattern keeps its old meaning (the model loads under it); --patterns are checked one by one.
   ASSIGN_OR_RETURN(DsaModel model, DsaModel::Load(*flags.Get("model"), flags.Get("pattern"), flags.GetOr("device", "cpu"),
                                                   "--pattern", pipe->layers()));
+  RETURN_IF_ERROR(ApplyIndexerFp8Flag(flags, model));
   LogResidentWeights("eval", model);
   pipe->UseDeviceLink(model.backend());
   EvalParallel parallel{pipe->Context(), &comm, pipe->grid.replica(), pipe->grid.replicas()};

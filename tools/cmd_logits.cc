@@ -19,6 +19,7 @@ constexpr int64_t kMaxLogitsElements = int64_t{1} << 32;  // 16 GiB of float32 l
 StatusOr<DsaModel> LoadModel(const Flags& flags, const std::string& command) {
   std::optional<std::string> pattern = flags.Get("pattern");
   ASSIGN_OR_RETURN(DsaModel model, DsaModel::Load(*flags.Get("model"), pattern, flags.GetOr("device", "cpu")));
+  RETURN_IF_ERROR(ApplyIndexerFp8Flag(flags, model));
   LogResidentWeights(command, model);
   return model;
 }
@@ -29,6 +30,18 @@ Status CheckDeviceFlag(const Flags& flags) {
   const std::string device = flags.GetOr("device", "cpu");
   if (device == "cpu" || device == "cuda") return Status::Ok();
   return InvalidArgument("--device must be cpu or cuda, got '" + device + "'");
+}
+
+Status ApplyIndexerFp8Flag(const Flags& flags, const DsaModel& model) {
+  if (!flags.GetBool("indexer-fp8")) return Status::Ok();
+  const ModelConfig& c = model.config();
+  if (c.index_head_dim != 128 || c.index_n_heads > 64) {
+    return InvalidArgument("--indexer-fp8: the FP8 indexer takes index_head_dim 128 and index_n_heads <= 64; " +
+                           *flags.Get("model") + "/config.json has index_head_dim " + std::to_string(c.index_head_dim) +
+                           ", index_n_heads " + std::to_string(c.index_n_heads));
+  }
+  model.backend().set_indexer_fp8(true);
+  return Status::Ok();
 }
 
 Status RunLogits(const Flags& flags) {

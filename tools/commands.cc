@@ -16,6 +16,8 @@ const FlagSpec kModel{"model", "model directory: config.json + safetensors (shar
 const FlagSpec kPattern{"pattern", "IndexCache pattern: F/S per layer (\"FSSS...\"), a ratio \"1/N\", or \"all\"; "
                                    "overrides the config's pattern keys"};
 const FlagSpec kDevice{"device", "cpu or cuda", false, false, "cpu"};
+const FlagSpec kIndexerFp8{"indexer-fp8", "run prefill-sized indexer calls in FP8 (e4m3 q per token and head, k per "
+                                           "key; DeepSeek's production indexer; D = 128 models only)", true};
 const FlagSpec kJson{"json", "print JSON instead of text", true};
 }  // namespace
 
@@ -30,7 +32,7 @@ const std::vector<Command>& AllCommands() {
       {"logits", "Runs the model on token ids (.npy int32/int64, [T] or [B, T]) and writes float32 logits "
                  "([T, V] or [B, T, V]) to a .npy file.",
        {kModel, {"tokens", "token ids (.npy)", false, true}, {"out", "output .npy for the logits", false, true},
-        kPattern, kDevice},
+        kPattern, kDevice, kIndexerFp8},
        RunLogits},
       {"eval", "Mean next-token cross-entropy (nats) and perplexity over token data cut into sequences of "
                "--seq-len tokens, document by document (an incomplete tail is dropped), for one or several "
@@ -52,7 +54,7 @@ const std::vector<Command>& AllCommands() {
         PipelineStagesFlag(), StageBoundariesFlag(),
         {"out", "write the JSON here, and the pictures next to it (FILE_overlap.svg, FILE_loss_by_position.svg, "
                 "FILE_tasks_pI.svg)"},
-        kDevice, kJson},
+        kDevice, kIndexerFp8, kJson},
        RunEval},
       {"generate", "Greedy generation with the decode path: prefill each prompt (.npy [T] or [B, T]) into its rows "
                    "of a pooled latent + indexer-key cache (Shared layers keep no indexer keys), then one token per "
@@ -62,7 +64,7 @@ const std::vector<Command>& AllCommands() {
         {"decode-batch", "prompts decoded together (one pooled cache per group)", false, false, "32"},
         {"fp8-cache", "store the cached MLA latents as FP8 rows (512 e4m3 + 128-value scales + bf16 rope: 656 "
                       "instead of 1152 bytes per token and layer for V3.2)", true},
-        {"out", "optional .npy for prompt + generated ids (int32)"}, kPattern, kDevice},
+        {"out", "optional .npy for prompt + generated ids (int32)"}, kPattern, kDevice, kIndexerFp8},
        RunGenerate},
       {"search", "Training-free IndexCache: greedy search for the Full layers by calibration loss. From all-F (where "
                  "the checkpoint has indexer weights), each step flips to Shared the layer whose flip costs the least "
@@ -162,6 +164,7 @@ const std::vector<Command>& AllCommands() {
         {"pipeline-link", "--distill: how activations cross stages: nccl (device to device) or mpi (through the "
                           "host)", false, false, "nccl"},
         {"skip-stack", "skip the layer-stack section", true},
+        {"indexer-fp8", "the layer stack's prefill runs its indexer in FP8 (Backend::set_indexer_fp8)", true},
         {"search", "also time one step of the pattern search (prefix cache vs full forwards)", true},
         {"search-seq", "comma-separated sequence lengths for --search", false, false, "8192,32768"},
         {"search-layers", "layers of the --search stack", false, false, "16"},

@@ -34,6 +34,10 @@ Status RunSearch(const Flags& flags);
 Status RunPlan(const Flags& flags);
 // --device is cpu or cuda.
 Status CheckDeviceFlag(const Flags& flags);
+// --indexer-fp8: turns the FP8 indexer on for `model`'s backend, or one error line naming the
+// config field when the model's indexer shape is not the FP8 kernel's (index_head_dim 128,
+// index_n_heads <= 64): asked for, it must not silently stay bf16.
+Status ApplyIndexerFp8Flag(const Flags& flags, const DsaModel& model);
 // On a GPU, one stderr line after the load: where the model's weight bytes are ("weights resident
 // on the GPU: 1.23 GB fp8 + ..."), prefixed with the rank under MPI. Nothing on the CPU.
 void LogResidentWeights(const std::string& command, const DsaModel& model);
