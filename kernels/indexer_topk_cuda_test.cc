@@ -3,15 +3,10 @@
 // weights and scale, many compactions of the candidate buffer, and exact ties (duplicate keys) that
 // must resolve toward the lower key index. Skips without a CUDA device (CI has none).
 //
-// Comparison per query row (the GPU's dot products sum in a different order, so scores differ from
-// the reference by rounding): with tol = 1e-4 * max(|ref score|, 1e-2 * max |row score|),
-//  - padding (-1 index, -inf score) exactly where the reference pads;
-//  - no duplicate indices, every index a valid key;
-//  - every returned score within tol of the reference score of that key;
-//  - every selected key's reference score >= (reference k-th score - tol);
-//  - where the reference's k-th and (k+1)-th scores differ by more than 2 tol, equal sets;
-//  - output ordered by (returned score desc, index asc).
-// The tie test also requires the exact reference index sequence.
+// Comparison per query row: CheckTopkRows (kernels/indexer_topk_test_util.h: padding, valid
+// distinct keys, scores within tolerance, nothing below the k-th reference score, equal sets where
+// the k-th gap is clear, order) with the bf16 tolerance kTopkScoreRelTolBf16; the tie test also
+// requires the exact reference index sequence.
 //
 // Every case runs through each path (IndexerTopkCudaParams::path): automatic, forced query blocks
 // and forced split keys, against the same reference; the decode cases (T = 1..8, L up to 131072)
@@ -22,6 +17,7 @@
 #include <cmath>
 #include <cstring>
 #include <cstdint>
+#include <functional>
 #include <limits>
 #include <numeric>
 #include <random>
@@ -34,6 +30,7 @@
 #include "core/dtype.h"
 #include "gtest/gtest.h"
 #include "kernels/indexer_topk.h"
+#include "kernels/indexer_topk_test_util.h"
 
 namespace indexcache {
 namespace {
@@ -181,66 +178,32 @@ TEST_P(IndexerTopkCudaTest, MatchesCpu) {
           << c.name << " " << path_name << ": scores differ from query blocks";
     }
 
-    int failures = 0;
-    int64_t strict_rows = 0, choice_rows = 0;
-    for (int64_t t = 0; t < c.T && failures < 5; ++t) {
-      const float* row = &rows[static_cast<size_t>(t * c.L)];
-      std::vector<float> valid_scores;
-      float row_max = 0.f;
-      for (int64_t s = 0; s < c.L; ++s) {
-        const float v = row[s];
-        if (std::isfinite(v)) {
-          valid_scores.push_back(v);
-          row_max = std::max(row_max, std::fabs(v));
+    TopkCheck check;
+    check.name = c.name + " [" + path_name + "]";
+    check.T = c.T;
+    check.L = c.L;
+    check.topk = c.topk;
+    check.ref_rows = rows.data();
+    check.ref_idx = ref_idx.data();
+    check.ref_scores = ref_sc.data();
+    check.got_idx = got_idx.data();
+    check.got_scores = got_sc.data();
+    check.rel_tol = kTopkScoreRelTolBf16;
+    check.floor = 1e-2f;
+    if (c.distinct_keys > 0) {  // exact ties resolve as the reference's: the same index sequence
+      check.extra_row_check = [&](int64_t t, const std::set<int32_t>&, int64_t,
+                                  const std::function<void(const std::string&, int64_t)>& fail) {
+        for (int64_t j = 0; j < c.topk; ++j) {
+          if (got_idx[t * c.topk + j] != ref_idx[t * c.topk + j]) {
+            fail("tie-break: index sequence differs from the reference", j);
+            return;
+          }
         }
-      }
-      const int64_t nvalid = static_cast<int64_t>(valid_scores.size());
-      const int64_t kk = std::min(c.topk, nvalid);
-      std::sort(valid_scores.begin(), valid_scores.end(), std::greater<float>());
-      auto tol_of = [&](float v) { return 1e-4f * std::max(std::fabs(v), 1e-2f * row_max); };
-      const int32_t* gi = &got_idx[t * c.topk];
-      const float* gs = &got_sc[t * c.topk];
-      const int32_t* ri = &ref_idx[t * c.topk];
-      std::set<int32_t> seen;
-      bool row_ok = true;
-      auto fail = [&](const std::string& what, int64_t j) {
-        ADD_FAILURE() << c.name << " [" << path_name << "] t=" << t << " j=" << j << ": " << what << " (got idx "
-                      << gi[j] << " score " << gs[j] << ", ref idx " << ri[j] << " score "
-                      << ref_sc[t * c.topk + j] << ")";
-        row_ok = false;
       };
-      for (int64_t j = 0; j < c.topk && row_ok; ++j) {
-        if (j >= kk) {
-          if (gi[j] != -1 || !(std::isinf(gs[j]) && gs[j] < 0)) fail("expected padding", j);
-          continue;
-        }
-        if (gi[j] < 0 || gi[j] >= c.L || !std::isfinite(row[gi[j]])) {
-          fail("invalid key", j);
-          continue;
-        }
-        if (!seen.insert(gi[j]).second) fail("duplicate key", j);
-        const float r = row[gi[j]];
-        if (std::fabs(gs[j] - r) > tol_of(r)) fail("score mismatch", j);
-        const float kth = valid_scores[kk - 1];
-        if (r < kth - tol_of(kth)) fail("key below the k-th reference score", j);
-        if (j > 0 && !(gs[j - 1] > gs[j] || (gs[j - 1] == gs[j] && gi[j - 1] < gi[j]))) fail("order", j);
-      }
-      if (kk > 0 && kk < nvalid) ++choice_rows;
-      if (row_ok && kk > 0 && kk < nvalid) {
-        const float kth = valid_scores[kk - 1], next = valid_scores[kk];
-        if (kth - next > 2 * tol_of(kth)) {
-          ++strict_rows;
-          std::set<int32_t> want(ri, ri + kk);
-          if (want != seen) fail("set differs from the reference although the k-th gap is clear", 0);
-        }
-      }
-      if (row_ok && c.distinct_keys > 0) {
-        for (int64_t j = 0; j < c.topk && row_ok; ++j) {
-          if (gi[j] != ri[j]) fail("tie-break: index sequence differs from the reference", j);
-        }
-      }
-      if (!row_ok) ++failures;
     }
+    const TopkCheckResult checked = CheckTopkRows(check);
+    const int failures = checked.failed_rows;
+    const int64_t strict_rows = checked.strict_rows, choice_rows = checked.choice_rows;
     EXPECT_EQ(failures, 0) << path_name;
     // Make sure the set-equality branch ran at least somewhere for random data (with few heads many
     // scores are exactly 0 and the k-th gap is often a tie, so only from 8 heads on).

@@ -6,23 +6,18 @@
 // key_end (empty, full, exactly topk), signed weights, a negative scale, many compactions
 // (scores growing along the keys), one-query decode and exact ties (duplicate keys).
 //
-// Comparison per row as kernels/indexer_topk_cuda_test.cc, with a tolerance for the fp8 tensor
-// cores' accumulation (Hopper keeps about 14 bits while accumulating e4m3 products, so the scores
-// differ from the fp32 reference by more than bf16's):
-// tol = kRelTol * max(|ref score|, f * max |row score|) (f = 1e-2, 0.5 with signed weights whose
-// heads cancel), and
-//  - padding (-1, -inf) exactly where the reference pads; no duplicates; every index a valid key;
-//  - every returned score within tol of the reference score of that key;
-//  - every selected key's reference score >= (reference k-th score - tol);
-//  - where the reference's k-th and (k+1)-th scores differ by more than 2 tol, equal sets;
-//  - output ordered by (returned score desc, index asc);
-//  - duplicate keys (exact ties on the GPU too): a selected key's lower-index copies are selected.
-// The largest relative score deviation seen is printed (it sizes kRelTol).
+// Comparison per row: CheckTopkRows (kernels/indexer_topk_test_util.h) with the FP8 tolerance
+// kTopkScoreRelTolFp8 (Hopper keeps about 14 bits while accumulating e4m3 products, so the scores
+// differ from the fp32 reference by more than bf16's) and a floor f of the row's largest |score|
+// (1e-2; 0.5 with signed weights whose heads cancel); duplicate keys (exact ties on the GPU too):
+// a selected key's lower-index copies are selected.
+// The largest relative score deviation seen is printed (it sizes kTopkScoreRelTolFp8).
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <functional>
 #include <random>
 #include <set>
 #include <string>
@@ -37,11 +32,10 @@
 #include "kernels/fp8_quant_cuda.h"
 #include "kernels/indexer_topk.h"
 #include "kernels/indexer_topk_cuda.h"
+#include "kernels/indexer_topk_test_util.h"
 
 namespace indexcache {
 namespace {
-
-constexpr float kRelTol = 2e-3f;
 
 struct Case {
   std::string name;
@@ -183,69 +177,37 @@ TEST_P(IndexerTopkFp8CudaTest, MatchesCpuOnDequantisedInputs) {
   didx.CopyTo(again.data());
   EXPECT_EQ(again, got_idx) << "not deterministic";
 
-  int failures = 0;
-  int64_t strict_rows = 0, choice_rows = 0;
-  double max_rel = 0.0;
-  for (int64_t t = 0; t < c.T && failures < 5; ++t) {
-    const float* row = &rows[static_cast<size_t>(t * c.L)];
-    std::vector<float> valid;
-    float row_max = 0.f;
-    for (int64_t s = 0; s < c.L; ++s) {
-      if (std::isfinite(row[s])) {
-        valid.push_back(row[s]);
-        row_max = std::max(row_max, std::fabs(row[s]));
-      }
-    }
-    const int64_t nvalid = static_cast<int64_t>(valid.size());
-    const int64_t kk = std::min(c.topk, nvalid);
-    std::sort(valid.begin(), valid.end(), std::greater<float>());
-    auto scale_of = [&](float v) { return std::max(std::fabs(v), c.tol_floor * row_max); };
-    auto tol_of = [&](float v) { return kRelTol * scale_of(v); };
-    const int32_t* gi = &got_idx[t * c.topk];
-    const float* gs = &got_sc[t * c.topk];
-    const int32_t* ri = &ref_idx[t * c.topk];
-    std::set<int32_t> seen;
-    bool row_ok = true;
-    auto fail = [&](const std::string& what, int64_t j) {
-      ADD_FAILURE() << c.name << " t=" << t << " j=" << j << ": " << what << " (got idx " << gi[j] << " score "
-                    << gs[j] << ", ref idx " << ri[j] << " score " << ref_sc[t * c.topk + j] << ")";
-      row_ok = false;
-    };
-    for (int64_t j = 0; j < c.topk && row_ok; ++j) {
-      if (j >= kk) {
-        if (gi[j] != -1 || !(std::isinf(gs[j]) && gs[j] < 0)) fail("expected padding", j);
-        continue;
-      }
-      if (gi[j] < 0 || gi[j] >= c.L || !std::isfinite(row[gi[j]])) {
-        fail("invalid key", j);
-        continue;
-      }
-      if (!seen.insert(gi[j]).second) fail("duplicate key", j);
-      const float r = row[gi[j]];
-      max_rel = std::max(max_rel, static_cast<double>(std::fabs(gs[j] - r) / scale_of(r)));
-      if (std::fabs(gs[j] - r) > tol_of(r)) fail("score mismatch", j);
-      const float kth = valid[kk - 1];
-      if (r < kth - tol_of(kth)) fail("key below the k-th reference score", j);
-      if (j > 0 && !(gs[j - 1] > gs[j] || (gs[j - 1] == gs[j] && gi[j - 1] < gi[j]))) fail("order", j);
-    }
-    if (kk > 0 && kk < nvalid) ++choice_rows;
-    if (row_ok && kk > 0 && kk < nvalid) {
-      const float kth = valid[kk - 1], next = valid[kk];
-      if (kth - next > 2 * tol_of(kth)) {
-        ++strict_rows;
-        if (std::set<int32_t>(ri, ri + kk) != seen) fail("set differs from the reference although the k-th gap is clear", 0);
-      }
-    }
-    if (row_ok && c.distinct_keys > 0) {
-      // Copies of a key score exactly the same on the GPU: the lower indices must win.
-      for (int64_t j = 0; j < kk && row_ok; ++j) {
-        for (int64_t s = gi[j] - c.distinct_keys; s >= 0 && row_ok; s -= c.distinct_keys) {
-          if (!seen.count(static_cast<int32_t>(s))) fail("tie-break: a lower-index copy was not selected", j);
+  TopkCheck check;
+  check.name = c.name;
+  check.T = c.T;
+  check.L = c.L;
+  check.topk = c.topk;
+  check.ref_rows = rows.data();
+  check.ref_idx = ref_idx.data();
+  check.ref_scores = ref_sc.data();
+  check.got_idx = got_idx.data();
+  check.got_scores = got_sc.data();
+  check.rel_tol = kTopkScoreRelTolFp8;
+  check.floor = c.tol_floor;
+  if (c.distinct_keys > 0) {
+    // Copies of a key score exactly the same on the GPU: the lower indices must win.
+    check.extra_row_check = [&](int64_t t, const std::set<int32_t>& seen, int64_t kk,
+                                const std::function<void(const std::string&, int64_t)>& fail) {
+      for (int64_t j = 0; j < kk; ++j) {
+        const int32_t key = got_idx[t * c.topk + j];
+        for (int64_t s = key - c.distinct_keys; s >= 0; s -= c.distinct_keys) {
+          if (!seen.count(static_cast<int32_t>(s))) {
+            fail("tie-break: a lower-index copy was not selected", j);
+            return;
+          }
         }
       }
-    }
-    if (!row_ok) ++failures;
+    };
   }
+  const TopkCheckResult checked = CheckTopkRows(check);
+  const int failures = checked.failed_rows;
+  const int64_t strict_rows = checked.strict_rows, choice_rows = checked.choice_rows;
+  const double max_rel = checked.max_rel;
   EXPECT_EQ(failures, 0);
   if (c.distinct_keys == 0 && choice_rows > 0 && c.require_strict) {
     EXPECT_GT(strict_rows, 0);
