@@ -6,32 +6,19 @@
 #include <cublasLt.h>
 #include <cublas_v2.h>
 
+#include "core/dtype.h"
+
 namespace indexcache {
 namespace {
 
-// xorshift64 stream of roughly N(0, 1) bf16 bits (a sum of four uniforms, rescaled).
+// RandomNormalStream's values rounded to bf16 (nearest even), as bits.
 class RandomBf16Stream {
  public:
-  explicit RandomBf16Stream(uint64_t seed) : s_(seed * 0x9E3779B97F4A7C15ull + 1) {
-    if (s_ == 0) s_ = 1;  // xorshift's one fixed point
-  }
-
-  uint16_t Next() {
-    float sum = 0.f;
-    for (int r = 0; r < 4; ++r) {
-      s_ ^= s_ << 13;
-      s_ ^= s_ >> 7;
-      s_ ^= s_ << 17;
-      sum += static_cast<float>(s_ >> 40) / static_cast<float>(1 << 24);
-    }
-    const float v = (sum - 2.f) * 1.7320508f;
-    uint32_t bits;
-    std::memcpy(&bits, &v, 4);
-    return static_cast<uint16_t>((bits + 0x7fff + ((bits >> 16) & 1)) >> 16);  // round to nearest even
-  }
+  explicit RandomBf16Stream(uint64_t seed) : normal_(seed) {}
+  uint16_t Next() { return FloatToBf16(normal_.Next()); }
 
  private:
-  uint64_t s_;
+  RandomNormalStream normal_;
 };
 
 }  // namespace

@@ -39,6 +39,28 @@ double MeasureFp8GemmTflops(int n = 8192);
 // median of 50 runs after 5 warm-up runs.
 double MeasureCopyGbps(size_t bytes);
 
+// xorshift64 stream of roughly N(0, 1) floats (a sum of four uniforms, rescaled): deterministic
+// benchmark data, fast enough for gigabytes. The same seed gives the same values.
+class RandomNormalStream {
+ public:
+  explicit RandomNormalStream(uint64_t seed) : s_(seed * 0x9E3779B97F4A7C15ull + 1) {
+    if (s_ == 0) s_ = 1;  // xorshift's one fixed point
+  }
+  float Next() {
+    float sum = 0.f;
+    for (int r = 0; r < 4; ++r) {
+      s_ ^= s_ << 13;
+      s_ ^= s_ >> 7;
+      s_ ^= s_ << 17;
+      sum += static_cast<float>(s_ >> 40) / static_cast<float>(1 << 24);
+    }
+    return (sum - 2.f) * 1.7320508f;
+  }
+
+ private:
+  uint64_t s_;
+};
+
 // n deterministic pseudo-random bf16 values (as bits), roughly N(0, 1): a sum of four uniforms,
 // rescaled, rounded to nearest even. The same seed gives the same values.
 std::vector<uint16_t> RandomBf16Bits(size_t n, uint64_t seed);

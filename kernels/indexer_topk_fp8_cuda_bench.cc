@@ -28,6 +28,7 @@
 #include <vector>
 
 #include "core/cuda_check.h"
+#include "core/dtype.h"
 #include "kernels/bench_util.h"
 #include "kernels/fp8_quant_cuda.h"
 #include "kernels/indexer_topk_cuda.h"
@@ -43,30 +44,9 @@ struct Row {
   double overlap_gauss_mean, overlap_gauss_min, overlap_struct_mean, overlap_struct_min;
 };
 
-// xorshift64, roughly N(0, 1) from a sum of four uniforms (as bench_util's bf16 stream).
-class Normal {
- public:
-  explicit Normal(uint64_t seed) : s_(seed * 0x9E3779B97F4A7C15ull + 1) {}
-  float Next() {
-    float sum = 0.f;
-    for (int r = 0; r < 4; ++r) {
-      s_ ^= s_ << 13;
-      s_ ^= s_ >> 7;
-      s_ ^= s_ << 17;
-      sum += static_cast<float>(s_ >> 40) / static_cast<float>(1 << 24);
-    }
-    return (sum - 2.f) * 1.7320508f;
-  }
+using Normal = RandomNormalStream;  // kernels/bench_util.h
 
- private:
-  uint64_t s_;
-};
-
-uint16_t ToBf16(float v) {
-  uint32_t bits;
-  std::memcpy(&bits, &v, 4);
-  return static_cast<uint16_t>((bits + 0x7fff + ((bits >> 16) & 1)) >> 16);
-}
+uint16_t ToBf16(float v) { return FloatToBf16(v); }
 
 // rows x D structured values (see the header): 3 shared directions, noise, 2 outlier channels.
 void FillStructured(uint16_t* dst, int64_t rows, uint64_t seed) {
