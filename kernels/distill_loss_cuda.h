@@ -30,6 +30,9 @@
 //       grad_q[t]   += coef . k_tile           (mma.sync, fp32 accumulator in shared memory)
 //       grad_k[s]   += coef^T . q[t]           (mma.sync, then float4 atomicAdd to global)
 //       grad_w[t,h] += sum_s dI * ReLU(a)      (fp32, per-CTA deterministic)
+//  That is the tiled student (DistillStudentImpl::kTiled). The default, kWarpKeys, computes the
+//  same quantities with each warp owning 8 keys of every tile across all heads (I, its lse and
+//  dI in-warp; grad_q and grad_w accumulated in registers; 2 barriers per tile in sweep B, 1 in A).
 //  The loss is summed per query in fp64 and added to *loss with a double atomicAdd.
 // Determinism: grad_q and grad_w are written by one CTA per query (deterministic); grad_k and loss
 // use global atomics across queries (run-to-run differences at rounding level).
