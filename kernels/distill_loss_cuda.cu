@@ -22,6 +22,9 @@ constexpr int kKT = 32;               // keys per tile of the mma.sync teacher
 constexpr int kSKT = 64;              // keys per tile of the student (half the barriers per key of 32)
 constexpr int kCoefStride = kSKT + 8; // bf16 elements per coef row (padded for ldmatrix)
 constexpr int kMaxRows = 128;         // HA, HI <= 128: at most 8 row groups of 16, one per warp
+constexpr int kGwParts = kWarps;      // grad_w partial rows (tiled student: one per 16-key quarter; warp-keys: per warp)
+constexpr int kKeysPerWarp = kSKT / kWarps;  // warp-keys student: each warp owns 8 keys of a tile
+constexpr int kMaxGqItems = 8;        // warp-keys student: grad_q register tiles (16 x 16) per warp
 constexpr float kLog2e = 1.4426950408889634f;
 
 [[noreturn]] void Fail(const char* msg) {
@@ -75,7 +78,7 @@ __device__ __forceinline__ void WarpMma(float (&acc)[NT][4], const __nv_bfloat16
 //                            swizzled 64 x 576 stages, the column sums), laid out there;
 //  phase 2 (student):        q[t] [HIp][strideD] bf16, 2 stages of kSKT k rows, coef
 //                            [HIp][kCoefStride] bf16, the grad_q accumulator [HIp][Dp] fp32, the
-//                            grad_w partials [kSKT / 16][kMaxRows] and dI [kSKT] fp32.
+//                            grad_w partials [kGwParts][kMaxRows] and dI [kSKT] fp32.
 // The host sizes the launch with Bytes(); the kernel takes its pointers from the same struct.
 struct DistillSmemPlan {
   int HAp, DAp, strideA;  // teacher rows (padded to 16), dims (padded to 16), smem row stride
@@ -107,15 +110,15 @@ struct DistillSmemPlan {
   __device__ __nv_bfloat16* StudentK(unsigned char* smem) const { return StudentQ(smem) + HIp * strideD; }
   __device__ __nv_bfloat16* Coef(unsigned char* smem) const { return StudentK(smem) + 2 * kSKT * strideD; }
   __device__ float* GradQ(unsigned char* smem) const { return reinterpret_cast<float*>(Coef(smem) + HIp * kCoefStride); }
-  // grad_w partials [kSKT / 16][kMaxRows] and the tile's dI [kSKT] (student only; in dynamic memory so
+  // grad_w partials [kGwParts][kMaxRows] and the tile's dI [kSKT] (student only; in dynamic memory so
   // the static arrays plus the wgmma teacher's stages fit the 227 KiB limit).
   __device__ float* GradW(unsigned char* smem) const { return GradQ(smem) + HIp * Dp; }
-  __device__ float* Di(unsigned char* smem) const { return GradW(smem) + (kSKT / 16) * kMaxRows; }
+  __device__ float* Di(unsigned char* smem) const { return GradW(smem) + kGwParts * kMaxRows; }
 
   size_t TeacherBytes() const { return (static_cast<size_t>(HAp) + 2 * kKT) * strideA * 2; }
   size_t StudentBytes() const {
     return (static_cast<size_t>(HIp) + 2 * kSKT) * strideD * 2 + HIp * kCoefStride * 2 +
-           static_cast<size_t>(HIp) * Dp * 4 + ((kSKT / 16) * kMaxRows + kSKT) * 4;
+           static_cast<size_t>(HIp) * Dp * 4 + (kGwParts * kMaxRows + kSKT) * 4;
   }
   size_t SortBytes(bool sparse) const { return sparse ? static_cast<size_t>(Kp2) * 4 : 0; }
   size_t Bytes(bool sparse, bool wgmma) const {
@@ -131,6 +134,7 @@ struct KernelParams {
   unsigned int* counter;
   float* pbar_ws;         // [grid, slot_floats]
   int32_t* keys_ws;       // [grid, K] (sparse)
+  bool warp_keys_student; // phase 2: StudentWarpKeys (else StudentScoresAndGradients)
 };
 
 // Loads tile rows [i0, i0 + kRows) of the key list (n valid in total) of a row-major [*, dim] bf16
@@ -367,6 +371,39 @@ __device__ __forceinline__ void AccumulateTeacherDistribution(const CtaContext& 
   *ent_out = ent;
 }
 
+// grad_k[tile keys] += coef^T (kSKT x HIp) . q[t] (HIp x Dp): (16-key group, 16-dim chunk) items
+// spread over the warps, float4 atomics to global. Both students call it after the coef barrier.
+__device__ __forceinline__ void AddGradKTile(const CtaContext& c, const __nv_bfloat16* s_coef,
+                                             const __nv_bfloat16* s_q, int tile, int n, const int32_t* keys) {
+  const KernelParams& kp = c.kp;
+  const DistillLossCudaParams& p = c.p;
+  const int lane = c.lane, warp = c.warp, D = c.D;
+  const int dch = kp.plan.Dp / 16;
+  for (int it = warp; it < (kSKT / 16) * dch; it += kWarps) {
+    const int kg = it / dch, dc = it - kg * dch;
+    float g[2][4] = {};
+    WarpMma<2, true, true>(g, s_coef, kCoefStride, kg * 16, s_q, kp.plan.strideD, dc * 16, kp.plan.HIp);
+    const int i0 = tile * kSKT + kg * 16 + (lane >> 2);
+    // float4 atomics (sm_90): lanes 2c and 2c + 1 of a quad swap halves so that the even lane
+    // owns columns [4c', 4c' + 4) of the first 8-column tile and the odd lane those of the
+    // second: half as many atomic operations as float2.
+    const bool even = (lane & 1) == 0;
+    const int col = dc * 16 + (even ? 2 * (lane & 3) : 8 + 2 * ((lane & 3) - 1));
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const float sx = even ? g[1][2 * h] : g[0][2 * h], sy = even ? g[1][2 * h + 1] : g[0][2 * h + 1];
+      const float rx = __shfl_xor_sync(0xffffffffu, sx, 1), ry = __shfl_xor_sync(0xffffffffu, sy, 1);
+      const float4 v = even ? make_float4(g[0][2 * h], g[0][2 * h + 1], rx, ry)
+                            : make_float4(rx, ry, g[1][2 * h], g[1][2 * h + 1]);
+      const int i = i0 + 8 * h;
+      if (i < n && col < D) {
+        const int64_t key = keys ? keys[i] : i;
+        atomicAdd(reinterpret_cast<float4*>(p.grad_k + key * p.D + col), v);
+      }
+    }
+  }
+}
+
 // Phase 2: the student. q[t] goes to shared memory and the key set streams twice in tiles of kSKT
 // keys. Sweep A: the index scores I (mma.sync, ReLU and head weights in fp32, head reduction
 // through s_part) and their online log-sum-exp. Sweep B: I again, dI = exp(I - lse) - pbar and
@@ -398,7 +435,7 @@ __device__ __noinline__ void StudentScoresAndGradients(const CtaContext& c, int6
   for (int h = tid; h < kMaxRows; h += kThreads) {
     s_w[h] = h < HI ? p.w[t * p.HI + h] : 0.f;
 #pragma unroll
-    for (int qq = 0; qq < kSKT / 16; ++qq) s_gw[qq][h] = 0.f;
+    for (int qq = 0; qq < kGwParts; ++qq) s_gw[qq][h] = 0.f;
   }
   for (int e = tid; e < kp.plan.HIp * kp.plan.Dp; e += kThreads) s_gq[e] = 0.f;
   // Student items: (row group, 16-key quarter), at most 4 per warp (RGI <= 8).
@@ -544,32 +581,7 @@ __device__ __noinline__ void StudentScoresAndGradients(const CtaContext& c, int6
         }
       }
       // grad_k[tile keys] += coef^T (kSKT x HIp) . q (HIp x Dp).
-      if (p.grad_k) {
-        const int dch = kp.plan.Dp / 16;
-        for (int it = warp; it < (kSKT / 16) * dch; it += kWarps) {
-          const int kg = it / dch, dc = it - kg * dch;
-          float g[2][4] = {};
-          WarpMma<2, true, true>(g, s_coef, kCoefStride, kg * 16, s_q, kp.plan.strideD, dc * 16, kp.plan.HIp);
-          const int i0 = tile * kSKT + kg * 16 + (lane >> 2);
-          // float4 atomics (sm_90): lanes 2c and 2c + 1 of a quad swap halves so that the even lane
-          // owns columns [4c', 4c' + 4) of the first 8-column tile and the odd lane those of the
-          // second: half as many atomic operations as float2.
-          const bool even = (lane & 1) == 0;
-          const int col = dc * 16 + (even ? 2 * (lane & 3) : 8 + 2 * ((lane & 3) - 1));
-#pragma unroll
-          for (int h = 0; h < 2; ++h) {
-            const float sx = even ? g[1][2 * h] : g[0][2 * h], sy = even ? g[1][2 * h + 1] : g[0][2 * h + 1];
-            const float rx = __shfl_xor_sync(0xffffffffu, sx, 1), ry = __shfl_xor_sync(0xffffffffu, sy, 1);
-            const float4 v = even ? make_float4(g[0][2 * h], g[0][2 * h + 1], rx, ry)
-                                  : make_float4(rx, ry, g[1][2 * h], g[1][2 * h + 1]);
-            const int i = i0 + 8 * h;
-            if (i < n && col < D) {
-              const int64_t key = keys ? keys[i] : i;
-              atomicAdd(reinterpret_cast<float4*>(p.grad_k + key * p.D + col), v);
-            }
-          }
-        }
-      }
+      if (p.grad_k) AddGradKTile(c, s_coef, s_q, tile, n, keys);
     }
     CpAsyncWait<0>();
     if (sweep == 0) {
@@ -577,6 +589,220 @@ __device__ __noinline__ void StudentScoresAndGradients(const CtaContext& c, int6
       __syncthreads();
       lse_i = static_cast<float>(s_red[0][0]);
       __syncthreads();
+    }
+  }
+  *cross_out = cross;
+}
+
+// Phase 2, warp-keys student (the default where its registers suffice, DistillStudentImpl): the
+// same sweeps as StudentScoresAndGradients, but each warp owns kKeysPerWarp = 8 keys of every
+// 64-key tile across ALL row groups, so a key's I = sum_h w ReLU(.) is complete inside one warp
+// (register sums over row groups, then 3 shuffles): no s_part round trip, no single-warp softmax
+// and no barrier between the I products and the softmax. Sweep A keeps a per-warp online
+// log-sum-exp (merged once at the end of the sweep) and has one barrier per tile (the tile's
+// arrival); sweep B has two (arrival; coef complete before grad_q / grad_k read it). grad_w is
+// accumulated per lane in registers over all tiles and grad_q in registers (each warp owns fixed
+// 16 x 16 tiles of it: RGI * Dp / 16 <= kWarps * kMaxGqItems), both written to shared memory
+// once per query: the tiled student's per-tile shared read-modify-writes (8-way bank conflicts
+// on s_gq) are gone. The cross term is summed by the lanes of quad row 0 (each key once).
+// __noinline__ for the reason given at StudentScoresAndGradients.
+__device__ __noinline__ void StudentWarpKeys(const CtaContext& c, int64_t t, int n, const int32_t* keys,
+                                             float (*s_part)[kSKT], float (*s_gw)[kMaxRows], float* s_w,
+                                             double* cross_out) {
+  const KernelParams& kp = c.kp;
+  const DistillLossCudaParams& p = c.p;
+  const int tid = c.tid, lane = c.lane, warp = c.warp;
+  const int HI = c.HI, D = c.D, RGI = c.RGI;
+  const int strideD = kp.plan.strideD, Dp = kp.plan.Dp;
+  const bool want_grads = c.want_grads;
+  const float* pbar = c.pbar;
+  __nv_bfloat16* s_q = c.s_q;
+  __nv_bfloat16* s_k = c.s_k;
+  __nv_bfloat16* s_coef = c.s_coef;
+  float* s_gq = c.s_gq;
+  const int num_tiles = (n + kSKT - 1) / kSKT;
+  const float scale = p.index_scale;
+  double cross = *cross_out;
+  __syncthreads();
+  LoadBlock(s_q, strideD, p.q + t * p.HI * p.D, HI, D, kp.plan.HIp, Dp);
+  for (int h = tid; h < kMaxRows; h += kThreads) {
+    s_w[h] = h < HI ? p.w[t * p.HI + h] : 0.f;
+#pragma unroll
+    for (int qq = 0; qq < kGwParts; ++qq) s_gw[qq][h] = 0.f;
+  }
+  for (int e = tid; e < kp.plan.HIp * Dp; e += kThreads) s_gq[e] = 0.f;
+  __syncthreads();
+  // Fragment coordinates: rows rg * 16 + rq (+ 8), this lane's keys kcol, kcol + 1 of the tile.
+  const int rq = lane >> 2, kq = lane & 3;
+  const int kcol = warp * kKeysPerWarp + 2 * kq;
+  float wr[kMaxRows / 16][2];
+#pragma unroll
+  for (int rg = 0; rg < kMaxRows / 16; ++rg) {
+    wr[rg][0] = s_w[rg * 16 + rq];
+    wr[rg][1] = s_w[rg * 16 + rq + 8];
+  }
+  const int dch = Dp / 16, n_gq = RGI * dch;
+  float gq[kMaxGqItems][2][4] = {};
+  float gw[kMaxRows / 16][2] = {};
+  float lse_i = 0.f;                     // natural-log lse of I over the key set (after sweep A)
+  float run_m = -INFINITY, run_l = 0.f;  // this warp's keys (warp-uniform)
+  // B-fragment row address of this lane for ldmatrix.x4 (matrix lane / 8 covers k + 8 * (lane / 8)).
+  const int brow = warp * kKeysPerWarp + (lane & 7), bk = (lane >> 3) * 8;
+  for (int sweep = 0; sweep < (want_grads || p.loss ? 2 : 0); ++sweep) {
+    __syncthreads();  // the previous sweep's last tile is consumed
+    LoadTile<kSKT>(s_k, strideD, p.k, D, Dp, 0, n, keys);
+    CpAsyncCommit();
+    for (int tile = 0; tile < num_tiles; ++tile) {
+      const __nv_bfloat16* buf = s_k + (tile & 1) * kSKT * strideD;
+      CpAsyncWait<0>();
+      __syncthreads();  // the tile has landed; the other buffer and coef are free
+      if (tile + 1 < num_tiles) {
+        LoadTile<kSKT>(s_k + ((tile + 1) & 1) * kSKT * strideD, strideD, p.k, D, Dp, (tile + 1) * kSKT, n, keys);
+      }
+      CpAsyncCommit();
+      const int i0 = tile * kSKT + kcol;
+      const bool v0 = i0 < n, v1 = i0 + 1 < n;
+      float pb0 = 0.f, pb1 = 0.f;  // issued before the MMAs so the L2 latency is hidden
+      if (sweep == 1) {
+        if (v0) pb0 = pbar[i0];
+        if (v1) pb1 = pbar[i0 + 1];
+      }
+      // acc[rg] = q[rg rows] . k[this warp's 8 keys]^T: one B fragment per 32 dims serves every row group.
+      float acc[kMaxRows / 16][4] = {};
+      for (int k0 = 0; k0 < Dp; k0 += 32) {
+        const bool two = k0 + 16 < Dp;  // Dp is a multiple of 16, not always of 32
+        uint32_t b0, b1, b2, b3;
+        LdMatrixX4Ptr<false>(buf + brow * strideD + k0 + (two ? bk : (bk & 8)), b0, b1, b2, b3);
+#pragma unroll
+        for (int rg = 0; rg < kMaxRows / 16; ++rg) {
+          if (rg < RGI) {
+            const __nv_bfloat16* a = s_q + (rg * 16 + (lane & 15)) * strideD + k0 + (lane >> 4) * 8;
+            uint32_t a0, a1, a2, a3;
+            LdMatrixX4Ptr<false>(a, a0, a1, a2, a3);
+            MmaBf16(acc[rg], a0, a1, a2, a3, b0, b1);
+            if (two) {
+              LdMatrixX4Ptr<false>(a + 16, a0, a1, a2, a3);
+              MmaBf16(acc[rg], a0, a1, a2, a3, b2, b3);
+            }
+          }
+        }
+      }
+      // ReLU (kept in acc for sweep B), head weights, sum over this lane's rows, then over rq.
+      float I0 = 0.f, I1 = 0.f;
+#pragma unroll
+      for (int rg = 0; rg < kMaxRows / 16; ++rg) {
+        if (rg < RGI) {
+#pragma unroll
+          for (int e = 0; e < 4; ++e) acc[rg][e] = fmaxf(acc[rg][e] * scale, 0.f);
+          I0 += wr[rg][0] * acc[rg][0] + wr[rg][1] * acc[rg][2];
+          I1 += wr[rg][0] * acc[rg][1] + wr[rg][1] * acc[rg][3];
+        }
+      }
+#pragma unroll
+      for (int o = 4; o < 32; o <<= 1) {
+        I0 += __shfl_xor_sync(0xffffffffu, I0, o);
+        I1 += __shfl_xor_sync(0xffffffffu, I1, o);
+      }
+      if (sweep == 0) {
+        // Online lse over this warp's keys (I is the same in every quad row: warp-uniform).
+        float mx = fmaxf(v0 ? I0 : -INFINITY, v1 ? I1 : -INFINITY);
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+        if (mx > -INFINITY) {  // a warp with no valid key in this tile keeps its state
+          const float nm = fmaxf(run_m, mx);
+          float sum = (v0 ? __expf(I0 - nm) : 0.f) + (v1 ? __expf(I1 - nm) : 0.f);
+          sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+          sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+          run_l = run_l * __expf(run_m - nm) + sum;
+          run_m = nm;
+        }
+        continue;
+      }
+      float d0 = 0.f, d1 = 0.f;
+      if (v0) {
+        d0 = __expf(I0 - lse_i) - pb0;
+        if (rq == 0) cross += static_cast<double>(pb0) * static_cast<double>(I0 - lse_i);
+      }
+      if (v1) {
+        d1 = __expf(I1 - lse_i) - pb1;
+        if (rq == 0) cross += static_cast<double>(pb1) * static_cast<double>(I1 - lse_i);
+      }
+      if (!want_grads) continue;
+      // coef = dI * w * index_scale * [a > 0] (bf16, shared) and the grad_w partials (registers).
+#pragma unroll
+      for (int rg = 0; rg < kMaxRows / 16; ++rg) {
+        if (rg < RGI) {
+          gw[rg][0] += d0 * acc[rg][0] + d1 * acc[rg][1];
+          gw[rg][1] += d0 * acc[rg][2] + d1 * acc[rg][3];
+          const float cw0 = wr[rg][0] * scale, cw1 = wr[rg][1] * scale;
+          const int row0 = rg * 16 + rq;
+          *reinterpret_cast<__nv_bfloat162*>(s_coef + row0 * kCoefStride + kcol) =
+              __floats2bfloat162_rn(acc[rg][0] > 0.f ? d0 * cw0 : 0.f, acc[rg][1] > 0.f ? d1 * cw0 : 0.f);
+          *reinterpret_cast<__nv_bfloat162*>(s_coef + (row0 + 8) * kCoefStride + kcol) =
+              __floats2bfloat162_rn(acc[rg][2] > 0.f ? d0 * cw1 : 0.f, acc[rg][3] > 0.f ? d1 * cw1 : 0.f);
+        }
+      }
+      __syncthreads();  // coef complete
+      // grad_q[t] += coef (HIp x kSKT) . k_tile (kSKT x Dp) into this warp's register tiles.
+      if (p.grad_q) {
+#pragma unroll
+        for (int ii = 0; ii < kMaxGqItems; ++ii) {
+          const int it = warp + kWarps * ii;
+          if (it < n_gq) {
+            const int rg = it / dch, dc = it - rg * dch;
+            WarpMma<2, false, true>(gq[ii], s_coef, kCoefStride, rg * 16, buf, strideD, dc * 16, kSKT);
+          }
+        }
+      }
+      if (p.grad_k) AddGradKTile(c, s_coef, s_q, tile, n, keys);
+    }
+    CpAsyncWait<0>();
+    if (sweep == 0) {
+      // Merge the warps' (max, sum) pairs into the query's lse.
+      if (lane == 0) {
+        s_part[warp][0] = run_m;
+        s_part[warp][1] = run_l;
+      }
+      __syncthreads();
+      float m = -INFINITY;
+      for (int w2 = 0; w2 < kWarps; ++w2) m = fmaxf(m, s_part[w2][0]);
+      float l = 0.f;
+      for (int w2 = 0; w2 < kWarps; ++w2) {
+        if (s_part[w2][1] > 0.f) l += s_part[w2][1] * __expf(s_part[w2][0] - m);
+      }
+      lse_i = m + logf(l);
+    }
+  }
+  if (want_grads) {
+    // grad_w: the quad's 8 keys summed, one partial row per warp (summed in WriteBackQueryResults).
+#pragma unroll
+    for (int rg = 0; rg < kMaxRows / 16; ++rg) {
+      if (rg < RGI) {
+#pragma unroll
+        for (int hh = 0; hh < 2; ++hh) {
+          float v = gw[rg][hh];
+          v += __shfl_xor_sync(0xffffffffu, v, 1);
+          v += __shfl_xor_sync(0xffffffffu, v, 2);
+          if (kq == 0) s_gw[warp][rg * 16 + rq + 8 * hh] = v;
+        }
+      }
+    }
+    if (p.grad_q) {
+#pragma unroll
+      for (int ii = 0; ii < kMaxGqItems; ++ii) {
+        const int it = warp + kWarps * ii;
+        if (it < n_gq) {
+          const int rg = it / dch, dc = it - rg * dch;
+#pragma unroll
+          for (int nt = 0; nt < 2; ++nt) {
+            float* g0 = s_gq + (rg * 16 + rq) * Dp + dc * 16 + nt * 8 + 2 * kq;
+            g0[0] += gq[ii][nt][0];
+            g0[1] += gq[ii][nt][1];
+            g0[8 * Dp] += gq[ii][nt][2];
+            g0[8 * Dp + 1] += gq[ii][nt][3];
+          }
+        }
+      }
     }
   }
   *cross_out = cross;
@@ -603,7 +829,7 @@ __device__ __forceinline__ void WriteBackQueryResults(const CtaContext& c, int64
       for (int h = tid; h < HI; h += kThreads) {
         float sum = 0.f;
 #pragma unroll
-        for (int qq = 0; qq < kSKT / 16; ++qq) sum += s_gw[qq][h];  // fixed order: deterministic
+        for (int qq = 0; qq < kGwParts; ++qq) sum += s_gw[qq][h];  // fixed order: deterministic
         p.grad_w[t * p.HI + h] += sum;
       }
     }
@@ -683,7 +909,11 @@ __global__ void __launch_bounds__(kThreads, 1) DistillLossKernel(const KernelPar
     } else {
       AccumulateTeacherDistribution(c, t, n, keys, num_tiles, s_part, &ent);
     }
-    StudentScoresAndGradients(c, t, n, keys, s_part, s_di, s_gw, s_w, s_red, &cross);  // phase 2
+    if (kp.warp_keys_student) {  // phase 2
+      StudentWarpKeys(c, t, n, keys, s_part, s_gw, s_w, &cross);
+    } else {
+      StudentScoresAndGradients(c, t, n, keys, s_part, s_di, s_gw, s_w, s_red, &cross);
+    }
     __syncthreads();
     WriteBackQueryResults(c, t, s_gw, s_red, ent, cross);  // phase 3
   }
@@ -691,6 +921,7 @@ __global__ void __launch_bounds__(kThreads, 1) DistillLossKernel(const KernelPar
 
 struct Layout {
   bool wgmma;  // the teacher path (DistillTeacherImpl resolved for the device and shapes)
+  bool warp_keys_student;  // the student path (DistillStudentImpl resolved for the shapes)
   DistillSmemPlan plan;
   int64_t slot_floats;
   size_t smem_bytes;
@@ -716,6 +947,13 @@ Layout MakeLayout(const DistillLossCudaParams& p) {
   if (p.teacher_impl == DistillTeacherImpl::kWgmma && !wgmma_ok) Fail("the wgmma teacher needs sm_90 and DA <= 576");
   l.wgmma = p.teacher_impl == DistillTeacherImpl::kWgmma || (p.teacher_impl == DistillTeacherImpl::kAuto && wgmma_ok);
   l.plan = DistillSmemPlan::For(p);
+  // The warp-keys student keeps grad_q in registers: at most kMaxGqItems 16 x 16 tiles per warp.
+  const bool warp_keys_ok = (l.plan.HIp / 16) * (l.plan.Dp / 16) <= kWarps * kMaxGqItems;
+  if (p.student_impl == DistillStudentImpl::kWarpKeys && !warp_keys_ok) {
+    Fail("the warp-keys student needs (HI / 16) * (D / 16) <= 64 (rounded up)");
+  }
+  l.warp_keys_student = p.student_impl == DistillStudentImpl::kWarpKeys ||
+                        (p.student_impl == DistillStudentImpl::kAuto && warp_keys_ok);
   l.slot_floats = RoundUp(std::max<int64_t>(p.sparse ? p.K : p.L, 1), 64);
   l.smem_bytes = l.plan.Bytes(p.sparse, l.wgmma);
   l.grid = std::max(sms, 1);
@@ -752,6 +990,7 @@ void DistillLossCuda(const DistillLossCudaParams& p) {
   kp.p = p;
   kp.plan = l.plan;
   kp.slot_floats = l.slot_floats;
+  kp.warp_keys_student = l.warp_keys_student;
   unsigned char* ws = static_cast<unsigned char*>(p.workspace);
   kp.counter = reinterpret_cast<unsigned int*>(ws);
   kp.pbar_ws = reinterpret_cast<float*>(ws + 256);

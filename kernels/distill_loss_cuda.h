@@ -30,6 +30,9 @@
 //       grad_q[t]   += coef . k_tile           (mma.sync, fp32 accumulator in shared memory)
 //       grad_k[s]   += coef^T . q[t]           (mma.sync, then float4 atomicAdd to global)
 //       grad_w[t,h] += sum_s dI * ReLU(a)      (fp32, per-CTA deterministic)
+//  That is the tiled student (DistillStudentImpl::kTiled). The default, kWarpKeys, computes the
+//  same quantities with each warp owning 8 keys of every tile across all heads (I, its lse and
+//  dI in-warp; grad_q and grad_w accumulated in registers; 2 barriers per tile in sweep B, 1 in A).
 //  The loss is summed per query in fp64 and added to *loss with a double atomicAdd.
 // Determinism: grad_q and grad_w are written by one CTA per query (deterministic); grad_k and loss
 // use global atomics across queries (run-to-run differences at rounding level).
@@ -61,6 +64,14 @@ constexpr int kDistillMaxServed = 8;
 // (any sm_80+ device, the shared-memory limit on HA and DA). kAuto: kWgmma where it applies.
 enum class DistillTeacherImpl { kAuto = 0, kMmaSync = 1, kWgmma = 2 };
 
+// How the student phase (step 2 above) splits its work over the 8 warps. kTiled: (16-head row
+// group, 16-key quarter) items, the head reduction through shared memory, one warp doing each
+// tile's softmax, grad_q accumulated in shared memory (4 barriers per tile in sweep B, 2 in A).
+// kWarpKeys: each warp owns 8 keys of a tile across all heads (I complete in-warp, per-warp
+// online lse, grad_q / grad_w in registers; 2 barriers per tile in sweep B, 1 in A); needs
+// ceil(HI / 16) * ceil(D / 16) <= 64 (V3.2: 32). kAuto: kWarpKeys where it applies.
+enum class DistillStudentImpl { kAuto = 0, kTiled = 1, kWarpKeys = 2 };
+
 struct DistillLossCudaParams {
   // Student: the Full layer's indexer, rope applied.
   const __nv_bfloat16* q = nullptr;  // [Tq, HI, D] device
@@ -86,6 +97,7 @@ struct DistillLossCudaParams {
   float* grad_k = nullptr;           // [L, D]      device (float4 atomicAdd across queries)
   float* grad_w = nullptr;           // [Tq, HI]    device (deterministic)
   DistillTeacherImpl teacher_impl = DistillTeacherImpl::kAuto;
+  DistillStudentImpl student_impl = DistillStudentImpl::kAuto;
   void* workspace = nullptr;         // DistillLossCudaWorkspaceBytes(*this) bytes, device
   size_t workspace_bytes = 0;
   cudaStream_t stream = nullptr;

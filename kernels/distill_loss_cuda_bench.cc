@@ -6,7 +6,9 @@
 //   distill_loss_cuda_bench --profile                  (one call each, for a profiler)
 //
 // Every case runs with the wgmma teacher (the default on sm_90) and, at 8K, with the mma.sync
-// teacher too (the previous path, for before/after in one run); each wgmma case is also timed
+// teacher too (the previous path, for before/after in one run); the student is the default
+// (warp-keys at these sizes), and at 8K the wgmma case also runs with the tiled student (the
+// previous student, for before/after in one run: column "student"); each wgmma case is also timed
 // "teacher only" (no loss or gradient outputs: the student phase is skipped), which gives the
 // teacher phase's own rate (FLOPs = pairs * served * 2 * 2*HA*DA) and, by difference, the
 // student's. The cuBLAS bf16 GEMM ceiling is measured in the same run.
@@ -22,6 +24,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/cuda_check.h"
@@ -32,7 +35,7 @@ namespace indexcache {
 namespace {
 
 struct Result {
-  std::string mode, impl;
+  std::string mode, impl, student;
   int64_t T, served, K;
   double ms, pairs, flops;
   int iters;
@@ -41,7 +44,8 @@ struct Result {
 
 // profile: instead of timing medians, one call each of the full kernel, the teacher only and the
 // full kernel without grad_k (for a profiler; the times printed are single runs).
-Result Bench(int64_t T, int served, bool sparse, int64_t K, DistillTeacherImpl impl, bool profile = false) {
+Result Bench(int64_t T, int served, bool sparse, int64_t K, DistillTeacherImpl impl,
+             DistillStudentImpl student = DistillStudentImpl::kAuto, bool profile = false) {
   const int64_t HI = 64, D = 128, HA = 128, DA = 576;
   std::vector<void*> allocs;
   auto alloc = [&](size_t bytes, int byte) {
@@ -89,6 +93,7 @@ Result Bench(int64_t T, int served, bool sparse, int64_t K, DistillTeacherImpl i
   p.grad_k = static_cast<float*>(alloc(T * D * 4, 0));
   p.grad_w = static_cast<float*>(alloc(T * HI * 4, 0));
   p.teacher_impl = impl;
+  p.student_impl = student;
   p.workspace_bytes = DistillLossCudaWorkspaceBytes(p);
   p.workspace = alloc(p.workspace_bytes, 0);
 
@@ -111,9 +116,10 @@ Result Bench(int64_t T, int served, bool sparse, int64_t K, DistillTeacherImpl i
   const double warm = MedianMs(run, 0, 1);
   const int iters = warm > 3000 ? 1 : (warm > 500 ? 3 : 7);
   const double median_ms = MedianMs(run, 0, iters);
-  Result r{sparse ? "sparse" : "dense", impl == DistillTeacherImpl::kWgmma ? "wgmma" : "mma.sync", T, served,
+  Result r{sparse ? "sparse" : "dense", impl == DistillTeacherImpl::kWgmma ? "wgmma" : "mma.sync",
+           student == DistillStudentImpl::kTiled ? "tiled" : "auto", T, served,
            sparse ? K : 0, median_ms, pairs, pairs * (served * 2.0 * 2.0 * HA * DA + 4.0 * 2.0 * HI * D), iters};
-  if (impl == DistillTeacherImpl::kWgmma) {
+  if (impl == DistillTeacherImpl::kWgmma && student != DistillStudentImpl::kTiled) {
     // Teacher only: without outputs the kernel skips the student phase.
     p.loss = nullptr;
     p.grad_q = p.grad_k = p.grad_w = nullptr;
@@ -130,7 +136,7 @@ int Main(int argc, char** argv) {
   if (argc == 2 && std::string(argv[1]) == "--profile") {
     cudaDeviceProp prop;
     if (!BenchDeviceProps(&prop)) return 0;
-    Bench(4096, 1, false, 0, DistillTeacherImpl::kWgmma, true);
+    Bench(4096, 1, false, 0, DistillTeacherImpl::kWgmma, DistillStudentImpl::kAuto, true);
     return 0;
   }
   if (!ParseJsonFlag(argc, argv, &json_path, "--quick", &quick)) return 1;
@@ -142,14 +148,15 @@ int Main(int argc, char** argv) {
     for (int served : {1, 4}) {
       for (bool sparse : {true, false}) {
         if (quick && T > 8192) continue;
-        std::vector<DistillTeacherImpl> impls;
-        if (sm90) impls.push_back(DistillTeacherImpl::kWgmma);
-        if (T == 8192 || !sm90) impls.push_back(DistillTeacherImpl::kMmaSync);
-        for (DistillTeacherImpl impl : impls) {
-          results.push_back(Bench(T, served, sparse, sparse ? 2048 : 0, impl));
+        std::vector<std::pair<DistillTeacherImpl, DistillStudentImpl>> impls;
+        if (sm90) impls.push_back({DistillTeacherImpl::kWgmma, DistillStudentImpl::kAuto});
+        if (sm90 && T == 8192) impls.push_back({DistillTeacherImpl::kWgmma, DistillStudentImpl::kTiled});
+        if (T == 8192 || !sm90) impls.push_back({DistillTeacherImpl::kMmaSync, DistillStudentImpl::kAuto});
+        for (const auto& impl : impls) {
+          results.push_back(Bench(T, served, sparse, sparse ? 2048 : 0, impl.first, impl.second));
           const Result& r = results.back();
-          std::fprintf(stderr, "done %s %s T=%lld served=%lld: %.2f ms\n", r.mode.c_str(), r.impl.c_str(),
-                       (long long)r.T, (long long)r.served, r.ms);
+          std::fprintf(stderr, "done %s %s %s T=%lld served=%lld: %.2f ms\n", r.mode.c_str(), r.impl.c_str(),
+                       r.student.c_str(), (long long)r.T, (long long)r.served, r.ms);
         }
       }
     }
@@ -157,11 +164,12 @@ int Main(int argc, char** argv) {
   const double gemm = MeasureBf16GemmTflops(8192);
   std::printf("DistillLossCuda fwd+bwd on %s (HI 64, D 128, HA 128, DA 576); cuBLAS bf16 GEMM 8192^3 in the same "
               "run: %.1f TFLOP/s\n\n", prop.name, gemm);
-  std::printf("| mode | teacher | T | served | K | median ms | queries/s | TFLOP/s | teacher-only ms | teacher TFLOP/s "
+  std::printf("| mode | teacher | student | T | served | K | median ms | queries/s | TFLOP/s | teacher-only ms | teacher TFLOP/s "
               "| student ms (difference) | runs |\n"
-              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+              "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
   for (const Result& r : results) {
-    std::printf("| %s | %s | %lld | %lld | %lld | %.2f | %.3g | %.1f |", r.mode.c_str(), r.impl.c_str(), (long long)r.T,
+    std::printf("| %s | %s | %s | %lld | %lld | %lld | %.2f | %.3g | %.1f |", r.mode.c_str(), r.impl.c_str(),
+                r.student.c_str(), (long long)r.T,
                 (long long)r.served, (long long)r.K, r.ms, r.T / (r.ms * 1e-3), r.flops / (r.ms * 1e9));
     if (r.teacher_ms > 0) {
       std::printf(" %.2f | %.1f | %.2f |", r.teacher_ms, r.teacher_flops / (r.teacher_ms * 1e9), r.ms - r.teacher_ms);
@@ -177,9 +185,9 @@ int Main(int argc, char** argv) {
                  "4*2*HI*D)\", \"results\": [", prop.name, gemm);
     for (size_t i = 0; i < results.size(); ++i) {
       const Result& r = results[i];
-      std::fprintf(f, "%s\n  {\"mode\": \"%s\", \"teacher\": \"%s\", \"teacher_only_ms\": %.3f, \"T\": %lld, \"served\": %lld, \"K\": %lld, \"median_ms\": %.3f, "
+      std::fprintf(f, "%s\n  {\"mode\": \"%s\", \"teacher\": \"%s\", \"student\": \"%s\", \"teacher_only_ms\": %.3f, \"T\": %lld, \"served\": %lld, \"K\": %lld, \"median_ms\": %.3f, "
                    "\"queries_per_s\": %.1f, \"pairs\": %.0f, \"tflops\": %.2f, \"runs\": %d}", i ? "," : "",
-                   r.mode.c_str(), r.impl.c_str(), r.teacher_ms, (long long)r.T, (long long)r.served, (long long)r.K, r.ms, r.T / (r.ms * 1e-3),
+                   r.mode.c_str(), r.impl.c_str(), r.student.c_str(), r.teacher_ms, (long long)r.T, (long long)r.served, (long long)r.K, r.ms, r.T / (r.ms * 1e-3),
                    r.pairs, r.flops / (r.ms * 1e9), r.iters);
     }
     std::fprintf(f, "\n]}\n");

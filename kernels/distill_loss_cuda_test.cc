@@ -42,8 +42,18 @@ std::vector<uint16_t> RoundToBf16(std::vector<float>* v) {
   return bits;
 }
 
-// Each case runs with both teacher paths (the wgmma one only on an sm_90 device).
-class DistillLossCudaTest : public ::testing::TestWithParam<std::tuple<Case, DistillTeacherImpl>> {};
+// A (teacher, student) implementation pair. Each case runs with the mma.sync and the wgmma teacher
+// (the latter only on an sm_90 device) and with both students; kAuto resolves the student, which
+// for shapes the warp-keys student does not take (wide_heads_d136) means the tiled one.
+struct Path {
+  DistillTeacherImpl teacher;
+  DistillStudentImpl student;
+  const char* name;
+};
+
+void PrintTo(const Path& path, std::ostream* os) { *os << path.name; }
+
+class DistillLossCudaTest : public ::testing::TestWithParam<std::tuple<Case, Path>> {};
 
 bool DeviceIsSm90() {
   int dev = 0, major = 0, minor = 0;
@@ -56,7 +66,8 @@ bool DeviceIsSm90() {
 TEST_P(DistillLossCudaTest, MatchesCpu) {
   if (!CudaDeviceAvailable()) GTEST_SKIP() << "no CUDA device";
   const Case c = std::get<0>(GetParam());
-  const DistillTeacherImpl impl = std::get<1>(GetParam());
+  const DistillTeacherImpl impl = std::get<1>(GetParam()).teacher;
+  const DistillStudentImpl student = std::get<1>(GetParam()).student;
   if (impl == DistillTeacherImpl::kWgmma && !DeviceIsSm90()) GTEST_SKIP() << "the wgmma teacher needs sm_90";
   std::mt19937 rng(c.seed * 7919u + static_cast<uint32_t>(c.Tq * 31 + c.L));
   std::normal_distribution<float> normal(0.f, 1.f);
@@ -172,6 +183,7 @@ TEST_P(DistillLossCudaTest, MatchesCpu) {
   p.topk = c.sparse ? dtopk.ptr : nullptr;
   p.K = c.K;
   p.teacher_impl = impl;
+  p.student_impl = student;
   p.loss = dloss.ptr;
   p.grad_q = dgq.ptr;
   p.grad_k = dgk.ptr;
@@ -200,7 +212,7 @@ TEST_P(DistillLossCudaTest, MatchesCpu) {
   EXPECT_LT(ek, kRelL2TolBf16) << "grad_k";
   EXPECT_LT(ew, kRelL2TolBf16) << "grad_w";
   std::printf("[%s %s] loss %.6f vs %.6f (rel %.2e); rel L2 grad_q %.2e grad_k %.2e grad_w %.2e\n", c.name.c_str(),
-              impl == DistillTeacherImpl::kWgmma ? "wgmma" : "mma.sync", got, want, std::abs(got - want) / std::abs(want), eq, ek, ew);
+              std::get<1>(GetParam()).name, got, want, std::abs(got - want) / std::abs(want), eq, ek, ew);
 }
 
 INSTANTIATE_TEST_SUITE_P(
@@ -216,11 +228,16 @@ INSTANTIATE_TEST_SUITE_P(
         Case{"v32_heads_dense", 70, 70, 64, 128, 128, 576, 2, 0, false, 0, 7},
         Case{"v32_heads_sparse", 90, 200, 64, 128, 128, 576, 1, 110, true, 64, 8},
         Case{"v32_heads_dense_8layers", 40, 200, 64, 128, 128, 576, 8, 150, false, 0, 9},
-        Case{"v32_heads_sparse_5layers", 60, 260, 64, 128, 100, 576, 5, 120, true, 200, 10}),
-        ::testing::Values(DistillTeacherImpl::kMmaSync, DistillTeacherImpl::kWgmma)),
-    [](const ::testing::TestParamInfo<std::tuple<Case, DistillTeacherImpl>>& info) {
-      return std::get<0>(info.param).name +
-             (std::get<1>(info.param) == DistillTeacherImpl::kWgmma ? "_wgmma" : "_mmasync");
+        Case{"v32_heads_sparse_5layers", 60, 260, 64, 128, 100, 576, 5, 120, true, 200, 10},
+        // The warp-keys student at its register limit (8 x 8 grad_q tiles) and just past it.
+        Case{"wide_heads_dense", 45, 150, 128, 128, 12, 40, 2, 100, false, 0, 11},
+        Case{"wide_heads_d136_sparse", 45, 150, 128, 136, 12, 40, 1, 100, true, 70, 12}),
+        ::testing::Values(Path{DistillTeacherImpl::kMmaSync, DistillStudentImpl::kTiled, "mmasync_tiled"},
+                          Path{DistillTeacherImpl::kMmaSync, DistillStudentImpl::kAuto, "mmasync_auto"},
+                          Path{DistillTeacherImpl::kWgmma, DistillStudentImpl::kTiled, "wgmma_tiled"},
+                          Path{DistillTeacherImpl::kWgmma, DistillStudentImpl::kAuto, "wgmma_auto"})),
+    [](const ::testing::TestParamInfo<std::tuple<Case, Path>>& info) {
+      return std::get<0>(info.param).name + "_" + std::get<1>(info.param).name;
     });
 
 }  // namespace
