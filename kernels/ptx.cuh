@@ -53,6 +53,11 @@ __device__ __forceinline__ void CpAsync16ZeroFillMem(uint32_t dst, const void* s
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(src_bytes) : "memory");
 }
 __device__ __forceinline__ void CpAsyncCommitMem() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+// Waits until at most N committed groups are still in flight (with a "memory" clobber).
+template <int N>
+__device__ __forceinline__ void CpAsyncWaitMem() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
 // Waits for every committed group.
 __device__ __forceinline__ void CpAsyncWaitAllMem() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
 
@@ -97,6 +102,23 @@ __device__ __forceinline__ void MmaBf16(float* c, uint32_t a0, uint32_t a1, uint
 
 __device__ __forceinline__ void StoreShared32(uint32_t addr, uint32_t v) {
   asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(addr), "r"(v) : "memory");
+}
+__device__ __forceinline__ void StoreShared128(uint32_t addr, uint4 v) {
+  asm volatile("st.shared.v4.b32 [%0], {%1, %2, %3, %4};\n" ::"r"(addr), "r"(v.x), "r"(v.y), "r"(v.z), "r"(v.w)
+               : "memory");
+}
+__device__ __forceinline__ uint4 LoadShared128(uint32_t addr) {
+  uint4 v;
+  asm volatile("ld.shared.v4.b32 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+               : "r"(addr)
+               : "memory");
+  return v;
+}
+__device__ __forceinline__ float LoadSharedF32(uint32_t addr) {
+  float v;
+  asm volatile("ld.shared.f32 %0, [%1];\n" : "=f"(v) : "r"(addr) : "memory");
+  return v;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -149,6 +171,18 @@ __device__ __forceinline__ void MbarWait(uint32_t bar, uint32_t parity) {
       "@!done bra WAIT_%=;\n}\n" ::"r"(bar),
       "r"(parity)
       : "memory");
+}
+// Whether the phase with parity `parity` has completed, without waiting (a single probe).
+__device__ __forceinline__ bool MbarTest(uint32_t bar, uint32_t parity) {
+  uint32_t done;
+  asm volatile(
+      "{\n.reg .pred p;\n"
+      "mbarrier.test_wait.parity.shared::cta.b64 p, [%1], %2;\n"
+      "selp.u32 %0, 1, 0, p;\n}\n"
+      : "=r"(done)
+      : "r"(bar), "r"(parity)
+      : "memory");
+  return done != 0;
 }
 // Arrives on `bar` once every cp.async this thread issued before has landed; .noinc: the arrival
 // counts against the barrier's expected count (init it with the number of copying threads).

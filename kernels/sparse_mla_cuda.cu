@@ -319,7 +319,15 @@ void SparseMlaCuda(const SparseMlaCudaParams& p, cudaStream_t stream) {
   if (p.T < 0 || p.H < 0 || p.L < 0 || p.topk < 0) Unsupported("negative size");
   if (p.T == 0 || p.H == 0) return;
   if (p.L > INT32_MAX || p.H > INT32_MAX || p.topk > INT32_MAX) Unsupported("size beyond int32");
-  if (!Aligned16(p.q) || !Aligned16(p.kv) || !Aligned16(p.out)) Unsupported("q, kv and out must be 16-byte aligned");
+  if (p.kv_fp8 != nullptr) {
+    if (p.kv != nullptr) Unsupported("set kv or kv_fp8, not both");
+    if (p.variant != SparseMlaVariant::kWarpSpecialized) Unsupported("FP8 latents need the warp-specialised kernel");
+    if (!(p.scale > 0.f)) Unsupported("FP8 latents need scale > 0");
+    if (!Aligned16(p.kv_fp8)) Unsupported("kv_fp8 must be 16-byte aligned");
+  } else if (!Aligned16(p.kv)) {
+    Unsupported("kv must be 16-byte aligned");
+  }
+  if (!Aligned16(p.q) || !Aligned16(p.out)) Unsupported("q and out must be 16-byte aligned");
   const int64_t head_groups = (p.H + kHeadsPerCta - 1) / kHeadsPerCta;
   if (p.T * head_groups > INT32_MAX) Unsupported("too many (token, head group) blocks");
   switch (p.variant) {

@@ -31,6 +31,11 @@ enum class SparseMlaVariant : int {
 struct SparseMlaCudaParams {
   const __nv_bfloat16* q = nullptr;   // [T, H, d_qk] absorbed queries (device)
   const __nv_bfloat16* kv = nullptr;  // [L, d_qk]    latents; values are the first d_v dims (device)
+  // Or, instead of kv, an FP8 latent cache: [L, 656] bytes in kernels/latent_fp8.h's row format
+  // (512 e4m3 | 4 fp32 scales | 64 bf16 rope: LatentFp8Layout{512, 64}), 16-byte aligned. The
+  // kernel dequantises the rows it gathers (kWarpSpecialized only; scale > 0): the results equal
+  // those of SparseMlaCuda on DequantizeLatentRowsCuda's rows, bit for bit.
+  const uint8_t* kv_fp8 = nullptr;
   const int32_t* indices = nullptr;   // [T, topk]    key indices in [0, L), or -1 (device)
   int64_t T = 0, H = 0, d_qk = 576, d_v = 512, L = 0, topk = 0;
   float scale = 1.0f;                 // softmax scale applied to q . kv

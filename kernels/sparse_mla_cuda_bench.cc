@@ -7,6 +7,12 @@
 //
 //   sparse_mla_cuda_bench [--json PATH] [--sweep]
 //
+// The decode shapes also run over an FP8 latent pool (kernels/latent_fp8.h rows, 656 bytes): the
+// kernel reading the cache in place (ws_fp8_cache, SparseMlaCudaParams::kv_fp8) and the unfused path
+// it replaces (fp8_gather_then_ws: DequantizeLatentRowsCuda of the selected rows, then the kernel on
+// them; the index compaction is precomputed and not timed), and ws_fp8_cache_in_order (the first FP8
+// loader, WsExperiment::fp8_in_order). "KV GB/s" stays the bf16 figure there.
+//
 // --sweep adds rows of the warp-specialised kernel at other settings (kernels/sparse_mla_cuda_internal.h):
 // ws_kv_normal_policy (gathers without the L2 evict-last policy), ws_prefetchN (L2 prefetch N pairs
 // ahead) and ws_no_gathers (the loader copies nothing: the consumers' ceiling; wrong results by
@@ -23,6 +29,8 @@
 
 #include "core/cuda_check.h"
 #include "kernels/bench_util.h"
+#include "kernels/latent_fp8.h"
+#include "kernels/latent_fp8_cuda.h"
 #include "kernels/sparse_mla_cuda.h"
 #include "kernels/sparse_mla_cuda_internal.h"
 
@@ -69,6 +77,30 @@ int Main(int argc, char** argv) {
   for (int64_t r = kLMax; r < kPoolRows; r += kLMax) {
     CUDA_CHECK(cudaMemcpy(kv + r * kDqk, kv, kLMax * kDqk * 2, cudaMemcpyDeviceToDevice));
   }
+
+  // The FP8 pool: the first 128K rows quantised, repeated like the bf16 pool (2.75 GB).
+  const LatentFp8Layout fp8_layout = MakeLatentFp8Layout(kDv, kDqk - kDv).value();
+  const int64_t fp8_row = fp8_layout.row_bytes();
+  uint8_t* kv8;
+  CUDA_CHECK(cudaMalloc(&kv8, kPoolRows * fp8_row));
+  {
+    std::vector<int32_t> rows(kLMax);
+    for (int64_t r = 0; r < kLMax; ++r) rows[r] = static_cast<int32_t>(r);
+    int32_t* drows;
+    CUDA_CHECK(cudaMalloc(&drows, kLMax * sizeof(int32_t)));
+    CUDA_CHECK(cudaMemcpy(drows, rows.data(), kLMax * sizeof(int32_t), cudaMemcpyHostToDevice));
+    QuantizeLatentRowsCuda(kv, drows, kLMax, fp8_layout, kv8, nullptr);
+    CUDA_CHECK(cudaDeviceSynchronize());
+    CUDA_CHECK(cudaFree(drows));
+    for (int64_t r = kLMax; r < kPoolRows; r += kLMax) {
+      CUDA_CHECK(cudaMemcpy(kv8 + r * fp8_row, kv8, kLMax * fp8_row, cudaMemcpyDeviceToDevice));
+    }
+  }
+  // The unfused path's gathered rows and compacted indices (decode shapes only).
+  __nv_bfloat16* gathered;
+  int32_t* compact;
+  CUDA_CHECK(cudaMalloc(&gathered, kDecodeTMax * kTopk * kDqk * 2));
+  CUDA_CHECK(cudaMalloc(&compact, kDecodeTMax * kTopk * sizeof(int32_t)));
 
   // cuBLAS bf16 GEMM ceiling: 8192^3.
   const double gemm_tflops = MeasureBf16GemmTflops(8192);
@@ -134,6 +166,48 @@ int Main(int argc, char** argv) {
       results.push_back({cfg.name, sh.name, sh.T, sh.H, sh.L, ms, flops / (ms * 1e9), kv_bytes / (ms * 1e6)});
     }
     sparse_mla::SetWsExperiment({});
+    if (sh.per_query_context) {  // the FP8 cache, fused and unfused
+      SparseMlaCudaParams p;
+      p.q = q;
+      p.kv_fp8 = kv8;
+      p.indices = idx;
+      p.T = sh.T;
+      p.H = sh.H;
+      p.L = sh.T * sh.L;
+      p.topk = kTopk;
+      p.scale = 1.f / 13.856406f;
+      p.out = out;
+      p.lse = lse;
+      const double flops = 2.0 * sh.H * (kDqk + kDv) * kTopk * sh.T;
+      const double kv_bytes = double(sh.T) * kTopk * kDqk * 2;
+      double ms = MedianMs([&] { SparseMlaCuda(p, nullptr); }, kWarmup, kIters);
+      results.push_back({"ws_fp8_cache", sh.name, sh.T, sh.H, sh.L, ms, flops / (ms * 1e9), kv_bytes / (ms * 1e6)});
+      {  // the loader converting in order (cp.async groups), the first version
+        sparse_mla::WsExperiment e;
+        e.fp8_in_order = true;
+        sparse_mla::SetWsExperiment(e);
+        ms = MedianMs([&] { SparseMlaCuda(p, nullptr); }, kWarmup, kIters);
+        sparse_mla::SetWsExperiment({});
+        results.push_back(
+            {"ws_fp8_cache_in_order", sh.name, sh.T, sh.H, sh.L, ms, flops / (ms * 1e9), kv_bytes / (ms * 1e6)});
+      }
+      std::vector<int32_t> hcompact(sh.T * kTopk);
+      for (int64_t i = 0; i < sh.T * kTopk; ++i) hcompact[i] = static_cast<int32_t>(i);  // every index is valid
+      CUDA_CHECK(cudaMemcpy(compact, hcompact.data(), hcompact.size() * sizeof(int32_t), cudaMemcpyHostToDevice));
+      SparseMlaCudaParams u = p;
+      u.kv_fp8 = nullptr;
+      u.kv = gathered;
+      u.indices = compact;
+      u.L = sh.T * kTopk;
+      ms = MedianMs(
+          [&] {
+            DequantizeLatentRowsCuda(kv8, idx, sh.T * kTopk, fp8_layout, gathered, nullptr);
+            SparseMlaCuda(u, nullptr);
+          },
+          kWarmup, kIters);
+      results.push_back(
+          {"fp8_gather_then_ws", sh.name, sh.T, sh.H, sh.L, ms, flops / (ms * 1e9), kv_bytes / (ms * 1e6)});
+    }
   }
 
   std::printf("SparseMlaCuda bf16 on %s (%d SMs); topk=%lld, d_qk=%lld, d_v=%lld, median of %d\n", prop.name,
@@ -168,6 +242,9 @@ int Main(int argc, char** argv) {
   CUDA_CHECK(cudaFree(out));
   CUDA_CHECK(cudaFree(lse));
   CUDA_CHECK(cudaFree(idx));
+  CUDA_CHECK(cudaFree(kv8));
+  CUDA_CHECK(cudaFree(gathered));
+  CUDA_CHECK(cudaFree(compact));
   return 0;
 }
 

@@ -48,6 +48,9 @@
 #include <cmath>
 #include <cstdint>
 
+#include <cuda_fp16.h>
+#include <cuda_fp8.h>
+
 #include "core/cuda_check.h"
 #include "kernels/ptx.cuh"
 #include "kernels/sparse_mla_cuda_internal.h"
@@ -78,13 +81,18 @@ struct WsPlan {
   static constexpr int kM = kP1 + kBlockBytes;            // float[64]: running max exchange
   static constexpr int kL = kM + 64 * 4;                  // float[2][64]: row sums at the end
   static constexpr int kBars = kL + 2 * 64 * 4;           // 9 mbarriers
-  static constexpr int kUsed = kBars + 16 * 8;
+  static constexpr int kLandedBars = kBars + 16 * 8;      // FP8 loader: 4 warps x 4 half-stages
+  static constexpr int kUsed = kLandedBars + 16 * 8;
   static constexpr int kBytes = kUsed + 1024;             // slack to align the base
   // WG0's P lives in stage 0's RoPE block (column block 8).
   static constexpr int kP0 = kKv + 8 * kBlockBytes;
   __host__ __device__ static constexpr int QBar() { return kBars; }
   __host__ __device__ static constexpr int Ready(int stage, int half) { return kBars + 8 * (1 + 2 * stage + half); }
   __host__ __device__ static constexpr int Free(int stage, int half) { return kBars + 8 * (5 + 2 * stage + half); }
+  // A loader warp's copies of one half-stage have landed (FP8 path; 32 cp.async arrivals).
+  __host__ __device__ static constexpr int Landed(int warp, int stage, int half) {
+    return kLandedBars + 8 * (4 * warp + 2 * stage + half);
+  }
 };
 static_assert(WsPlan::kBytes <= 227 * 1024, "shared memory budget");
 
@@ -250,11 +258,179 @@ __device__ __forceinline__ void PackP(const float (&s)[32], uint32_t (&pr)[16], 
   }
 }
 
+// ---------------- The FP8 loader (SparseMlaCudaParams::kv_fp8): rows of kernels/latent_fp8.h's
+// format, [512 e4m3 | 4 fp32 scales | 64 bf16 rope] = 656 bytes, dequantised into the same bf16
+// stages, so the consumers (and the results) are those of the bf16 path on DequantizeLatentRows'
+// output. Shared memory has no room for a separate staging buffer (Q + 2 stages + P = 224 KB), so
+// the raw bytes land inside the bf16 tile they become: the 64 e4m3 of (row r, column block b) are
+// copied into 4 of the 8 16-byte chunks of that row's 128-byte segment of block b (chunk k at
+// position k ^ (r & 7): conflict-free reads), and the row's 4 scales into a fifth chunk
+// (position 4 ^ (r & 7)) of the first segment of each 128-column scale block. One thread then owns
+// the two segments of a (row, scale block): it reads a segment's 64 bytes into registers, then
+// writes its 128 bytes of bf16 in place (second segment first: the scales live in the first). The
+// RoPE block (bf16 already) is copied as in the bf16 path.
+// Each of the 4 loader warps owns rows 16 w .. 16 w + 15 of every block, for both the copies and the
+// conversion, so a warp depends only on its own copies (a per-warp "landed" mbarrier per half-stage).
+// Unlike cp.async, the conversion occupies the loader's threads, and it must not wait for data while
+// a half-stage it could refill is free: the warp polls both (the next half's free barrier, the
+// oldest copy's landed barrier) and does whichever is ready, issuing first (decisions warp-uniform).
+// Measured: converting in order with cp.async.wait_group instead (WsExperiment::fp8_in_order) left
+// one copy latency plus one conversion exposed per half-stage.
+constexpr int kFp8RowBytes = 656, kFp8ScaleOffset = 512, kFp8RopeOffset = 528;
+
+// Half-stage h of the loader's sequence (per pair: 0L, 1R, 0R, 1L, the order the consumers need them).
+__device__ __forceinline__ int SeqStage(int h) { return h & 1; }
+__device__ __forceinline__ int SeqHalf(int h) { return ((h & 3) == 1 || (h & 3) == 2) ? 1 : 0; }
+
+// e4m3 pair (low 16 bits: first element in the low byte) times scale, as bf16x2: the CPU reference's
+// operations (exact e4m3 -> fp32, one fp32 multiplication, round to bf16).
+__device__ __forceinline__ uint32_t DequantPair(uint32_t bits, float scale) {
+  const __half2_raw h = __nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(bits & 0xffffu), __NV_E4M3);
+  const float2 f = __half22float2(__half2(h));
+  return PackBf16(f.x * scale, f.y * scale);
+}
+
+// Converts one 128-byte segment in place: the e4m3 chunks at positions k ^ sw (k = 0..3) become the
+// bf16 chunks 2k, 2k + 1 at positions (2k) ^ sw, (2k + 1) ^ sw.
+__device__ __forceinline__ void DequantSegment(uint32_t seg, uint32_t sw, float scale) {
+  uint4 in[4];
+#pragma unroll
+  for (uint32_t k = 0; k < 4; ++k) in[k] = LoadShared128(seg + ((k ^ sw) << 4));
+#pragma unroll
+  for (uint32_t k = 0; k < 4; ++k) {
+    StoreShared128(seg + (((2 * k) ^ sw) << 4),
+                   make_uint4(DequantPair(in[k].x, scale), DequantPair(in[k].x >> 16, scale),
+                              DequantPair(in[k].y, scale), DequantPair(in[k].y >> 16, scale)));
+    StoreShared128(seg + (((2 * k + 1) ^ sw) << 4),
+                   make_uint4(DequantPair(in[k].z, scale), DequantPair(in[k].z >> 16, scale),
+                              DequantPair(in[k].w, scale), DequantPair(in[k].w >> 16, scale)));
+  }
+}
+
+// The loader warpgroup's work on the FP8 path (after Q): every half-stage of every pair.
+__device__ __forceinline__ void Fp8LoaderLoop(const uint8_t* __restrict__ kv8, const int32_t* __restrict__ idx_row,
+                                              int topk, int L, int n_pairs, uint32_t sb, uint64_t kv_policy,
+                                              bool in_order) {
+  const int lane = threadIdx.x & 31, lw = (threadIdx.x >> 5) & 3;
+  // Lane l holds the cache row of key 16 lw + (l & 15) of block (l >> 4) of a pair (-1: none).
+  auto pair_rows = [&](int pair) {
+    const int j = (2 * pair + (lane >> 4)) * kBlockKeys + 16 * lw + (lane & 15);
+    const int v = (pair < n_pairs && j < topk) ? __ldg(idx_row + j) : -1;
+    return (v >= 0 && v < L) ? v : -1;
+  };
+  auto gather = [&](int h, int rows) {
+    const int stage = SeqStage(h), half = SeqHalf(h);
+    const uint32_t base = sb + Plan::kKv + stage * kTileBytes;
+    const int cb0 = half ? kLeftBlocks : 0;
+    // e4m3 bytes [256 half, 256 half + 256) of 16 rows: 2 rows of 16 chunks per instruction.
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+      const int rr = 2 * i + (lane >> 4), q = lane & 15, r = 16 * lw + rr;
+      const int v = __shfl_sync(0xffffffffu, rows, stage * 16 + rr);
+      const uint32_t dst = base + (cb0 + (q >> 2)) * kBlockBytes + r * 128 + (((q & 3) ^ (r & 7)) << 4);
+      const uint8_t* src = kv8 + static_cast<int64_t>(v < 0 ? 0 : v) * kFp8RowBytes + 256 * half + 16 * q;
+      CpAsync16ZeroFillL2PrefetchHint(dst, src, v >= 0, kv_policy);
+    }
+    {  // the scales, into the first segment of both scale blocks of the half
+      const int rr = lane >> 1, r = 16 * lw + rr;
+      const int v = __shfl_sync(0xffffffffu, rows, stage * 16 + rr);
+      const uint32_t dst = base + (cb0 + 2 * (lane & 1)) * kBlockBytes + r * 128 + ((4 ^ (r & 7)) << 4);
+      CpAsync16ZeroFillL2PrefetchHint(dst, kv8 + static_cast<int64_t>(v < 0 ? 0 : v) * kFp8RowBytes + kFp8ScaleOffset,
+                                      v >= 0, kv_policy);
+    }
+    if (half == 1) {  // RoPE: bf16, straight into column block 8, 4 rows of 8 chunks per instruction
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const int rr = 4 * i + (lane >> 3), c = lane & 7, r = 16 * lw + rr;
+        const int v = __shfl_sync(0xffffffffu, rows, stage * 16 + rr);
+        const uint32_t dst = base + 8 * kBlockBytes + r * 128 + ((c ^ (r & 7)) << 4);
+        const uint8_t* src = kv8 + static_cast<int64_t>(v < 0 ? 0 : v) * kFp8RowBytes + kFp8RopeOffset + 16 * c;
+        CpAsync16ZeroFillL2PrefetchHint(dst, src, v >= 0, kv_policy);
+      }
+    }
+    if (in_order) {
+      CpAsyncCommitMem();
+    } else {
+      CpAsyncMbarArrive(sb + Plan::Landed(lw, stage, half));
+    }
+  };
+  auto convert = [&](int h) {
+    const int stage = SeqStage(h), half = SeqHalf(h);
+    const int r = 16 * lw + (lane & 15), pj = lane >> 4;  // row, scale block within the half
+    const uint32_t sw = static_cast<uint32_t>(r & 7);
+    const uint32_t seg0 = sb + Plan::kKv + stage * kTileBytes + (2 * (2 * half + pj)) * kBlockBytes + r * 128;
+    const float scale = LoadSharedF32(seg0 + ((4 ^ sw) << 4) + 4 * (2 * half + pj));
+    DequantSegment(seg0 + kBlockBytes, sw, scale);
+    DequantSegment(seg0, sw, scale);
+    FenceProxyAsync();  // generic-proxy writes, read by wgmma
+    MbarArrive(sb + Plan::Ready(stage, half));
+  };
+
+  const int total = 4 * n_pairs;
+  int issued = 0, done = 0;
+  int rows_cur = pair_rows(0), rows_next = pair_rows(1);  // pairs issued >> 2 and the one after
+  auto issue = [&]() {
+    if (issued > 0 && (issued & 3) == 0) {
+      rows_cur = rows_next;
+      rows_next = pair_rows((issued >> 2) + 1);
+    }
+    gather(issued, rows_cur);
+    ++issued;
+  };
+  // Phase parities: half-stage h is the (h >> 2)-th use of its region.
+  auto free_bar = [&](int h) { return sb + Plan::Free(SeqStage(h), SeqHalf(h)); };
+  auto landed_bar = [&](int h) { return sb + Plan::Landed(lw, SeqStage(h), SeqHalf(h)); };
+  if (in_order) {  // experiment: refill when free, else wait for the oldest copy and convert it
+    constexpr int kDepth = 3;
+    while (done < total) {
+      if (issued < total && issued - done < kDepth) {
+        const uint32_t parity = ((issued >> 2) & 1) ^ 1;  // the previous use's phase
+        bool go;
+        if (issued == done) {
+          MbarWait(free_bar(issued), parity);
+          go = true;
+        } else {
+          go = __all_sync(0xffffffffu, MbarTest(free_bar(issued), parity));
+        }
+        if (go) {
+          issue();
+          continue;
+        }
+      }
+      const int newer = issued - done - 1;
+      if (newer >= 2) {
+        CpAsyncWaitMem<2>();
+      } else if (newer == 1) {
+        CpAsyncWaitMem<1>();
+      } else {
+        CpAsyncWaitMem<0>();
+      }
+      __syncwarp();
+      convert(done);
+      ++done;
+    }
+    return;
+  }
+  while (done < total) {
+    if (issued < total && __all_sync(0xffffffffu, MbarTest(free_bar(issued), ((issued >> 2) & 1) ^ 1))) {
+      issue();
+    } else if (done < issued && __all_sync(0xffffffffu, MbarTest(landed_bar(done), (done >> 2) & 1))) {
+      convert(done);
+      ++done;
+    } else if (done == issued) {
+      MbarWait(free_bar(issued), ((issued >> 2) & 1) ^ 1);  // nothing to convert: wait for a free half
+    } else {
+      __nanosleep(20);
+    }
+  }
+}
+
+template <bool kFp8>
 __global__ void __launch_bounds__(kThreads, 1)
     SparseMlaWsKernel(const __nv_bfloat16* __restrict__ q, const __nv_bfloat16* __restrict__ kv,
-                      const int32_t* __restrict__ indices, int H, int L, int topk, int head_groups,
+                      const uint8_t* __restrict__ kv8, const int32_t* __restrict__ indices, int H, int L, int topk, int head_groups,
                       float scale_log2, __nv_bfloat16* __restrict__ out, float* __restrict__ lse,
-                      int prefetch_pairs, bool skip_gathers, bool kv_evict_last) {
+                      int prefetch_pairs, bool skip_gathers, bool kv_evict_last, bool fp8_in_order) {
   extern __shared__ uint8_t smem_raw[];
   const uint32_t raw_addr = static_cast<uint32_t>(__cvta_generic_to_shared(smem_raw));
   const uint32_t pad = ((raw_addr + 1023u) & ~1023u) - raw_addr;
@@ -276,6 +452,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       for (int h = 0; h < 2; ++h) {
         MbarInit(sb + Plan::Ready(s, h), 128);  // the loader's 128 threads (cp.async arrivals)
         MbarInit(sb + Plan::Free(s, h), 128);   // one consumer warpgroup
+        for (int w = 0; w < 4; ++w) MbarInit(sb + Plan::Landed(w, s, h), 32);
       }
     }
   }
@@ -300,6 +477,11 @@ __global__ void __launch_bounds__(kThreads, 1)
       }
     }
     CpAsyncMbarArrive(sb + Plan::QBar());
+    if constexpr (kFp8) {
+      Fp8LoaderLoop(kv8, idx_row, topk, L, n_pairs, sb, kv_policy, fp8_in_order);
+      CpAsyncWaitAllMem();
+      return;
+    }
 
     int idx[2][4];  // this thread's 4 rows of the pair's two blocks
     auto load_idx = [&](int pair) {
@@ -577,8 +759,13 @@ __global__ void __launch_bounds__(kThreads, 1)
 
 #else  // !INDEXCACHE_PTX_HAS_WGMMA
 
-__global__ void SparseMlaWsKernel(const __nv_bfloat16*, const __nv_bfloat16*, const int32_t*, int, int, int, int,
-                                  float, __nv_bfloat16*, float*, int, bool, bool) {
+// (The same declaration as above, __restrict__ included: nvcc's host stubs of a kernel template
+// must match the declaration of every compilation pass.)
+template <bool kFp8>
+__global__ void __launch_bounds__(kThreads, 1)
+    SparseMlaWsKernel(const __nv_bfloat16* __restrict__, const __nv_bfloat16* __restrict__, const uint8_t* __restrict__,
+                      const int32_t* __restrict__, int, int, int, int, float, __nv_bfloat16* __restrict__,
+                      float* __restrict__, int, bool, bool, bool) {
   __trap();
 }
 
@@ -589,17 +776,19 @@ __global__ void SparseMlaWsKernel(const __nv_bfloat16*, const __nv_bfloat16*, co
 void LaunchWarpSpecialized(const SparseMlaCudaParams& p, cudaStream_t stream) {
   // The block max is taken on raw scores and scaled afterwards, which needs scale > 0; any other
   // scale (never used in practice) runs the two-warpgroup kernel, which scales first.
-  if (!(p.scale > 0.f)) {
+  if (!(p.scale > 0.f)) {  // (SparseMlaCuda refuses FP8 latents with such a scale)
     LaunchTwoWarpgroups(p, stream);
     return;
   }
   const int64_t head_groups = (p.H + kHeads - 1) / kHeads;
-  CUDA_CHECK(cudaFuncSetAttribute(SparseMlaWsKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Plan::kBytes));
+  const bool fp8 = p.kv_fp8 != nullptr;
+  auto* kernel = fp8 ? SparseMlaWsKernel<true> : SparseMlaWsKernel<false>;
+  CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Plan::kBytes));
   constexpr float kLog2e = 1.4426950408889634f;
-  SparseMlaWsKernel<<<static_cast<unsigned>(p.T * head_groups), kThreads, Plan::kBytes, stream>>>(
-      p.q, p.kv, p.indices, static_cast<int>(p.H), static_cast<int>(p.L), static_cast<int>(p.topk),
+  kernel<<<static_cast<unsigned>(p.T * head_groups), kThreads, Plan::kBytes, stream>>>(
+      p.q, p.kv, p.kv_fp8, p.indices, static_cast<int>(p.H), static_cast<int>(p.L), static_cast<int>(p.topk),
       static_cast<int>(head_groups), p.scale * kLog2e, p.out, p.lse, g_experiment.prefetch_pairs,
-      g_experiment.skip_gathers, g_experiment.kv_evict_last);
+      g_experiment.skip_gathers, g_experiment.kv_evict_last, g_experiment.fp8_in_order);
   CUDA_CHECK(cudaGetLastError());
 }
 

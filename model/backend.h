@@ -213,6 +213,23 @@ class Backend {
   virtual void SparseMla(const Tensor& q_abs, const Tensor& latent, const Tensor& indices, const MlaDims& d,
                          float scale, Tensor* out_lat, Tensor* lse) = 0;
 
+  // SparseMla over an FP8 latent cache [pool_rows, layout.row_bytes()] kU8 (BatchedKvCache with
+  // fp8_latents): by definition the SparseMla of the rows `indices` selects, dequantised
+  // (DequantizeLatentRows, then CompactIndices), which is what this default runs. The CUDA backend
+  // reads the cache in place instead at V3.2's sizes (the same bits) unless
+  // set_fused_fp8_latents(false), which benchmarks use to compare the two.
+  virtual void SparseMlaFp8Cache(const Tensor& q_abs, const Tensor& cache, const LatentFp8Layout& layout,
+                                 const Tensor& indices, const MlaDims& d, float scale, Tensor* out_lat, Tensor* lse) {
+    Tensor gathered = Alloc(q_abs.dtype(), {indices.numel(), layout.dim()});
+    DequantizeLatentRows(cache, indices, layout, &gathered);
+    Tensor compact = Alloc(DType::kI32, {indices.size(0), indices.size(1)});
+    CopyRows(indices, 0, &compact);
+    CompactIndices(&compact);
+    SparseMla(q_abs, gathered, compact, d, scale, out_lat, lse);
+  }
+  void set_fused_fp8_latents(bool on) { fused_fp8_latents_ = on; }
+  bool fused_fp8_latents() const { return fused_fp8_latents_; }
+
   // --- indexer --------------------------------------------------------------------------------
   // The FP8 indexer (as DeepSeek's production one): when on, an IndexerTopk call that
   // UsesFp8Indexer admits scores e4m3 q (one fp32 scale per token and head) against e4m3 k (one per
@@ -298,6 +315,7 @@ class Backend {
 
  protected:
   bool indexer_fp8_ = false;
+  bool fused_fp8_latents_ = true;
 
   // w as a plain tensor in the weight dtype: w.values, or for an FP8-resident w a view of the
   // dequantisation scratch, valid only until the next PlainWeight call (so only as the operand of

@@ -166,9 +166,6 @@ StatusOr<DecodeStepResult> DsaModel::DecodeStep(const std::vector<int64_t>& requ
   Tensor h = be.Alloc(adt, {B, Hd});  // the residual stream, one row per request
   be.Embedding(placed_.embed, next_tokens, &h);
   Tensor topk_buffer;  // [B, k] pool rows: each Full layer makes a new one, Shared layers read it
-  // FP8 latents: each layer dequantises the selected rows into `gathered` [B * k, latent_dim], and
-  // the sparse MLA reads them through compact_topk (entry (i, j) -> row i * k + j, -1 kept).
-  Tensor compact_topk;
 
   for (int l = 0; l < num_layers; ++l) {
     const BackendLayer& W = placed_.layers[l];
@@ -215,11 +212,6 @@ StatusOr<DecodeStepResult> DsaModel::DecodeStep(const std::vector<int64_t>& requ
                              static_cast<float>(1.0 / std::sqrt(double(ID))), &topk_buffer);
       // Indices into each request's keys -> rows of the pool (-1 padding stays -1).
       be.OffsetIndices(offsets, &topk_buffer);
-      if (fp8) {
-        compact_topk = be.Alloc(DType::kI32, {B, c.index_topk});
-        be.CopyRows(topk_buffer, 0, &compact_topk);
-        be.CompactIndices(&compact_topk);
-      }
     } else if (topk_buffer.empty()) {
       return InvalidArgument("layer " + std::to_string(l) + " is Shared but no Full layer ran before it");
     }
@@ -228,10 +220,8 @@ StatusOr<DecodeStepResult> DsaModel::DecodeStep(const std::vector<int64_t>& requ
     be.NoteNonFinite(q_abs, l);
     Tensor out_lat = be.Alloc(adt, {B, NH, c.kv_lora_rank});
     Tensor lse = be.Alloc(DType::kF32, {B, NH});
-    if (fp8) {
-      Tensor gathered = be.Alloc(adt, {B * c.index_topk, dqk});
-      be.DequantizeLatentRows(cache->latent[l], topk_buffer, fp8_layout, &gathered);
-      be.SparseMla(q_abs, gathered, compact_topk, dims, attn_scale, &out_lat, &lse);
+    if (fp8) {  // the selected rows, dequantised (in place by the CUDA kernel)
+      be.SparseMlaFp8Cache(q_abs, cache->latent[l], fp8_layout, topk_buffer, dims, attn_scale, &out_lat, &lse);
     } else {
       be.SparseMla(q_abs, cache->latent[l], topk_buffer, dims, attn_scale, &out_lat, &lse);
     }

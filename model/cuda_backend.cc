@@ -421,6 +421,30 @@ class CudaBackend final : public Backend {
     }
   }
 
+  // V3.2's sizes (d_qk 576 = 512 + 64, d_v 512, bf16 activations) read the FP8 cache in place;
+  // anything else takes the gather of the default.
+  void SparseMlaFp8Cache(const Tensor& q_abs, const Tensor& cache, const LatentFp8Layout& layout,
+                         const Tensor& indices, const MlaDims& d, float scale, Tensor* out_lat, Tensor* lse) override {
+    const bool fits = fused_fp8_latents_ && q_abs.dtype() == DType::kBF16 && d.latent() == 576 && d.kv_lora == 512 &&
+                      layout.nope == 512 && layout.rope == 64 && scale > 0.f;
+    if (!fits) {
+      Backend::SparseMlaFp8Cache(q_abs, cache, layout, indices, d, scale, out_lat, lse);
+      return;
+    }
+    SparseMlaCudaParams p;
+    p.q = B(q_abs);
+    p.kv_fp8 = cache.data<uint8_t>();
+    p.indices = indices.data<int32_t>();
+    p.T = q_abs.size(0);
+    p.H = d.heads;
+    p.L = cache.size(0);
+    p.topk = indices.size(1);
+    p.scale = scale;
+    p.out = B(*out_lat);
+    p.lse = lse->data<float>();
+    SparseMlaCuda(p, nullptr);
+  }
+
   void IndexerTopk(const Tensor& q, const Tensor& k, const Tensor& weights, int64_t topk, int64_t query_offset,
                    float scale, Tensor* indices) override {
     IndexerTopkCudaParams p;

@@ -299,15 +299,15 @@ Status BenchOptimizer(const Flags& flags, json* out) {
 Status BenchBatchedDecode(const Flags& flags, const std::vector<int64_t>& contexts,
                           const std::vector<std::string>& patterns, int64_t num_layers, int64_t steps, json* out) {
   ASSIGN_OR_RETURN(std::vector<int64_t> batches, ParseInts(*flags.Get("decode-batch"), "decode-batch"));
-  std::vector<bool> fp8_caches;  // per --decode-cache entry: whether its latents are FP8 rows
+  std::vector<std::string> cache_kinds;  // bf16, fp8 (read in place) or fp8-gather (dequantised copy first)
   std::stringstream kinds(flags.GetOr("decode-cache", "bf16"));
   for (std::string kind; std::getline(kinds, kind, ',');) {
-    if (kind != "bf16" && kind != "fp8") {
-      return InvalidArgument("--decode-cache: each entry is bf16 or fp8, got '" + kind + "'");
+    if (kind != "bf16" && kind != "fp8" && kind != "fp8-gather") {
+      return InvalidArgument("--decode-cache: each entry is bf16, fp8 or fp8-gather, got '" + kind + "'");
     }
-    fp8_caches.push_back(kind == "fp8");
+    cache_kinds.push_back(kind);
   }
-  if (fp8_caches.empty()) return InvalidArgument("--decode-cache: no cache kind given");
+  if (cache_kinds.empty()) return InvalidArgument("--decode-cache: no cache kind given");
   for (int64_t B : batches) {
     if (B > BatchedKvCache::kMaxRequests) {
       return InvalidArgument("--decode-batch: at most " + std::to_string(BatchedKvCache::kMaxRequests) + " requests");
@@ -365,8 +365,10 @@ Status BenchBatchedDecode(const Flags& flags, const std::vector<int64_t>& contex
   std::uniform_int_distribution<int32_t> tok(0, static_cast<int32_t>(config.vocab_size - 1));
   for (int64_t L : contexts) {
     for (int64_t B : batches) {
-      for (const bool fp8 : fp8_caches) {
-        const char* cache_name = fp8 ? "fp8" : "bf16";
+      for (const std::string& kind : cache_kinds) {
+        const bool fp8 = kind != "bf16";
+        const char* cache_name = kind.c_str();
+        backend->set_fused_fp8_latents(kind != "fp8-gather");
         double base_tps = 0;
         for (const std::string& spec : patterns) {
           ASSIGN_OR_RETURN(IndexPattern pattern, IndexPattern::Parse(spec, n));

@@ -145,7 +145,8 @@ const std::vector<Command>& AllCommands() {
                          "requests each at every --contexts length under every --patterns pattern (pooled caches "
                          "filled with random values, not prefill); e.g. 1,32,64"},
         {"decode-cache", "--decode-batch: comma-separated latent caches to time: bf16 (activation dtype), fp8 "
-                         "(kernels/latent_fp8.h rows)", false, false, "bf16"},
+                         "(kernels/latent_fp8.h rows, read in place by the sparse MLA), fp8-gather (the same "
+                         "cache, selected rows dequantised into a bf16 copy first)", false, false, "bf16"},
         {"skip-kernels", "skip the per-kernel section", true},
         {"distill", "also time distillation training steps (forward + fused loss + backward [+ NCCL all-reduce "
                     "under mpirun]) per GPU", true},
