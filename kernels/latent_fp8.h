@@ -5,22 +5,41 @@
 //
 //   [ nope e4m3 bytes | nope/128 fp32 scales | rope bf16 values ]      (V3.2: 512 + 16 + 128 = 656 B)
 //
-// the same split as DeepSeek's production cache: the kv_lora_rank ("nope") part in e4m3 with one
-// scale per 128 values, the rope part kept in bf16 (its positional signal does not survive 3
-// mantissa bits). Quantisation of a 128-value block: scale = amax / 448 (1 where that is 0, as for
-// kernels/fp8_quant.h's rows), byte = e4m3(x / scale) rounded to nearest even and saturated;
-// dequantisation: e4m3(byte) * scale, one fp32 multiplication. Every backend implements exactly
-// these operations (the CUDA kernels equal this reference bit for bit).
+// DeepSeek's production cache (FlashMLA's "V32_FP8Sparse" layout, byte for byte): the kv_lora_rank
+// ("nope") part in e4m3 with one scale per 128 values, the rope part kept in bf16 (its positional
+// signal does not survive 3 mantissa bits). Quantisation of a 128-value block, DeepSeek's rule:
+// scale = LatentFp8Scale(amax), the smallest power of two >= max(amax / 448, 1e-4), stored as fp32;
+// byte = e4m3(x / scale) rounded to nearest even and saturated (x / scale is exact). Dequantisation:
+// e4m3(byte) * scale, one fp32 multiplication, which is exact (and so exact in bf16 too): that lets
+// the sparse MLA dequantise with integer and bf16x2 operations instead of conversions
+// (kernels/sparse_mla_ws_cuda.cu). Every backend implements exactly these operations (the CUDA
+// kernels equal this reference bit for bit), and dequantisation accepts any fp32 scale.
 //
 // Reading the cache for a decode step gathers the rows a step's top-k selected (DequantizeLatentRows):
 // output row i is the dequantised cache row indices[i], or zeros for index -1 (padding).
 #pragma once
 
 #include <cstdint>
+#include <cstring>
 
 #include "core/status.h"
 
 namespace indexcache {
+
+// The scale of a block whose largest magnitude is amax (see above). amax / 448 rounds to nearest;
+// a NaN amax gives 2^-13 (the caller's non-finite check reports such latents); +inf gives +inf.
+#ifdef __CUDACC__
+__host__ __device__
+#endif
+inline float LatentFp8Scale(float amax) {
+  float s = amax / 448.0f;
+  if (!(s >= 1e-4f)) s = 1e-4f;
+  uint32_t bits;
+  std::memcpy(&bits, &s, 4);
+  if ((bits & 0x7fffffu) != 0 && (bits >> 23) != 0xffu) bits = (bits & 0xff800000u) + 0x00800000u;  // round up
+  std::memcpy(&s, &bits, 4);
+  return s;
+}
 
 struct LatentFp8Layout {
   static constexpr int64_t kBlock = 128;  // values per scale

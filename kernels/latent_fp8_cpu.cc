@@ -5,7 +5,6 @@
 #include <string>
 
 #include "core/dtype.h"
-#include "kernels/fp8_quant.h"
 
 namespace indexcache {
 
@@ -34,7 +33,7 @@ void QuantizeLatentRowsCpu(const float* src, const int32_t* rows, int64_t n, con
       const float* v = x + b * LatentFp8Layout::kBlock;
       float amax = 0.0f;
       for (int64_t j = 0; j < LatentFp8Layout::kBlock; ++j) amax = std::fmax(amax, std::fabs(v[j]));
-      const float scale = Fp8RowScale(amax);  // the indexer rows' rule (amax / 448, 1 if that is 0)
+      const float scale = LatentFp8Scale(amax);  // a power of two: x / scale is exact
       for (int64_t j = 0; j < LatentFp8Layout::kBlock; ++j) {
         row[b * LatentFp8Layout::kBlock + j] = FloatToFp8E4M3(v[j] / scale);
       }

@@ -42,8 +42,7 @@ __global__ void QuantizeLatentRowsKernel(const __nv_bfloat16* src, const int32_t
         amax = fmaxf(amax, fabsf(v[j]));
       }
       for (int off = 16; off > 0; off >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, off));
-      const float s = __fdiv_rn(amax, 448.0f);  // Fp8RowScale: 1 where amax / 448 is 0
-      const float scale = s > 0.0f ? s : 1.0f;
+      const float scale = LatentFp8Scale(amax);  // the CPU's function (IEEE division, bit operations)
       uint32_t word = 0;
       for (int j = 0; j < 4; ++j) {
         const __nv_fp8_storage_t q = __nv_cvt_float_to_fp8(__fdiv_rn(v[j], scale), __NV_SATFINITE, __NV_E4M3);

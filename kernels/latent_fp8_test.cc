@@ -58,6 +58,28 @@ TEST(LatentFp8Test, LayoutRejectsUnsupportedSplits) {
   EXPECT_NE(MakeLatentFp8Layout(96, 32).status().message().find("kv_lora_rank"), std::string::npos);
 }
 
+TEST(LatentFp8Test, ScaleIsTheNextPowerOfTwoOfAmaxOver448AtLeast1e4) {
+  EXPECT_EQ(LatentFp8Scale(448.0f), 1.0f);           // exactly a power of two: kept
+  EXPECT_EQ(LatentFp8Scale(449.0f), 2.0f);           // just above: the next one
+  EXPECT_EQ(LatentFp8Scale(32.0f), 0.125f);
+  EXPECT_EQ(LatentFp8Scale(0.0f), 0x1p-13f);         // 1e-4 rounded up to a power of two
+  EXPECT_EQ(LatentFp8Scale(448.0f * 1e-4f), 0x1p-13f);
+  EXPECT_EQ(LatentFp8Scale(448.0f * 0x1p-13f), 0x1p-13f);
+  EXPECT_EQ(LatentFp8Scale(3.0e38f), 0x1p120f);     // the largest bf16 latents still fit
+  EXPECT_EQ(LatentFp8Scale(std::nanf("")), 0x1p-13f);
+  EXPECT_TRUE(std::isinf(LatentFp8Scale(INFINITY)));
+  // Every scale is a power of two, so x / scale and e4m3 * scale are exact.
+  std::mt19937 rng(5);
+  std::uniform_real_distribution<float> binade(-30.f, 60.f);
+  for (int i = 0; i < 10000; ++i) {
+    const float amax = std::exp2(binade(rng)), s = LatentFp8Scale(amax);
+    int e;
+    ASSERT_EQ(std::frexp(s, &e), 0.5f) << amax;
+    ASSERT_GE(s, amax / 448.0f) << amax;
+    ASSERT_TRUE(s == 0x1p-13f || s / 2 < amax / 448.0f) << amax;
+  }
+}
+
 TEST(LatentFp8Test, QuantiseStoresScaledE4M3AndBf16Rope) {
   const LatentFp8Layout l = Layout(128, 4);
   std::vector<float> x(l.dim());
@@ -69,9 +91,9 @@ TEST(LatentFp8Test, QuantiseStoresScaledE4M3AndBf16Rope) {
   const uint8_t* r = cache.data() + 2 * l.row_bytes();
   float scale;
   std::memcpy(&scale, r + l.scale_offset(), 4);
-  EXPECT_EQ(scale, 32.0f / 448.0f);
+  EXPECT_EQ(scale, 0.125f);  // 32 / 448 = 0.071, rounded up to a power of two
   for (int c = 0; c < 128; ++c) EXPECT_EQ(r[c], FloatToFp8E4M3(x[c] / scale)) << c;
-  EXPECT_EQ(r[0], 0xfe);  // -amax maps to -448
+  EXPECT_EQ(r[0], 0xf8);  // -amax / scale = -256: exponent 8 + 7, mantissa 0, sign set
   for (int j = 0; j < 4; ++j) {
     uint16_t h;
     std::memcpy(&h, r + l.rope_offset() + 2 * j, 2);
@@ -101,8 +123,8 @@ TEST(LatentFp8Test, RoundTripErrorIsWithinE4M3Precision) {
           ASSERT_EQ(got, want) << "rope value changed, row " << i << " col " << c;
         } else {
           // 3 mantissa bits: half an ulp is 2^-4 relative for normals; the subnormal step is
-          // 2^-9 of the scale (amax / 448), so half of it bounds the error below 2^-6.
-          const float bound = std::fabs(want) / 16 + (amax / 448) / 1024 + 1e-30f;
+          // 2^-9 of the scale, so half of it bounds the error below 2^-6 (of the scale).
+          const float bound = std::fabs(want) / 16 + LatentFp8Scale(amax) / 1024 + 1e-30f;
           ASSERT_LE(std::fabs(got - want), bound * 1.0001f) << i << "," << c;
         }
       }

@@ -172,6 +172,19 @@ __device__ __forceinline__ void MbarWait(uint32_t bar, uint32_t parity) {
       "r"(parity)
       : "memory");
 }
+// Whether the phase with parity `parity` has completed, waiting at most about `hint_ns` (the
+// thread is suspended meanwhile, not spinning; it wakes early when the phase completes).
+__device__ __forceinline__ bool MbarTryWaitFor(uint32_t bar, uint32_t parity, uint32_t hint_ns) {
+  uint32_t done;
+  asm volatile(
+      "{\n.reg .pred p;\n"
+      "mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2, %3;\n"
+      "selp.u32 %0, 1, 0, p;\n}\n"
+      : "=r"(done)
+      : "r"(bar), "r"(parity), "r"(hint_ns)
+      : "memory");
+  return done != 0;
+}
 // Whether the phase with parity `parity` has completed, without waiting (a single probe).
 __device__ __forceinline__ bool MbarTest(uint32_t bar, uint32_t parity) {
   uint32_t done;

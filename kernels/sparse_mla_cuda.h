@@ -34,7 +34,9 @@ struct SparseMlaCudaParams {
   // Or, instead of kv, an FP8 latent cache: [L, 656] bytes in kernels/latent_fp8.h's row format
   // (512 e4m3 | 4 fp32 scales | 64 bf16 rope: LatentFp8Layout{512, 64}), 16-byte aligned. The
   // kernel dequantises the rows it gathers (kWarpSpecialized only; scale > 0): the results equal
-  // those of SparseMlaCuda on DequantizeLatentRowsCuda's rows, bit for bit.
+  // those of SparseMlaCuda on DequantizeLatentRowsCuda's rows, bit for bit, for any fp32 block
+  // scales; the powers of two that LatentFp8Scale writes (<= 2^7) take integer + bf16x2 arithmetic,
+  // others fp32 (slower). e4m3 NaN bytes (never written: the quantiser saturates) are not NaN here.
   const uint8_t* kv_fp8 = nullptr;
   const int32_t* indices = nullptr;   // [T, topk]    key indices in [0, L), or -1 (device)
   int64_t T = 0, H = 0, d_qk = 576, d_v = 512, L = 0, topk = 0;

@@ -10,8 +10,8 @@
 // The decode shapes also run over an FP8 latent pool (kernels/latent_fp8.h rows, 656 bytes): the
 // kernel reading the cache in place (ws_fp8_cache, SparseMlaCudaParams::kv_fp8) and the unfused path
 // it replaces (fp8_gather_then_ws: DequantizeLatentRowsCuda of the selected rows, then the kernel on
-// them; the index compaction is precomputed and not timed), and ws_fp8_cache_in_order (the first FP8
-// loader, WsExperiment::fp8_in_order). "KV GB/s" stays the bf16 figure there.
+// them; the index compaction is precomputed and not timed), and ws_fp8_cache_polling (the FP8
+// loader variant WsExperiment::fp8_polling). "KV GB/s" stays the bf16 figure there.
 //
 // --sweep adds rows of the warp-specialised kernel at other settings (kernels/sparse_mla_cuda_internal.h):
 // ws_kv_normal_policy (gathers without the L2 evict-last policy), ws_prefetchN (L2 prefetch N pairs
@@ -182,14 +182,14 @@ int Main(int argc, char** argv) {
       const double kv_bytes = double(sh.T) * kTopk * kDqk * 2;
       double ms = MedianMs([&] { SparseMlaCuda(p, nullptr); }, kWarmup, kIters);
       results.push_back({"ws_fp8_cache", sh.name, sh.T, sh.H, sh.L, ms, flops / (ms * 1e9), kv_bytes / (ms * 1e6)});
-      {  // the loader converting in order (cp.async groups), the first version
+      {  // the polling loader (WsExperiment::fp8_polling)
         sparse_mla::WsExperiment e;
-        e.fp8_in_order = true;
+        e.fp8_polling = true;
         sparse_mla::SetWsExperiment(e);
         ms = MedianMs([&] { SparseMlaCuda(p, nullptr); }, kWarmup, kIters);
         sparse_mla::SetWsExperiment({});
         results.push_back(
-            {"ws_fp8_cache_in_order", sh.name, sh.T, sh.H, sh.L, ms, flops / (ms * 1e9), kv_bytes / (ms * 1e6)});
+            {"ws_fp8_cache_polling", sh.name, sh.T, sh.H, sh.L, ms, flops / (ms * 1e9), kv_bytes / (ms * 1e6)});
       }
       std::vector<int32_t> hcompact(sh.T * kTopk);
       for (int64_t i = 0; i < sh.T * kTopk; ++i) hcompact[i] = static_cast<int32_t>(i);  // every index is valid

@@ -22,7 +22,7 @@ struct WsExperiment {
   int prefetch_pairs = 0;     // L2 prefetch distance of the loader, in pairs of 64-key blocks (0: none)
   bool skip_gathers = false;  // the loader copies nothing (wrong results): the consumers' own ceiling
   bool kv_evict_last = true;  // gathers with an L2 evict-last policy (false: default policy)
-  bool fp8_in_order = false;  // FP8 loader: wait for each copy in order (cp.async groups) instead of polling
+  bool fp8_polling = false;   // FP8 loader: poll free / landed barriers instead of converting in order
 };
 void SetWsExperiment(const WsExperiment& e);
 

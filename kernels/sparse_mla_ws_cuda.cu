@@ -270,47 +270,83 @@ __device__ __forceinline__ void PackP(const float (&s)[32], uint32_t (&pr)[16], 
 // writes its 128 bytes of bf16 in place (second segment first: the scales live in the first). The
 // RoPE block (bf16 already) is copied as in the bf16 path.
 // Each of the 4 loader warps owns rows 16 w .. 16 w + 15 of every block, for both the copies and the
-// conversion, so a warp depends only on its own copies (a per-warp "landed" mbarrier per half-stage).
-// Unlike cp.async, the conversion occupies the loader's threads, and it must not wait for data while
-// a half-stage it could refill is free: the warp polls both (the next half's free barrier, the
-// oldest copy's landed barrier) and does whichever is ready, issuing first (decisions warp-uniform).
-// Measured: converting in order with cp.async.wait_group instead (WsExperiment::fp8_in_order) left
-// one copy latency plus one conversion exposed per half-stage.
+// conversion, so a warp depends only on its own copies (its cp.async groups and __syncwarp).
+// Unlike cp.async, the conversion occupies the loader's threads: a warp refills a half-stage as soon
+// as it is free (a non-blocking probe while older copies are in flight, up to 3 half-stages) and
+// otherwise converts the oldest, waiting for its copies (decisions warp-uniform). An alternative that
+// polls both barriers (WsExperiment::fp8_polling: per-warp "landed" mbarriers, try_wait with a
+// 200 ns hint, or __nanosleep) so that a wait for data never delays a refill measured 1-3 % slower.
+// Measured limit (docs/benchmarks.md, 2026-12-01): 273-305 TFLOP/s at the decode shape against
+// 464-487 for bf16 rows in the same runs. The dequantisation's instructions are not it (power-of-two
+// scales made it integer + bf16x2 instead of the quarter-rate conversions: +6-10 %); with 2 stages
+// each half-stage's refill has the copy latency plus the conversion on the consumers' critical path.
 constexpr int kFp8RowBytes = 656, kFp8ScaleOffset = 512, kFp8RopeOffset = 528;
 
 // Half-stage h of the loader's sequence (per pair: 0L, 1R, 0R, 1L, the order the consumers need them).
 __device__ __forceinline__ int SeqStage(int h) { return h & 1; }
 __device__ __forceinline__ int SeqHalf(int h) { return ((h & 3) == 1 || (h & 3) == 2) ? 1 : 0; }
 
-// e4m3 pair (low 16 bits: first element in the low byte) times scale, as bf16x2: the CPU reference's
-// operations (exact e4m3 -> fp32, one fp32 multiplication, round to bf16).
-__device__ __forceinline__ uint32_t DequantPair(uint32_t bits, float scale) {
+// e4m3 pair (low 16 bits: first element in the low byte) times any scale, as bf16x2: the CPU
+// reference's operations (exact e4m3 -> fp32, one fp32 multiplication, round to bf16). The general
+// path, for scales that are not powers of two (kernels/latent_fp8.h writes powers of two).
+__device__ __forceinline__ uint32_t DequantPairAnyScale(uint32_t bits, float scale) {
   const __half2_raw h = __nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(bits & 0xffffu), __NV_E4M3);
   const float2 f = __half22float2(__half2(h));
   return PackBf16(f.x * scale, f.y * scale);
 }
 
+// Two e4m3 bytes of w (prmt selector sel: bytes i, i + 1, each followed by its sign replicated) as a
+// bf16x2 of value x * 2^-120: the e4m3 exponent and mantissa bits placed under bf16's (bits 4..10 of
+// each half) and the sign at bit 15. Exact for every e4m3 value, zero and subnormals included
+// (bf16 subnormals then), except NaN (0x7f / 0xff, never written by the quantiser: it saturates).
+// Integer operations only: the conversion units (cvt e4m3 -> f16, f16 -> f32, f32 -> bf16) run at
+// a quarter of the FMA rate and were this loader's limit.
+__device__ __forceinline__ uint32_t E4m3PairRawBf16(uint32_t w, uint32_t sel) {
+  uint32_t p;
+  asm("prmt.b32 %0, %1, 0, %2;" : "=r"(p) : "r"(w), "r"(sel));
+  return (p << 4) & 0x87f087f0u;
+}
+__device__ __forceinline__ uint32_t MulBf16x2(uint32_t a, uint32_t b) {
+  uint32_t d;
+  asm("mul.rn.bf16x2 %0, %1, %2;" : "=r"(d) : "r"(a), "r"(b));
+  return d;
+}
+
 // Converts one 128-byte segment in place: the e4m3 chunks at positions k ^ sw (k = 0..3) become the
-// bf16 chunks 2k, 2k + 1 at positions (2k) ^ sw, (2k + 1) ^ sw.
+// bf16 chunks 2k, 2k + 1 at positions (2k) ^ sw, (2k + 1) ^ sw. With a power-of-two scale 2^e
+// (e <= 7: bf16 can hold 2^(e + 120)), x * 2^e = raw(x) * 2^(e + 120) is one exact bf16x2
+// multiplication per pair, the same bits as the general path.
 __device__ __forceinline__ void DequantSegment(uint32_t seg, uint32_t sw, float scale) {
   uint4 in[4];
 #pragma unroll
   for (uint32_t k = 0; k < 4; ++k) in[k] = LoadShared128(seg + ((k ^ sw) << 4));
+  const uint32_t sbits = __float_as_uint(scale), sexp = (sbits >> 23) & 0xffu;
+  if ((sbits & 0x807fffffu) == 0 && sexp >= 1 && sexp <= 127 + 7) {
+    const uint32_t f = (sexp + 120u) << 7, f2 = f | (f << 16);  // bf16x2 2^(e + 120)
+    auto q = [&](uint32_t w, uint32_t sel) { return MulBf16x2(E4m3PairRawBf16(w, sel), f2); };
+#pragma unroll
+    for (uint32_t k = 0; k < 4; ++k) {
+      StoreShared128(seg + (((2 * k) ^ sw) << 4), make_uint4(q(in[k].x, 0x9180u), q(in[k].x, 0xb3a2u),
+                                                             q(in[k].y, 0x9180u), q(in[k].y, 0xb3a2u)));
+      StoreShared128(seg + (((2 * k + 1) ^ sw) << 4), make_uint4(q(in[k].z, 0x9180u), q(in[k].z, 0xb3a2u),
+                                                                 q(in[k].w, 0x9180u), q(in[k].w, 0xb3a2u)));
+    }
+    return;
+  }
 #pragma unroll
   for (uint32_t k = 0; k < 4; ++k) {
+    auto q = [&](uint32_t w) { return DequantPairAnyScale(w, scale); };
     StoreShared128(seg + (((2 * k) ^ sw) << 4),
-                   make_uint4(DequantPair(in[k].x, scale), DequantPair(in[k].x >> 16, scale),
-                              DequantPair(in[k].y, scale), DequantPair(in[k].y >> 16, scale)));
+                   make_uint4(q(in[k].x), q(in[k].x >> 16), q(in[k].y), q(in[k].y >> 16)));
     StoreShared128(seg + (((2 * k + 1) ^ sw) << 4),
-                   make_uint4(DequantPair(in[k].z, scale), DequantPair(in[k].z >> 16, scale),
-                              DequantPair(in[k].w, scale), DequantPair(in[k].w >> 16, scale)));
+                   make_uint4(q(in[k].z), q(in[k].z >> 16), q(in[k].w), q(in[k].w >> 16)));
   }
 }
 
 // The loader warpgroup's work on the FP8 path (after Q): every half-stage of every pair.
 __device__ __forceinline__ void Fp8LoaderLoop(const uint8_t* __restrict__ kv8, const int32_t* __restrict__ idx_row,
                                               int topk, int L, int n_pairs, uint32_t sb, uint64_t kv_policy,
-                                              bool in_order) {
+                                              bool polling) {
   const int lane = threadIdx.x & 31, lw = (threadIdx.x >> 5) & 3;
   // Lane l holds the cache row of key 16 lw + (l & 15) of block (l >> 4) of a pair (-1: none).
   auto pair_rows = [&](int pair) {
@@ -348,10 +384,10 @@ __device__ __forceinline__ void Fp8LoaderLoop(const uint8_t* __restrict__ kv8, c
         CpAsync16ZeroFillL2PrefetchHint(dst, src, v >= 0, kv_policy);
       }
     }
-    if (in_order) {
-      CpAsyncCommitMem();
-    } else {
+    if (polling) {
       CpAsyncMbarArrive(sb + Plan::Landed(lw, stage, half));
+    } else {
+      CpAsyncCommitMem();
     }
   };
   auto convert = [&](int h) {
@@ -380,48 +416,49 @@ __device__ __forceinline__ void Fp8LoaderLoop(const uint8_t* __restrict__ kv8, c
   // Phase parities: half-stage h is the (h >> 2)-th use of its region.
   auto free_bar = [&](int h) { return sb + Plan::Free(SeqStage(h), SeqHalf(h)); };
   auto landed_bar = [&](int h) { return sb + Plan::Landed(lw, SeqStage(h), SeqHalf(h)); };
-  if (in_order) {  // experiment: refill when free, else wait for the oldest copy and convert it
-    constexpr int kDepth = 3;
+  if (polling) {  // experiment
     while (done < total) {
-      if (issued < total && issued - done < kDepth) {
-        const uint32_t parity = ((issued >> 2) & 1) ^ 1;  // the previous use's phase
-        bool go;
-        if (issued == done) {
-          MbarWait(free_bar(issued), parity);
-          go = true;
-        } else {
-          go = __all_sync(0xffffffffu, MbarTest(free_bar(issued), parity));
-        }
-        if (go) {
-          issue();
-          continue;
-        }
-      }
-      const int newer = issued - done - 1;
-      if (newer >= 2) {
-        CpAsyncWaitMem<2>();
-      } else if (newer == 1) {
-        CpAsyncWaitMem<1>();
+      if (issued < total && __all_sync(0xffffffffu, MbarTest(free_bar(issued), ((issued >> 2) & 1) ^ 1))) {
+        issue();
+      } else if (done < issued && __all_sync(0xffffffffu, MbarTest(landed_bar(done), (done >> 2) & 1))) {
+        convert(done);
+        ++done;
+      } else if (done == issued) {
+        MbarWait(free_bar(issued), ((issued >> 2) & 1) ^ 1);  // nothing to convert: wait for a free half
       } else {
-        CpAsyncWaitMem<0>();
+        // Sleep on the oldest copy (woken when it lands), but not so long that a freed half waits.
+        (void)MbarTryWaitFor(landed_bar(done), (done >> 2) & 1, 200);
       }
-      __syncwarp();
-      convert(done);
-      ++done;
     }
     return;
   }
+  constexpr int kDepth = 3;
   while (done < total) {
-    if (issued < total && __all_sync(0xffffffffu, MbarTest(free_bar(issued), ((issued >> 2) & 1) ^ 1))) {
-      issue();
-    } else if (done < issued && __all_sync(0xffffffffu, MbarTest(landed_bar(done), (done >> 2) & 1))) {
-      convert(done);
-      ++done;
-    } else if (done == issued) {
-      MbarWait(free_bar(issued), ((issued >> 2) & 1) ^ 1);  // nothing to convert: wait for a free half
-    } else {
-      __nanosleep(20);
+    if (issued < total && issued - done < kDepth) {
+      const uint32_t parity = ((issued >> 2) & 1) ^ 1;  // the previous use's phase
+      bool go;
+      if (issued == done) {
+        MbarWait(free_bar(issued), parity);
+        go = true;
+      } else {
+        go = __all_sync(0xffffffffu, MbarTest(free_bar(issued), parity));
+      }
+      if (go) {
+        issue();
+        continue;
+      }
     }
+    const int newer = issued - done - 1;
+    if (newer >= 2) {
+      CpAsyncWaitMem<2>();
+    } else if (newer == 1) {
+      CpAsyncWaitMem<1>();
+    } else {
+      CpAsyncWaitMem<0>();
+    }
+    __syncwarp();
+    convert(done);
+    ++done;
   }
 }
 
@@ -430,7 +467,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     SparseMlaWsKernel(const __nv_bfloat16* __restrict__ q, const __nv_bfloat16* __restrict__ kv,
                       const uint8_t* __restrict__ kv8, const int32_t* __restrict__ indices, int H, int L, int topk, int head_groups,
                       float scale_log2, __nv_bfloat16* __restrict__ out, float* __restrict__ lse,
-                      int prefetch_pairs, bool skip_gathers, bool kv_evict_last, bool fp8_in_order) {
+                      int prefetch_pairs, bool skip_gathers, bool kv_evict_last, bool fp8_polling) {
   extern __shared__ uint8_t smem_raw[];
   const uint32_t raw_addr = static_cast<uint32_t>(__cvta_generic_to_shared(smem_raw));
   const uint32_t pad = ((raw_addr + 1023u) & ~1023u) - raw_addr;
@@ -460,6 +497,9 @@ __global__ void __launch_bounds__(kThreads, 1)
 
   if (wg == 2) {
     // ---------------- Loader: 8 threads per 128-byte row segment, 16 rows per pass, 4 passes.
+    // (56, also for FP8, which spills one register here: with 64, the whole register file beside
+    // the consumers' 2 x 128 x 224, the FP8 tests took ~2 minutes instead of 3 s and its bench did
+    // not finish in 3; the likely cause, not verified, is the consumers' setmaxnreg.inc waiting.)
     SetMaxRegsDealloc<56>();
     const int lt = tid - 256, lrow = lt >> 3, lc = lt & 7;
     const uint32_t swz = static_cast<uint32_t>((lc ^ (lrow & 7)) << 4);  // rows lrow + 16p share lrow & 7
@@ -478,7 +518,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     }
     CpAsyncMbarArrive(sb + Plan::QBar());
     if constexpr (kFp8) {
-      Fp8LoaderLoop(kv8, idx_row, topk, L, n_pairs, sb, kv_policy, fp8_in_order);
+      Fp8LoaderLoop(kv8, idx_row, topk, L, n_pairs, sb, kv_policy, fp8_polling);
       CpAsyncWaitAllMem();
       return;
     }
@@ -788,7 +828,7 @@ void LaunchWarpSpecialized(const SparseMlaCudaParams& p, cudaStream_t stream) {
   kernel<<<static_cast<unsigned>(p.T * head_groups), kThreads, Plan::kBytes, stream>>>(
       p.q, p.kv, p.kv_fp8, p.indices, static_cast<int>(p.H), static_cast<int>(p.L), static_cast<int>(p.topk),
       static_cast<int>(head_groups), p.scale * kLog2e, p.out, p.lse, g_experiment.prefetch_pairs,
-      g_experiment.skip_gathers, g_experiment.kv_evict_last, g_experiment.fp8_in_order);
+      g_experiment.skip_gathers, g_experiment.kv_evict_last, g_experiment.fp8_polling);
   CUDA_CHECK(cudaGetLastError());
 }
 

@@ -8,5 +8,5 @@ out=${1:?usage: run_fused_fp8_2.sh OUT_DIR}
 b=/tmp/run2 && mkdir -p $b && tar xJf .device-carry/run2.tar.xz -C $b
 for t in $b/*_test; do timeout 120 $t --gtest_brief=1 > "$out/$(basename $t).txt" 2>&1; echo "$(basename $t) rc=$?"; done
 $b/sparse_mla_cuda_bench > "$out/sparse_mla.txt" 2>&1
-$b/indexcache bench --skip-kernels --skip-stack --contexts 32768,131072 --patterns all,1/4 --decode-batch 64 \
+$b/indexcache bench --skip-kernels --skip-stack --contexts 32768,131072 --patterns all,1/4 --decode-batch 64,128 \
   --decode-cache bf16,fp8,fp8-gather --decode-steps 8 --json "$out/decode.json" > "$out/decode.txt" 2>&1
