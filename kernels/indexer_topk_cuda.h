@@ -136,6 +136,20 @@ size_t IndexerTopkCudaWorkspaceBytes(const IndexerTopkCudaParams& p);
 // Asynchronous on p.stream. Unsupported shapes or a short workspace abort with a message.
 void IndexerTopkCuda(const IndexerTopkCudaParams& p);
 
+// Experiments only (indexer_topk_fp8_cuda_bench, indexer_topk_fp8_cuda_test); process-wide, not
+// thread-safe. The defaults are what IndexerTopkCuda runs. fp8_kernel picks the FP8 path's main
+// kernel (IndexerTopkFp8KernelName lists them; -1: the default); skip_finalize runs the FP8 main
+// kernel alone (no output is written: its time only).
+struct IndexerTopkFp8Experiment {
+  int fp8_kernel = -1;
+  bool skip_finalize = false;
+};
+void SetIndexerTopkFp8Experiment(const IndexerTopkFp8Experiment& e);
+// Number of FP8 main-kernel variants, the name of each, and the default's index.
+int IndexerTopkFp8KernelCount();
+const char* IndexerTopkFp8KernelName(int variant);
+int IndexerTopkFp8DefaultKernel();
+
 // The model-level sizes IndexerTopkCuda supports, checked when a model loads (as FlashMLA checks
 // before dispatch) so that an unsupported checkpoint is one error line, not an abort mid-forward.
 // Errors name each size by the caller's name for it (config.json's field names by default).

@@ -27,6 +27,8 @@
 #include "core/cuda_check.h"
 // No function call may sit in this file's kernel (see kernels/topk_select.cuh): an overflow traps.
 #define TOPK_SELECT_OVERFLOW_TRAP_ONLY 1
+// The four-warpgroup kernels run 512 threads; threads 0..255 compact, over named barrier 5.
+#define TOPK_SELECT_SYNC() asm volatile("bar.sync 5, 256;" ::: "memory")
 #include "kernels/indexer_topk_cuda_internal.h"
 #include "kernels/indexer_topk_tiles.cuh"
 #include "kernels/topk_select.cuh"
@@ -310,6 +312,271 @@ __global__ void __launch_bounds__(kThreads, 1) IndexerTopkFp8Kernel(const Fp8Arg
 #endif
 }
 
+
+// The FP8 main kernel, generalised (variants 1..4; variant 0 is IndexerTopkFp8Kernel above):
+//  - kMathWgs warpgroups (2: 256 threads; 4: 512 threads, a quarter of the registers each), each
+//    owning 8 / kMathWgs of the CTA's 8 queries;
+//  - a wgmma step is 64 keys x kQPerAcc queries (N = 64 kQPerAcc), kAccs accumulators per thread
+//    (2: one accumulator's epilogue runs while the other's wgmma group is in flight; 1: issue, wait,
+//    epilogue, and the overlap comes from the other warpgroups only);
+//  - descriptors built once and advanced by adding offsets to their low word (the legacy kernel
+//    recomputed the masks and shifts for each of the 8 descriptors of a step);
+//  - the head sum, threshold and candidate appends are the legacy kernel's, in the same order, so
+//    every variant produces the same scores bit for bit and hence the same output.
+// The per-tile cp.async pipeline, the compaction (threads 0..255) and the overflow checks are the
+// legacy kernel's.
+template <int kMathWgs, int kQPerAcc, int kAccs>
+__global__ void __launch_bounds__(128 * kMathWgs, 1) IndexerTopkFp8KernelT(const Fp8Args a) {
+#if INDEXER_TOPK_HAS_WGMMA
+  using Plan = Fp8MainSmemPlan;
+  constexpr int kNT = 128 * kMathWgs;
+  constexpr int kQPerWg = kWarps / kMathWgs;  // queries of one warpgroup
+  constexpr int kSPQ = kQPerWg / kQPerAcc;    // steps per 64-key quarter
+  constexpr int kAccN = 32 * kQPerAcc;        // accumulator floats per thread
+  constexpr int kQuarters = Plan::kTile / 64;
+  constexpr int kSteps = kQuarters * kSPQ;
+  static_assert(kSteps % 2 == 0, "two accumulators alternate");
+  extern __shared__ __align__(16) uint8_t smem_raw[];
+  const uint32_t raw_addr = static_cast<uint32_t>(__cvta_generic_to_shared(smem_raw));
+  const uint32_t pad = ((raw_addr + 1023u) & ~1023u) - raw_addr;
+  uint8_t* smem = smem_raw + pad;
+  const uint32_t sbase = raw_addr + pad;
+  __shared__ SelectSmem sel;
+  __shared__ int s_cnt[kWarps];
+  __shared__ float s_thr[kWarps];
+  __shared__ int s_end[kWarps];
+  __shared__ __align__(16) float s_w[kWarps][kMaxHeads];
+  __shared__ int s_overflow;
+
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int g = lane >> 2, t4 = lane & 3;
+  const int wg = warp >> 2, wq = warp & 3;
+  const int64_t t0 = static_cast<int64_t>(blockIdx.x) * kWarps;
+
+  if (tid == 0) s_overflow = 0;
+  if (tid < kWarps) {
+    const int64_t t = t0 + tid;
+    s_end[tid] = t < a.T ? KeyEndOf(a.key_end, a.query_offset, a.L, t) : 0;
+    s_cnt[tid] = 0;
+    s_thr[tid] = -INFINITY;
+  }
+  for (int i = tid; i < kWarps * kMaxHeads; i += kNT) {
+    const int qi = i / kMaxHeads, h = i % kMaxHeads;
+    const int64_t t = t0 + qi;
+    s_w[qi][h] = (t < a.T && h < a.H) ? a.weights[t * a.H + h] * a.q_scale[t * a.H + h] * a.abs_scale : 0.f;
+  }
+  for (int c = tid; c < kWarps * 64 * 8; c += kNT) {
+    const int qi = c >> 9, h = (c >> 3) & 63, ch = c & 7;
+    const int64_t t = t0 + qi;
+    uint4 v = make_uint4(0u, 0u, 0u, 0u);
+    if (t < a.T && h < a.H) {
+      v = __ldg(reinterpret_cast<const uint4*>(a.q + (t * a.H + h) * Plan::kD) + ch);
+      if (a.negate_q) {
+        v.x ^= 0x80808080u;
+        v.y ^= 0x80808080u;
+        v.z ^= 0x80808080u;
+        v.w ^= 0x80808080u;
+      }
+    }
+    *reinterpret_cast<uint4*>(smem + Plan::kQOff + qi * Plan::kQBytes + h * 128 + ((ch ^ (h & 7)) << 4)) = v;
+  }
+  __syncthreads();
+  int max_end = 0;
+#pragma unroll
+  for (int w = 0; w < kWarps; ++w) max_end = max(max_end, s_end[w]);
+  const int num_tiles = (max_end + Plan::kTile - 1) / Plan::kTile;
+
+  auto load_tile = [&](int tile) {
+    uint8_t* dst = smem + Plan::StageOff(tile);
+    const int64_t key0 = static_cast<int64_t>(tile) * Plan::kTile;
+#pragma unroll
+    for (int c = tid; c < Plan::kTile * 8; c += kNT) {
+      const int row = c >> 3, ch = c & 7;
+      int64_t key = key0 + row;
+      if (key >= a.L) key = a.L - 1;
+      CpAsync16(dst + row * 128 + ((ch ^ (row & 7)) << 4), a.k + key * Plan::kD + ch * 16);
+    }
+  };
+#pragma unroll
+  for (int s = 0; s < Plan::kStages - 1; ++s) {
+    if (s < num_tiles) load_tile(s);
+    CpAsyncCommit();
+  }
+
+  // Low descriptor words (WgDesc) of the shared-memory base; + (byte offset >> 4) moves them
+  // (addresses stay below 256 KiB, so the 14-bit field never carries).
+  const uint32_t desc0 = ((sbase & 0x3FFFFu) >> 4) | (1u << 16);
+  const uint32_t q_desc = desc0 + ((Plan::kQOff + kQPerWg * wg * Plan::kQBytes) >> 4);
+  const int trigger = a.topk + (a.cap - Plan::kTile - a.topk) / 2;
+  const int lane_key = wq * 16 + g + (t4 == 1 ? 8 : 0);
+  float acc0[kAccN], acc1[kAccN];
+  for (int tile = 0; tile < num_tiles; ++tile) {
+    CpAsyncWait<Plan::kStages - 2>();
+    FenceProxyAsync();
+    __syncthreads();
+    if (tile + Plan::kStages - 1 < num_tiles) load_tile(tile + Plan::kStages - 1);
+    CpAsyncCommit();
+
+    const int key0 = tile * Plan::kTile;
+    const uint32_t key_desc = desc0 + (Plan::StageOff(tile) >> 4);
+    float ks[kQuarters];
+#pragma unroll
+    for (int hf = 0; hf < kQuarters; ++hf) {
+      ks[hf] = __ldg(a.k_scale + min(key0 + hf * 64 + lane_key, static_cast<int>(a.L) - 1));
+    }
+    auto issue = [&](float (&acc)[kAccN], int st) {
+      const int quarter = st / kSPQ, qgroup = st % kSPQ;
+      const uint32_t da = key_desc + ((quarter * 64 * 128) >> 4);
+      const uint32_t db = q_desc + ((kQPerAcc * qgroup * Plan::kQBytes) >> 4);
+      FenceRegs(acc);
+      WgmmaFence();
+#pragma unroll
+      for (int k32 = 0; k32 < Plan::kD / 32; ++k32) {
+        const uint64_t desc_a = (static_cast<uint64_t>(0x40000040u) << 32) | (da + 2 * k32);
+        const uint64_t desc_b = (static_cast<uint64_t>(0x40000040u) << 32) | (db + 2 * k32);
+        if constexpr (kQPerAcc == 2) {
+          WgmmaM64N128K32E4M3(acc, desc_a, desc_b, k32 != 0);
+        } else {
+          WgmmaM64N64K32E4M3(acc, desc_a, desc_b, k32 != 0);
+        }
+      }
+      WgmmaCommit();
+      FenceRegs(acc);
+    };
+    auto epilogue = [&](float (&acc)[kAccN], int st) {
+      const int quarter = st / kSPQ, qgroup = st % kSPQ;
+      const int qbase = kQPerWg * wg + kQPerAcc * qgroup;
+      float sum[kQPerAcc];
+#pragma unroll
+      for (int sub = 0; sub < kQPerAcc; ++sub) {
+        const int qw = qbase + sub;
+        float lo[4] = {0.f, 0.f, 0.f, 0.f}, hi[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+        for (int j = 0; j < 8; ++j) {
+          const float2 wv = *reinterpret_cast<const float2*>(&s_w[qw][8 * j + 2 * t4]);
+          const int c = 2 * (j & 1);
+          lo[c] = fmaf(wv.x, fmaxf(acc[32 * sub + 4 * j + 0], 0.f), lo[c]);
+          lo[c + 1] = fmaf(wv.y, fmaxf(acc[32 * sub + 4 * j + 1], 0.f), lo[c + 1]);
+          hi[c] = fmaf(wv.x, fmaxf(acc[32 * sub + 4 * j + 2], 0.f), hi[c]);
+          hi[c + 1] = fmaf(wv.y, fmaxf(acc[32 * sub + 4 * j + 3], 0.f), hi[c + 1]);
+        }
+        const float s_lo = (lo[0] + lo[1]) + (lo[2] + lo[3]);
+        const float s_hi = (hi[0] + hi[1]) + (hi[2] + hi[3]);
+        const bool odd = (t4 & 1) != 0;
+        sum[sub] = (odd ? s_hi : s_lo) + __shfl_xor_sync(0xffffffffu, odd ? s_lo : s_hi, 1);
+      }
+#pragma unroll
+      for (int sub = 0; sub < kQPerAcc; ++sub) sum[sub] += __shfl_xor_sync(0xffffffffu, sum[sub], 2);
+#pragma unroll
+      for (int sub = 0; sub < kQPerAcc; ++sub) {
+        const int qw = qbase + sub;
+        const int end = s_end[qw];
+        const float thr = s_thr[qw];
+        const int key = key0 + quarter * 64 + lane_key;
+        const float sc = sum[sub] * ks[quarter];
+        const bool pass = t4 < 2 && key < end && sc > thr;
+        const uint32_t ballot = __ballot_sync(0xffffffffu, pass);
+        if (ballot) {
+          int base = 0;
+          if (lane == 0) base = atomicAdd(&s_cnt[qw], __popc(ballot));
+          base = __shfl_sync(0xffffffffu, base, 0);
+          if (pass) {
+            const int64_t tq = t0 + qw;
+            const int pos = base + __popc(ballot & ((1u << lane) - 1u));
+            if (pos < a.cap) {
+              a.cand_scores[tq * a.cap + pos] = sc;
+              a.cand_idx[tq * a.cap + pos] = key;
+            } else {
+              s_overflow = 1;
+            }
+          }
+        }
+      }
+    };
+    if constexpr (kAccs == 2) {
+      issue(acc0, 0);
+      issue(acc1, 1);
+#pragma unroll
+      for (int st = 0; st < kSteps; st += 2) {
+        WgmmaWait<1>();
+        FenceRegs(acc0);
+        epilogue(acc0, st);
+        if (st + 2 < kSteps) {
+          issue(acc0, st + 2);
+          WgmmaWait<1>();
+        } else {
+          WgmmaWait<0>();
+        }
+        FenceRegs(acc1);
+        epilogue(acc1, st + 1);
+        if (st + 3 < kSteps) issue(acc1, st + 3);
+      }
+    } else {
+#pragma unroll
+      for (int st = 0; st < kSteps; ++st) {
+        issue(acc0, st);
+        WgmmaWait<0>();
+        FenceRegs(acc0);
+        epilogue(acc0, st);
+      }
+    }
+
+    // Every warpgroup's appends of this tile are in; the counts are read by all threads alike, so
+    // the decision is uniform. Threads 0..255 compact (named barrier 5, see TOPK_SELECT_SYNC).
+    __syncthreads();
+    bool any_full = false;
+#pragma unroll
+    for (int w = 0; w < kWarps; ++w) any_full |= s_cnt[w] + Plan::kTile > a.cap;
+    if (any_full) {
+      if (tid < kSelectThreads) {
+        uint32_t* s_key = reinterpret_cast<uint32_t*>(smem + Plan::kScratchOff);
+        int32_t* s_idx = reinterpret_cast<int32_t*>(s_key + a.cap);
+        for (int w = 0; w < kWarps; ++w) {
+          const int n = s_cnt[w];
+          if (n > trigger) {
+            const int64_t tw = t0 + w;
+            float nt;
+            const int kept = CompactCandidatesBin(a.cand_scores + tw * a.cap, a.cand_idx + tw * a.cap, n, a.topk,
+                                                  a.topk + Plan::kTile, s_key, s_idx, sel, &nt);
+            if (tid == 0) {
+              s_cnt[w] = kept;
+              s_thr[w] = nt;
+            }
+          }
+        }
+      }
+      __syncthreads();
+      if (tid < kWarps && s_cnt[tid] + Plan::kTile > a.cap) {
+        CandidateOverflow("fp8 after compaction", t0 + tid, s_cnt[tid], a.cap);
+      }
+    }
+    if (s_overflow != 0) CandidateOverflow("fp8", t0, 0, a.cap);
+  }
+  CpAsyncWait<0>();
+  __syncthreads();
+  if (tid < kWarps && t0 + tid < a.T) a.cand_count[t0 + tid] = s_cnt[tid];
+#else
+  __trap();
+#endif
+}
+
+IndexerTopkFp8Experiment g_fp8_experiment;  // see SetIndexerTopkFp8Experiment
+
+struct Fp8KernelVariant {
+  const char* name;
+  void (*kernel)(const Fp8Args);
+  int threads;
+};
+const Fp8KernelVariant kFp8Variants[] = {
+    {"legacy: 2 WG x 2 acc N128", IndexerTopkFp8Kernel, 256},
+    {"2 WG x 2 acc N128, descs", IndexerTopkFp8KernelT<2, 2, 2>, 256},
+    {"4 WG x 2 acc N64", IndexerTopkFp8KernelT<4, 1, 2>, 512},
+    {"4 WG x 1 acc N128", IndexerTopkFp8KernelT<4, 2, 1>, 512},
+    {"2 WG x 2 acc N64", IndexerTopkFp8KernelT<2, 1, 2>, 256},
+};
+constexpr int kFp8VariantCount = static_cast<int>(sizeof(kFp8Variants) / sizeof(kFp8Variants[0]));
+constexpr int kFp8DefaultVariant = 0;
+
 }  // namespace
 
 void RunQueryBlocksFp8(const IndexerTopkCudaParams& p, const Workspace& ws) {
@@ -335,14 +602,25 @@ void RunQueryBlocksFp8(const IndexerTopkCudaParams& p, const Workspace& ws) {
   if (p.L == 0) {
     CUDA_CHECK(cudaMemsetAsync(ws.count, 0, static_cast<size_t>(p.T) * sizeof(int32_t), p.stream));
   } else {
-    auto kernel = IndexerTopkFp8Kernel;
-    CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Fp8MainSmemPlan::kBytes));
+    const int v = g_fp8_experiment.fp8_kernel >= 0 && g_fp8_experiment.fp8_kernel < kFp8VariantCount
+                      ? g_fp8_experiment.fp8_kernel
+                      : kFp8DefaultVariant;
+    const Fp8KernelVariant& kv = kFp8Variants[v];
+    CUDA_CHECK(cudaFuncSetAttribute(kv.kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Fp8MainSmemPlan::kBytes));
     const unsigned grid = static_cast<unsigned>((p.T + kWarps - 1) / kWarps);
-    kernel<<<grid, kThreads, Fp8MainSmemPlan::kBytes, p.stream>>>(a);
+    kv.kernel<<<grid, kv.threads, Fp8MainSmemPlan::kBytes, p.stream>>>(a);
     CUDA_CHECK(cudaGetLastError());
   }
-  FinalizeQueryBlocks(p, ws);
+  if (!g_fp8_experiment.skip_finalize) FinalizeQueryBlocks(p, ws);
 }
 
 }  // namespace indexer_topk
+
+void SetIndexerTopkFp8Experiment(const IndexerTopkFp8Experiment& e) { indexer_topk::g_fp8_experiment = e; }
+int IndexerTopkFp8KernelCount() { return indexer_topk::kFp8VariantCount; }
+const char* IndexerTopkFp8KernelName(int variant) {
+  return variant >= 0 && variant < indexer_topk::kFp8VariantCount ? indexer_topk::kFp8Variants[variant].name : "?";
+}
+int IndexerTopkFp8DefaultKernel() { return indexer_topk::kFp8DefaultVariant; }
+
 }  // namespace indexcache

@@ -11,7 +11,8 @@
 // differ from the fp32 reference by more than bf16's) and a floor f of the row's largest |score|
 // (1e-2; 0.5 with signed weights whose heads cancel); duplicate keys (exact ties on the GPU too):
 // a selected key's lower-index copies are selected.
-// The largest relative score deviation seen is printed (it sizes kTopkScoreRelTolFp8).
+// The largest relative score deviation seen is printed (it sizes kTopkScoreRelTolFp8). Every FP8
+// main-kernel variant (SetIndexerTopkFp8Experiment) must give the default's output bit for bit.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -176,6 +177,24 @@ TEST_P(IndexerTopkFp8CudaTest, MatchesCpuOnDequantisedInputs) {
   CUDA_CHECK(cudaDeviceSynchronize());
   didx.CopyTo(again.data());
   EXPECT_EQ(again, got_idx) << "not deterministic";
+  // Every FP8 main-kernel variant (SetIndexerTopkFp8Experiment) sums the heads in the same order,
+  // so each must return the default's output bit for bit.
+  for (int v = 0; v < IndexerTopkFp8KernelCount(); ++v) {
+    IndexerTopkFp8Experiment e;
+    e.fp8_kernel = v;
+    SetIndexerTopkFp8Experiment(e);
+    CUDA_CHECK(cudaMemset(didx.ptr, 0x7f, didx.bytes));
+    CUDA_CHECK(cudaMemset(dsc.ptr, 0x7f, dsc.bytes));
+    IndexerTopkCuda(p);
+    CUDA_CHECK(cudaDeviceSynchronize());
+    SetIndexerTopkFp8Experiment({});
+    std::vector<float> vsc(c.T * c.topk);
+    didx.CopyTo(again.data());
+    dsc.CopyTo(vsc.data());
+    EXPECT_EQ(again, got_idx) << "variant " << v << " (" << IndexerTopkFp8KernelName(v) << "): indices differ";
+    EXPECT_EQ(0, std::memcmp(vsc.data(), got_sc.data(), vsc.size() * sizeof(float)))
+        << "variant " << v << " (" << IndexerTopkFp8KernelName(v) << "): scores differ";
+  }
 
   TopkCheck check;
   check.name = c.name;
