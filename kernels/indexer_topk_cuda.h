@@ -143,6 +143,9 @@ void IndexerTopkCuda(const IndexerTopkCudaParams& p);
 struct IndexerTopkFp8Experiment {
   int fp8_kernel = -1;
   bool skip_finalize = false;
+  // Variants 1..: the main kernel compacts every candidate buffer to <= topk + 256 entries before
+  // it ends, and the finalize kernel runs with that smaller scratch.
+  bool final_compact = false;
 };
 void SetIndexerTopkFp8Experiment(const IndexerTopkFp8Experiment& e);
 // Number of FP8 main-kernel variants, the name of each, and the default's index.

@@ -79,6 +79,7 @@ struct Fp8Args {
   int cap;
   float abs_scale;
   bool negate_q;  // scale < 0: ReLU(scale * x) = |scale| * ReLU(-x); e4m3 negates by its sign bit
+  bool final_compact;  // variants 1..: compact every buffer to <= topk + kTile entries at the end
   float* cand_scores;   // [T, cap]
   int32_t* cand_idx;    // [T, cap]
   int32_t* cand_count;  // [T]
@@ -323,9 +324,14 @@ __global__ void __launch_bounds__(kThreads, 1) IndexerTopkFp8Kernel(const Fp8Arg
 //    recomputed the masks and shifts for each of the 8 descriptors of a step);
 //  - the head sum, threshold and candidate appends are the legacy kernel's, in the same order, so
 //    every variant produces the same scores bit for bit and hence the same output.
+// kTrim (fewer instructions per step, same bits): the head weights laid out per lane (four LDS.128
+// per query instead of eight LDS.64), each query's key end and threshold read once per tile, and
+// 32-bit candidate offsets (T * cap < 2^31, checked by the host).
 // The per-tile cp.async pipeline, the compaction (threads 0..255) and the overflow checks are the
-// legacy kernel's.
-template <int kMathWgs, int kQPerAcc, int kAccs>
+// legacy kernel's. a.final_compact: before the counts are written, every buffer with more than
+// topk + kTile entries is compacted (CompactCandidatesBin) so that the finalize kernel reads at most
+// that many (its scratch shrinks, more CTAs per SM).
+template <int kMathWgs, int kQPerAcc, int kAccs, bool kTrim>
 __global__ void __launch_bounds__(128 * kMathWgs, 1) IndexerTopkFp8KernelT(const Fp8Args a) {
 #if INDEXER_TOPK_HAS_WGMMA
   using Plan = Fp8MainSmemPlan;
@@ -345,7 +351,12 @@ __global__ void __launch_bounds__(128 * kMathWgs, 1) IndexerTopkFp8KernelT(const
   __shared__ int s_cnt[kWarps];
   __shared__ float s_thr[kWarps];
   __shared__ int s_end[kWarps];
-  __shared__ __align__(16) float s_w[kWarps][kMaxHeads];
+  // Head weights (with the query scales): [query][head] (s_w), or with kTrim per lane: s_w4[query]
+  // [t4][2 j + c] = weight of head 8 j + 2 t4 + c, rows padded to 20 floats (no bank conflicts
+  // between the four t4 rows of an LDS.128 phase).
+  constexpr int kW4Row = 20;
+  __shared__ __align__(16) float s_w[kTrim ? 1 : kWarps][kTrim ? 1 : kMaxHeads];
+  __shared__ __align__(16) float s_w4[kTrim ? kWarps : 1][4][kW4Row];
   __shared__ int s_overflow;
 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
@@ -363,7 +374,12 @@ __global__ void __launch_bounds__(128 * kMathWgs, 1) IndexerTopkFp8KernelT(const
   for (int i = tid; i < kWarps * kMaxHeads; i += kNT) {
     const int qi = i / kMaxHeads, h = i % kMaxHeads;
     const int64_t t = t0 + qi;
-    s_w[qi][h] = (t < a.T && h < a.H) ? a.weights[t * a.H + h] * a.q_scale[t * a.H + h] * a.abs_scale : 0.f;
+    const float wv = (t < a.T && h < a.H) ? a.weights[t * a.H + h] * a.q_scale[t * a.H + h] * a.abs_scale : 0.f;
+    if constexpr (kTrim) {
+      s_w4[qi][(h >> 1) & 3][2 * (h >> 3) + (h & 1)] = wv;
+    } else {
+      s_w[qi][h] = wv;
+    }
   }
   for (int c = tid; c < kWarps * 64 * 8; c += kNT) {
     const int qi = c >> 9, h = (c >> 3) & 63, ch = c & 7;
@@ -424,6 +440,20 @@ __global__ void __launch_bounds__(128 * kMathWgs, 1) IndexerTopkFp8KernelT(const
     for (int hf = 0; hf < kQuarters; ++hf) {
       ks[hf] = __ldg(a.k_scale + min(key0 + hf * 64 + lane_key, static_cast<int>(a.L) - 1));
     }
+    // kTrim: this warpgroup's queries' key ends and thresholds for the tile (they change only at the
+    // compactions between tiles).
+    int end_r[kQPerWg];
+    float thr_r[kQPerWg];
+#pragma unroll
+    for (int i = 0; i < kQPerWg; ++i) {
+      if constexpr (kTrim) {
+        end_r[i] = s_end[kQPerWg * wg + i];
+        thr_r[i] = s_thr[kQPerWg * wg + i];
+      } else {
+        end_r[i] = 0;
+        thr_r[i] = 0.f;
+      }
+    }
     auto issue = [&](float (&acc)[kAccN], int st) {
       const int quarter = st / kSPQ, qgroup = st % kSPQ;
       const uint32_t da = key_desc + ((quarter * 64 * 128) >> 4);
@@ -451,9 +481,19 @@ __global__ void __launch_bounds__(128 * kMathWgs, 1) IndexerTopkFp8KernelT(const
       for (int sub = 0; sub < kQPerAcc; ++sub) {
         const int qw = qbase + sub;
         float lo[4] = {0.f, 0.f, 0.f, 0.f}, hi[4] = {0.f, 0.f, 0.f, 0.f};
+        float4 w4[4];
+        if constexpr (kTrim) {
+#pragma unroll
+          for (int m = 0; m < 4; ++m) w4[m] = *reinterpret_cast<const float4*>(&s_w4[qw][t4][4 * m]);
+        }
 #pragma unroll
         for (int j = 0; j < 8; ++j) {
-          const float2 wv = *reinterpret_cast<const float2*>(&s_w[qw][8 * j + 2 * t4]);
+          float2 wv;
+          if constexpr (kTrim) {
+            wv = (j & 1) ? make_float2(w4[j >> 1].z, w4[j >> 1].w) : make_float2(w4[j >> 1].x, w4[j >> 1].y);
+          } else {
+            wv = *reinterpret_cast<const float2*>(&s_w[qw][8 * j + 2 * t4]);
+          }
           const int c = 2 * (j & 1);
           lo[c] = fmaf(wv.x, fmaxf(acc[32 * sub + 4 * j + 0], 0.f), lo[c]);
           lo[c + 1] = fmaf(wv.y, fmaxf(acc[32 * sub + 4 * j + 1], 0.f), lo[c + 1]);
@@ -470,8 +510,8 @@ __global__ void __launch_bounds__(128 * kMathWgs, 1) IndexerTopkFp8KernelT(const
 #pragma unroll
       for (int sub = 0; sub < kQPerAcc; ++sub) {
         const int qw = qbase + sub;
-        const int end = s_end[qw];
-        const float thr = s_thr[qw];
+        const int end = kTrim ? end_r[kQPerAcc * qgroup + sub] : s_end[qw];
+        const float thr = kTrim ? thr_r[kQPerAcc * qgroup + sub] : s_thr[qw];
         const int key = key0 + quarter * 64 + lane_key;
         const float sc = sum[sub] * ks[quarter];
         const bool pass = t4 < 2 && key < end && sc > thr;
@@ -481,11 +521,17 @@ __global__ void __launch_bounds__(128 * kMathWgs, 1) IndexerTopkFp8KernelT(const
           if (lane == 0) base = atomicAdd(&s_cnt[qw], __popc(ballot));
           base = __shfl_sync(0xffffffffu, base, 0);
           if (pass) {
-            const int64_t tq = t0 + qw;
             const int pos = base + __popc(ballot & ((1u << lane) - 1u));
             if (pos < a.cap) {
-              a.cand_scores[tq * a.cap + pos] = sc;
-              a.cand_idx[tq * a.cap + pos] = key;
+              if constexpr (kTrim) {
+                const int off = (static_cast<int>(t0) + qw) * a.cap + pos;  // < 2^31 (host check)
+                a.cand_scores[off] = sc;
+                a.cand_idx[off] = key;
+              } else {
+                const int64_t tq = t0 + qw;
+                a.cand_scores[tq * a.cap + pos] = sc;
+                a.cand_idx[tq * a.cap + pos] = key;
+              }
             } else {
               s_overflow = 1;
             }
@@ -554,6 +600,23 @@ __global__ void __launch_bounds__(128 * kMathWgs, 1) IndexerTopkFp8KernelT(const
   }
   CpAsyncWait<0>();
   __syncthreads();
+  if (a.final_compact) {
+    if (tid < kSelectThreads) {
+      uint32_t* s_key = reinterpret_cast<uint32_t*>(smem + Plan::kScratchOff);
+      int32_t* s_idx = reinterpret_cast<int32_t*>(s_key + a.cap);
+      for (int w = 0; w < kWarps; ++w) {
+        const int n = s_cnt[w];
+        if (n > a.topk + Plan::kTile) {
+          const int64_t tw = t0 + w;
+          float nt;
+          const int kept = CompactCandidatesBin(a.cand_scores + tw * a.cap, a.cand_idx + tw * a.cap, n, a.topk,
+                                                a.topk + Plan::kTile, s_key, s_idx, sel, &nt);
+          if (tid == 0) s_cnt[w] = kept;
+        }
+      }
+    }
+    __syncthreads();
+  }
   if (tid < kWarps && t0 + tid < a.T) a.cand_count[t0 + tid] = s_cnt[tid];
 #else
   __trap();
@@ -569,11 +632,13 @@ struct Fp8KernelVariant {
 };
 const Fp8KernelVariant kFp8Variants[] = {
     {"legacy: 2 WG x 2 acc N128", IndexerTopkFp8Kernel, 256},
-    {"2 WG x 2 acc N128, descs", IndexerTopkFp8KernelT<2, 2, 2>, 256},
-    {"4 WG x 2 acc N64", IndexerTopkFp8KernelT<4, 1, 2>, 512},
-    {"4 WG x 1 acc N128", IndexerTopkFp8KernelT<4, 2, 1>, 512},
-    {"2 WG x 2 acc N64", IndexerTopkFp8KernelT<2, 1, 2>, 256},
+    {"2 WG x 2 acc N128, descs", IndexerTopkFp8KernelT<2, 2, 2, false>, 256},
+    {"4 WG x 2 acc N64", IndexerTopkFp8KernelT<4, 1, 2, false>, 512},
+    {"4 WG x 1 acc N128", IndexerTopkFp8KernelT<4, 2, 1, false>, 512},
+    {"2 WG x 2 acc N64", IndexerTopkFp8KernelT<2, 1, 2, false>, 256},
+    {"4 WG x 1 acc N128, trimmed", IndexerTopkFp8KernelT<4, 2, 1, true>, 512},
 };
+constexpr int kFp8TrimmedFirst = 5;  // variants >= this need T * cap < 2^31
 constexpr int kFp8VariantCount = static_cast<int>(sizeof(kFp8Variants) / sizeof(kFp8Variants[0]));
 constexpr int kFp8DefaultVariant = 0;
 
@@ -599,19 +664,24 @@ void RunQueryBlocksFp8(const IndexerTopkCudaParams& p, const Workspace& ws) {
   a.cand_idx = ws.idx;
   a.cand_count = ws.count;
   if (!Fp8MainSmemPlan::Fits(a.cap)) Fail("FP8 path: candidate buffer larger than the compaction scratch");
+  a.final_compact = false;
+  int64_t final_max = -1;  // the most entries a buffer holds after the main kernel (-1: cap)
   if (p.L == 0) {
     CUDA_CHECK(cudaMemsetAsync(ws.count, 0, static_cast<size_t>(p.T) * sizeof(int32_t), p.stream));
   } else {
-    const int v = g_fp8_experiment.fp8_kernel >= 0 && g_fp8_experiment.fp8_kernel < kFp8VariantCount
-                      ? g_fp8_experiment.fp8_kernel
-                      : kFp8DefaultVariant;
+    int v = g_fp8_experiment.fp8_kernel >= 0 && g_fp8_experiment.fp8_kernel < kFp8VariantCount
+                ? g_fp8_experiment.fp8_kernel
+                : kFp8DefaultVariant;
+    if (v >= kFp8TrimmedFirst && p.T * static_cast<int64_t>(a.cap) >= (int64_t{1} << 31)) v = 3;
+    a.final_compact = v != 0 && g_fp8_experiment.final_compact;
+    final_max = a.final_compact ? a.topk + Fp8MainSmemPlan::kTile : -1;
     const Fp8KernelVariant& kv = kFp8Variants[v];
     CUDA_CHECK(cudaFuncSetAttribute(kv.kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Fp8MainSmemPlan::kBytes));
     const unsigned grid = static_cast<unsigned>((p.T + kWarps - 1) / kWarps);
     kv.kernel<<<grid, kv.threads, Fp8MainSmemPlan::kBytes, p.stream>>>(a);
     CUDA_CHECK(cudaGetLastError());
   }
-  if (!g_fp8_experiment.skip_finalize) FinalizeQueryBlocks(p, ws);
+  if (!g_fp8_experiment.skip_finalize) FinalizeQueryBlocks(p, ws, final_max);
 }
 
 }  // namespace indexer_topk

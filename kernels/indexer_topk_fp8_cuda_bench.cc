@@ -22,8 +22,9 @@
 // --profile: only two FP8 calls at L = 32K (gaussian data) and no ceilings, for a profiler; with
 // --kernel N they run FP8 main-kernel variant N (SetIndexerTopkFp8Experiment).
 // --kernels: the FP8 main-kernel variants timed side by side (default: all). Per variant and L:
-// the whole call, no-sel, and the main kernel alone (skip_finalize), and whether its output equals
-// variant 0's bit for bit (indices and scores). Variant 0 is timed again last (the run's noise).
+// the whole call, no-sel, the main kernel alone (skip_finalize) and the whole call with
+// final_compact, and whether the output equals variant 0's bit for bit (indices and scores).
+// Variant 0 is timed again last (the run's noise).
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -45,8 +46,8 @@ constexpr int64_t T = 2048, H = 64, D = 128, kTopk = 2048;
 
 struct VariantTimes {
   int variant;
-  double fp8_ms, nosel_ms, main_ms;
-  bool equal;  // output bitwise equal to variant 0's
+  double fp8_ms, nosel_ms, main_ms, fc_ms;  // fc: the whole call with final_compact
+  bool equal, fc_equal;  // output bitwise equal to variant 0's (without, with final_compact)
 };
 
 struct Row {
@@ -233,9 +234,10 @@ int Main(int argc, char** argv) {
     std::vector<float> ref_sc(T * kTopk), got_sc(T * kTopk);
     std::vector<int> order = kernels;
     order.push_back(0);
-    auto run_copy = [&](int variant, std::vector<int32_t>* idx, std::vector<float>* sc) {
+    auto run_copy = [&](int variant, std::vector<int32_t>* idx, std::vector<float>* sc, bool fc = false) {
       IndexerTopkFp8Experiment e;
       e.fp8_kernel = variant;
+      e.final_compact = fc;
       SetIndexerTopkFp8Experiment(e);
       IndexerTopkCuda(pf);
       CUDA_CHECK(cudaDeviceSynchronize());
@@ -257,6 +259,9 @@ int Main(int argc, char** argv) {
       e.skip_finalize = true;
       SetIndexerTopkFp8Experiment(e);
       vt.main_ms = MedianMs([&] { IndexerTopkCuda(pf); }, 2, iters);
+      run_copy(vt.variant, &got_idx, &got_sc, true);
+      vt.fc_equal = got_idx == ref_idx && std::memcmp(got_sc.data(), ref_sc.data(), got_sc.size() * 4) == 0;
+      vt.fc_ms = MedianMs([&] { IndexerTopkCuda(pf); }, 2, iters);
       r.variants.push_back(vt);
     }
     SetIndexerTopkFp8Experiment({});
@@ -291,16 +296,17 @@ int Main(int argc, char** argv) {
   }
   std::printf("\nFP8 main-kernel variants (default %d): whole call, no-sel, main kernel alone (no finalize); "
               "'same' = output bitwise equal to variant 0's\n\n", IndexerTopkFp8DefaultKernel());
-  std::printf("| L | variant | fp8 ms | x fp8 floor | no-sel ms | x fp8 floor | main only ms | x fp8 floor | same |\n"
-              "|---:|---|---:|---:|---:|---:|---:|---:|---|\n");
+  std::printf("| L | variant | fp8 ms | x fp8 floor | no-sel ms | x fp8 floor | main only ms | x fp8 floor | same | "
+              "fp8 final_compact ms | x fp8 floor | same |\n"
+              "|---:|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---|\n");
   for (const Row& r : rows) {
     const double f8 = r.flops / (fp8_gemm * 1e9);
     for (size_t i = 0; i < r.variants.size(); ++i) {
       const VariantTimes& v = r.variants[i];
-      std::printf("| %lld | %d %s%s | %.3f | %.2f | %.3f | %.2f | %.3f | %.2f | %s |\n", static_cast<long long>(r.L),
-                  v.variant, IndexerTopkFp8KernelName(v.variant), i + 1 == r.variants.size() ? " (again)" : "",
-                  v.fp8_ms, v.fp8_ms / f8, v.nosel_ms, v.nosel_ms / f8, v.main_ms, v.main_ms / f8,
-                  v.equal ? "yes" : "NO");
+      std::printf("| %lld | %d %s%s | %.3f | %.2f | %.3f | %.2f | %.3f | %.2f | %s | %.3f | %.2f | %s |\n",
+                  static_cast<long long>(r.L), v.variant, IndexerTopkFp8KernelName(v.variant),
+                  i + 1 == r.variants.size() ? " (again)" : "", v.fp8_ms, v.fp8_ms / f8, v.nosel_ms, v.nosel_ms / f8,
+                  v.main_ms, v.main_ms / f8, v.equal ? "yes" : "NO", v.fc_ms, v.fc_ms / f8, v.fc_equal ? "yes" : "NO");
     }
   }
   std::printf("\nSelection overlap |fp8 ∩ bf16| / topk over the %lld queries (mean / min)\n\n", static_cast<long long>(T));

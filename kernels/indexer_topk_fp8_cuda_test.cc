@@ -179,9 +179,11 @@ TEST_P(IndexerTopkFp8CudaTest, MatchesCpuOnDequantisedInputs) {
   EXPECT_EQ(again, got_idx) << "not deterministic";
   // Every FP8 main-kernel variant (SetIndexerTopkFp8Experiment) sums the heads in the same order,
   // so each must return the default's output bit for bit.
-  for (int v = 0; v < IndexerTopkFp8KernelCount(); ++v) {
+  for (int vf = 0; vf < 2 * IndexerTopkFp8KernelCount(); ++vf) {
+    const int v = vf / 2;
     IndexerTopkFp8Experiment e;
     e.fp8_kernel = v;
+    e.final_compact = (vf & 1) != 0;  // variant 0 ignores it
     SetIndexerTopkFp8Experiment(e);
     CUDA_CHECK(cudaMemset(didx.ptr, 0x7f, didx.bytes));
     CUDA_CHECK(cudaMemset(dsc.ptr, 0x7f, dsc.bytes));
@@ -191,9 +193,11 @@ TEST_P(IndexerTopkFp8CudaTest, MatchesCpuOnDequantisedInputs) {
     std::vector<float> vsc(c.T * c.topk);
     didx.CopyTo(again.data());
     dsc.CopyTo(vsc.data());
-    EXPECT_EQ(again, got_idx) << "variant " << v << " (" << IndexerTopkFp8KernelName(v) << "): indices differ";
+    EXPECT_EQ(again, got_idx) << "variant " << v << " (" << IndexerTopkFp8KernelName(v) << ", final_compact "
+                              << e.final_compact << "): indices differ";
     EXPECT_EQ(0, std::memcmp(vsc.data(), got_sc.data(), vsc.size() * sizeof(float)))
-        << "variant " << v << " (" << IndexerTopkFp8KernelName(v) << "): scores differ";
+        << "variant " << v << " (" << IndexerTopkFp8KernelName(v) << ", final_compact " << e.final_compact
+        << "): scores differ";
   }
 
   TopkCheck check;
