@@ -152,6 +152,8 @@ void SetIndexerTopkFp8Experiment(const IndexerTopkFp8Experiment& e);
 int IndexerTopkFp8KernelCount();
 const char* IndexerTopkFp8KernelName(int variant);
 int IndexerTopkFp8DefaultKernel();
+// Variants with equal sum orders give the same scores bit for bit (hence the same output).
+int IndexerTopkFp8KernelSumOrder(int variant);
 
 // The model-level sizes IndexerTopkCuda supports, checked when a model loads (as FlashMLA checks
 // before dispatch) so that an unsupported checkpoint is one error line, not an abort mid-forward.

@@ -470,7 +470,8 @@ __device__ int CompactKeysBinHalf(float* gs, int32_t* gi, int n, int r, int limi
 // legacy kernel's. a.final_compact: before the counts are written, every buffer with more than
 // topk + kTile entries is compacted (CompactCandidatesBin) so that the finalize kernel reads at most
 // that many (its scratch shrinks, more CTAs per SM).
-template <int kMathWgs, int kQPerAcc, int kAccs, bool kTrim, bool kPairCompact = false>
+template <int kMathWgs, int kQPerAcc, int kAccs, bool kTrim, bool kPairCompact = false, bool kSplit = false,
+          bool kOneBar = false, bool kAbs = false>
 __global__ void __launch_bounds__(128 * kMathWgs, 1) IndexerTopkFp8KernelT(const Fp8Args a) {
 #if INDEXER_TOPK_HAS_WGMMA
   using Plan = Fp8MainSmemPlan;
@@ -482,6 +483,7 @@ __global__ void __launch_bounds__(128 * kMathWgs, 1) IndexerTopkFp8KernelT(const
   constexpr int kSteps = kQuarters * kSPQ;
   static_assert(kSteps % 2 == 0, "two accumulators alternate");
   static_assert(!kPairCompact || kMathWgs == 4, "pair compaction: two halves of 256 threads");
+  static_assert(!kAbs || kTrim, "the |x| form keeps half weights in the per-lane layout");
   extern __shared__ __align__(16) uint8_t smem_raw[];
   const uint32_t raw_addr = static_cast<uint32_t>(__cvta_generic_to_shared(smem_raw));
   const uint32_t pad = ((raw_addr + 1023u) & ~1023u) - raw_addr;
@@ -518,7 +520,7 @@ __global__ void __launch_bounds__(128 * kMathWgs, 1) IndexerTopkFp8KernelT(const
     const int64_t t = t0 + qi;
     const float wv = (t < a.T && h < a.H) ? a.weights[t * a.H + h] * a.q_scale[t * a.H + h] * a.abs_scale : 0.f;
     if constexpr (kTrim) {
-      s_w4[qi][(h >> 1) & 3][2 * (h >> 3) + (h & 1)] = wv;
+      s_w4[qi][(h >> 1) & 3][2 * (h >> 3) + (h & 1)] = kAbs ? 0.5f * wv : wv;
     } else {
       s_w[qi][h] = wv;
     }
@@ -567,11 +569,94 @@ __global__ void __launch_bounds__(128 * kMathWgs, 1) IndexerTopkFp8KernelT(const
   const uint32_t q_desc = desc0 + ((Plan::kQOff + kQPerWg * wg * Plan::kQBytes) >> 4);
   const int trigger = a.topk + (a.cap - Plan::kTile - a.topk) / 2;
   const int lane_key = wq * 16 + g + (t4 == 1 ? 8 : 0);
+  // After a barrier that follows a tile's appends: the counts are read by all threads alike, so the
+  // decision is uniform; compacts the buffers that could overflow on the next tile (threads 0..255,
+  // named barrier 5, see TOPK_SELECT_SYNC; or both halves at once with kPairCompact).
+  auto compact_if_full = [&]() {
+      bool any_full = false;
+  #pragma unroll
+      for (int w = 0; w < kWarps; ++w) any_full |= s_cnt[w] + Plan::kTile > a.cap;
+      if (any_full && kPairCompact) {
+        // Half h (threads 256 h ..) compacts queries 4 h .. 4 h + 3 (keys-only scratch halves, named
+        // barrier 6 + h); a query whose bins cannot get small enough is compacted exactly afterwards.
+        const int half = tid >> 8, ltid = tid & 255;
+        uint32_t* s_keyh = reinterpret_cast<uint32_t*>(smem + Plan::kScratchOff) + half * a.cap;
+        bool need_exact = false;
+        for (int w = 4 * half; w < 4 * half + 4; ++w) {
+          const int n = s_cnt[w];
+          int exact = 0;
+          if (n > trigger) {
+            const int64_t tw = t0 + w;
+            float nt;
+            const int kept = CompactKeysBinHalf(a.cand_scores + tw * a.cap, a.cand_idx + tw * a.cap, n, a.topk,
+                                                a.topk + Plan::kTile, s_keyh, sel_half[half], 6 + half, ltid, &nt);
+            if (kept < 0) {
+              exact = 1;
+            } else if (ltid == 0) {
+              s_cnt[w] = kept;
+              s_thr[w] = nt;
+            }
+          }
+          if (ltid == 0) s_exact[w] = exact;
+        }
+        __syncthreads();
+  #pragma unroll
+        for (int w = 0; w < kWarps; ++w) need_exact |= s_exact[w] != 0;
+        if (need_exact) {
+          if (tid < kSelectThreads) {
+            uint32_t* s_key = reinterpret_cast<uint32_t*>(smem + Plan::kScratchOff);
+            int32_t* s_idx = reinterpret_cast<int32_t*>(s_key + a.cap);
+            for (int w = 0; w < kWarps; ++w) {
+              if (s_exact[w] != 0) {
+                const int64_t tw = t0 + w;
+                const float nt = CompactCandidates(a.cand_scores + tw * a.cap, a.cand_idx + tw * a.cap, s_cnt[w], a.topk,
+                                                   s_key, s_idx, sel);
+                if (tid == 0) {
+                  s_cnt[w] = a.topk;
+                  s_thr[w] = nt;
+                }
+              }
+            }
+          }
+          __syncthreads();
+        }
+        if (tid < kWarps && s_cnt[tid] + Plan::kTile > a.cap) {
+          CandidateOverflow("fp8 after compaction", t0 + tid, s_cnt[tid], a.cap);
+        }
+      } else if (any_full) {
+        if (tid < kSelectThreads) {
+          uint32_t* s_key = reinterpret_cast<uint32_t*>(smem + Plan::kScratchOff);
+          int32_t* s_idx = reinterpret_cast<int32_t*>(s_key + a.cap);
+          for (int w = 0; w < kWarps; ++w) {
+            const int n = s_cnt[w];
+            if (n > trigger) {
+              const int64_t tw = t0 + w;
+              float nt;
+              const int kept = CompactCandidatesBin(a.cand_scores + tw * a.cap, a.cand_idx + tw * a.cap, n, a.topk,
+                                                    a.topk + Plan::kTile, s_key, s_idx, sel, &nt);
+              if (tid == 0) {
+                s_cnt[w] = kept;
+                s_thr[w] = nt;
+              }
+            }
+          }
+        }
+        __syncthreads();
+        if (tid < kWarps && s_cnt[tid] + Plan::kTile > a.cap) {
+          CandidateOverflow("fp8 after compaction", t0 + tid, s_cnt[tid], a.cap);
+        }
+      }
+    if (s_overflow != 0) CandidateOverflow("fp8", t0, 0, a.cap);
+  };
   float acc0[kAccN], acc1[kAccN];
   for (int tile = 0; tile < num_tiles; ++tile) {
     CpAsyncWait<Plan::kStages - 2>();
     FenceProxyAsync();
     __syncthreads();
+    // kOneBar: the previous tile's compaction check runs after this barrier (one barrier per tile).
+    if constexpr (kOneBar) {
+      if (tile > 0) compact_if_full();
+    }
     if (tile + Plan::kStages - 1 < num_tiles) load_tile(tile + Plan::kStages - 1);
     CpAsyncCommit();
 
@@ -615,10 +700,11 @@ __global__ void __launch_bounds__(128 * kMathWgs, 1) IndexerTopkFp8KernelT(const
       WgmmaCommit();
       FenceRegs(acc);
     };
-    auto epilogue = [&](float (&acc)[kAccN], int st) {
-      const int quarter = st / kSPQ, qgroup = st % kSPQ;
+    // Step st's head sums before the quad reduction: sl[sub] / sh[sub] = this lane's partial sums for
+    // keys g and g + 8 of query qbase + sub (reads the accumulator; no shuffle, no shared state).
+    auto headsum = [&](float (&acc)[kAccN], int st, float (&sl)[kQPerAcc], float (&sh)[kQPerAcc]) {
+      const int qgroup = st % kSPQ;
       const int qbase = kQPerWg * wg + kQPerAcc * qgroup;
-      float sum[kQPerAcc];
 #pragma unroll
       for (int sub = 0; sub < kQPerAcc; ++sub) {
         const int qw = qbase + sub;
@@ -637,15 +723,42 @@ __global__ void __launch_bounds__(128 * kMathWgs, 1) IndexerTopkFp8KernelT(const
             wv = *reinterpret_cast<const float2*>(&s_w[qw][8 * j + 2 * t4]);
           }
           const int c = 2 * (j & 1);
-          lo[c] = fmaf(wv.x, fmaxf(acc[32 * sub + 4 * j + 0], 0.f), lo[c]);
-          lo[c + 1] = fmaf(wv.y, fmaxf(acc[32 * sub + 4 * j + 1], 0.f), lo[c + 1]);
-          hi[c] = fmaf(wv.x, fmaxf(acc[32 * sub + 4 * j + 2], 0.f), hi[c]);
-          hi[c + 1] = fmaf(wv.y, fmaxf(acc[32 * sub + 4 * j + 3], 0.f), hi[c + 1]);
+          const float x0 = acc[32 * sub + 4 * j + 0], x1 = acc[32 * sub + 4 * j + 1];
+          const float x2 = acc[32 * sub + 4 * j + 2], x3 = acc[32 * sub + 4 * j + 3];
+          if constexpr (kAbs) {
+            // w ReLU(x) = (w / 2) (x + |x|): two FFMAs (FMA pipe; |x| is an operand modifier) instead
+            // of FMNMX (ALU pipe, half rate) + FFMA. s_w4 holds w / 2; lo[c] takes the x terms and
+            // lo[c + 1] the |x| terms (other bits than the ReLU order: within the FP8 tolerance).
+            lo[c] = fmaf(wv.x, x0, lo[c]);
+            lo[c + 1] = fmaf(wv.x, fabsf(x0), lo[c + 1]);
+            lo[c] = fmaf(wv.y, x1, lo[c]);
+            lo[c + 1] = fmaf(wv.y, fabsf(x1), lo[c + 1]);
+            hi[c] = fmaf(wv.x, x2, hi[c]);
+            hi[c + 1] = fmaf(wv.x, fabsf(x2), hi[c + 1]);
+            hi[c] = fmaf(wv.y, x3, hi[c]);
+            hi[c + 1] = fmaf(wv.y, fabsf(x3), hi[c + 1]);
+          } else {
+            lo[c] = fmaf(wv.x, fmaxf(x0, 0.f), lo[c]);
+            lo[c + 1] = fmaf(wv.y, fmaxf(x1, 0.f), lo[c + 1]);
+            hi[c] = fmaf(wv.x, fmaxf(x2, 0.f), hi[c]);
+            hi[c + 1] = fmaf(wv.y, fmaxf(x3, 0.f), hi[c + 1]);
+          }
         }
-        const float s_lo = (lo[0] + lo[1]) + (lo[2] + lo[3]);
-        const float s_hi = (hi[0] + hi[1]) + (hi[2] + hi[3]);
-        const bool odd = (t4 & 1) != 0;
-        sum[sub] = (odd ? s_hi : s_lo) + __shfl_xor_sync(0xffffffffu, odd ? s_lo : s_hi, 1);
+        sl[sub] = (lo[0] + lo[1]) + (lo[2] + lo[3]);
+        sh[sub] = (hi[0] + hi[1]) + (hi[2] + hi[3]);
+      }
+    };
+    // The quad reduction, threshold and candidate appends of step st.
+    auto select = [&](const float (&sl)[kQPerAcc], const float (&sh)[kQPerAcc], int st) {
+      const int quarter = st / kSPQ, qgroup = st % kSPQ;
+      const int qbase = kQPerWg * wg + kQPerAcc * qgroup;
+      float sum[kQPerAcc];
+      // Odd lanes keep the hi key and send lo, even lanes the reverse; after the xor-2 step lane
+      // t4 == 0 holds key g's sum and t4 == 1 key g + 8's.
+      const bool odd = (t4 & 1) != 0;
+#pragma unroll
+      for (int sub = 0; sub < kQPerAcc; ++sub) {
+        sum[sub] = (odd ? sh[sub] : sl[sub]) + __shfl_xor_sync(0xffffffffu, odd ? sl[sub] : sh[sub], 1);
       }
 #pragma unroll
       for (int sub = 0; sub < kQPerAcc; ++sub) sum[sub] += __shfl_xor_sync(0xffffffffu, sum[sub], 2);
@@ -681,6 +794,11 @@ __global__ void __launch_bounds__(128 * kMathWgs, 1) IndexerTopkFp8KernelT(const
         }
       }
     };
+    auto epilogue = [&](float (&acc)[kAccN], int st) {
+      float sl[kQPerAcc], sh[kQPerAcc];
+      headsum(acc, st, sl, sh);
+      select(sl, sh, st);
+    };
     if constexpr (kAccs == 2) {
       issue(acc0, 0);
       issue(acc1, 1);
@@ -699,6 +817,19 @@ __global__ void __launch_bounds__(128 * kMathWgs, 1) IndexerTopkFp8KernelT(const
         epilogue(acc1, st + 1);
         if (st + 3 < kSteps) issue(acc1, st + 3);
       }
+    } else if constexpr (kSplit) {
+      // The next step's wgmma is issued as soon as the head sums have read the accumulator: the
+      // shuffles, threshold and appends (shared-memory atomics, global stores) overlap it.
+      issue(acc0, 0);
+#pragma unroll
+      for (int st = 0; st < kSteps; ++st) {
+        WgmmaWait<0>();
+        FenceRegs(acc0);
+        float sl[kQPerAcc], sh[kQPerAcc];
+        headsum(acc0, st, sl, sh);
+        if (st + 1 < kSteps) issue(acc0, st + 1);
+        select(sl, sh, st);
+      }
     } else {
 #pragma unroll
       for (int st = 0; st < kSteps; ++st) {
@@ -709,86 +840,16 @@ __global__ void __launch_bounds__(128 * kMathWgs, 1) IndexerTopkFp8KernelT(const
       }
     }
 
-    // Every warpgroup's appends of this tile are in; the counts are read by all threads alike, so
-    // the decision is uniform. Threads 0..255 compact (named barrier 5, see TOPK_SELECT_SYNC).
-    __syncthreads();
-    bool any_full = false;
-#pragma unroll
-    for (int w = 0; w < kWarps; ++w) any_full |= s_cnt[w] + Plan::kTile > a.cap;
-    if (any_full && kPairCompact) {
-      // Half h (threads 256 h ..) compacts queries 4 h .. 4 h + 3 (keys-only scratch halves, named
-      // barrier 6 + h); a query whose bins cannot get small enough is compacted exactly afterwards.
-      const int half = tid >> 8, ltid = tid & 255;
-      uint32_t* s_keyh = reinterpret_cast<uint32_t*>(smem + Plan::kScratchOff) + half * a.cap;
-      bool need_exact = false;
-      for (int w = 4 * half; w < 4 * half + 4; ++w) {
-        const int n = s_cnt[w];
-        int exact = 0;
-        if (n > trigger) {
-          const int64_t tw = t0 + w;
-          float nt;
-          const int kept = CompactKeysBinHalf(a.cand_scores + tw * a.cap, a.cand_idx + tw * a.cap, n, a.topk,
-                                              a.topk + Plan::kTile, s_keyh, sel_half[half], 6 + half, ltid, &nt);
-          if (kept < 0) {
-            exact = 1;
-          } else if (ltid == 0) {
-            s_cnt[w] = kept;
-            s_thr[w] = nt;
-          }
-        }
-        if (ltid == 0) s_exact[w] = exact;
-      }
+    if constexpr (!kOneBar) {
       __syncthreads();
-#pragma unroll
-      for (int w = 0; w < kWarps; ++w) need_exact |= s_exact[w] != 0;
-      if (need_exact) {
-        if (tid < kSelectThreads) {
-          uint32_t* s_key = reinterpret_cast<uint32_t*>(smem + Plan::kScratchOff);
-          int32_t* s_idx = reinterpret_cast<int32_t*>(s_key + a.cap);
-          for (int w = 0; w < kWarps; ++w) {
-            if (s_exact[w] != 0) {
-              const int64_t tw = t0 + w;
-              const float nt = CompactCandidates(a.cand_scores + tw * a.cap, a.cand_idx + tw * a.cap, s_cnt[w], a.topk,
-                                                 s_key, s_idx, sel);
-              if (tid == 0) {
-                s_cnt[w] = a.topk;
-                s_thr[w] = nt;
-              }
-            }
-          }
-        }
-        __syncthreads();
-      }
-      if (tid < kWarps && s_cnt[tid] + Plan::kTile > a.cap) {
-        CandidateOverflow("fp8 after compaction", t0 + tid, s_cnt[tid], a.cap);
-      }
-    } else if (any_full) {
-      if (tid < kSelectThreads) {
-        uint32_t* s_key = reinterpret_cast<uint32_t*>(smem + Plan::kScratchOff);
-        int32_t* s_idx = reinterpret_cast<int32_t*>(s_key + a.cap);
-        for (int w = 0; w < kWarps; ++w) {
-          const int n = s_cnt[w];
-          if (n > trigger) {
-            const int64_t tw = t0 + w;
-            float nt;
-            const int kept = CompactCandidatesBin(a.cand_scores + tw * a.cap, a.cand_idx + tw * a.cap, n, a.topk,
-                                                  a.topk + Plan::kTile, s_key, s_idx, sel, &nt);
-            if (tid == 0) {
-              s_cnt[w] = kept;
-              s_thr[w] = nt;
-            }
-          }
-        }
-      }
-      __syncthreads();
-      if (tid < kWarps && s_cnt[tid] + Plan::kTile > a.cap) {
-        CandidateOverflow("fp8 after compaction", t0 + tid, s_cnt[tid], a.cap);
-      }
+      compact_if_full();
     }
-    if (s_overflow != 0) CandidateOverflow("fp8", t0, 0, a.cap);
   }
   CpAsyncWait<0>();
   __syncthreads();
+  if constexpr (kOneBar) {
+    if (s_overflow != 0) CandidateOverflow("fp8", t0, 0, a.cap);
+  }
   if (a.final_compact) {
     if (tid < kSelectThreads) {
       uint32_t* s_key = reinterpret_cast<uint32_t*>(smem + Plan::kScratchOff);
@@ -827,7 +888,12 @@ const Fp8KernelVariant kFp8Variants[] = {
     {"2 WG x 2 acc N64", IndexerTopkFp8KernelT<2, 1, 2, false>, 256},
     {"4 WG x 1 acc N128, trimmed", IndexerTopkFp8KernelT<4, 2, 1, true>, 512},
     {"4 WG x 1 acc N128, trimmed, pair compaction", IndexerTopkFp8KernelT<4, 2, 1, true, true>, 512},
+    {"v6 + split epilogue + one barrier", IndexerTopkFp8KernelT<4, 2, 1, true, true, true, true>, 512},
+    {"v6 + split + one barrier + |x| FFMA pairs", IndexerTopkFp8KernelT<4, 2, 1, true, true, true, true, true>, 512},
+    {"v6 + split epilogue", IndexerTopkFp8KernelT<4, 2, 1, true, true, true, false>, 512},
 };
+// Variants whose head sums round differently from variant 0 (the |x| form): same function, other bits.
+__host__ int Fp8VariantSumOrder(int v) { return v == 8 ? 1 : 0; }
 constexpr int kFp8TrimmedFirst = 5;  // variants >= this need T * cap < 2^31
 constexpr int kFp8VariantCount = static_cast<int>(sizeof(kFp8Variants) / sizeof(kFp8Variants[0]));
 constexpr int kFp8DefaultVariant = 5;  // measured 2026-12-01: 1.14-1.23x the legacy kernel (docs/benchmarks.md)
@@ -882,5 +948,6 @@ const char* IndexerTopkFp8KernelName(int variant) {
   return variant >= 0 && variant < indexer_topk::kFp8VariantCount ? indexer_topk::kFp8Variants[variant].name : "?";
 }
 int IndexerTopkFp8DefaultKernel() { return indexer_topk::kFp8DefaultVariant; }
+int IndexerTopkFp8KernelSumOrder(int variant) { return indexer_topk::Fp8VariantSumOrder(variant); }
 
 }  // namespace indexcache

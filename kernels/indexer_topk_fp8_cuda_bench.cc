@@ -23,7 +23,8 @@
 // --kernel N they run FP8 main-kernel variant N (SetIndexerTopkFp8Experiment).
 // --kernels: the FP8 main-kernel variants timed side by side (default: all). Per variant and L:
 // the whole call, no-sel, the main kernel alone (skip_finalize) and the whole call with
-// final_compact, and whether the output equals variant 0's bit for bit (indices and scores).
+// final_compact, and whether the output equals variant 0's bit for bit (indices and scores; where
+// not, the mean / min per-query overlap of the index sets).
 // Variant 0 is timed again last (the run's noise).
 #include <algorithm>
 #include <cmath>
@@ -48,6 +49,7 @@ struct VariantTimes {
   int variant;
   double fp8_ms, nosel_ms, main_ms, fc_ms;  // fc: the whole call with final_compact
   bool equal, fc_equal;  // output bitwise equal to variant 0's (without, with final_compact)
+  double overlap_mean, overlap_min;  // |set ∩ variant 0's set| / topk where not equal
 };
 
 struct Row {
@@ -252,6 +254,7 @@ int Main(int argc, char** argv) {
       IndexerTopkFp8Experiment e;
       e.fp8_kernel = vt.variant;
       vt.equal = got_idx == ref_idx && std::memcmp(got_sc.data(), ref_sc.data(), got_sc.size() * 4) == 0;
+      if (!vt.equal) Overlap(ref_idx, got_idx, L, &vt.overlap_mean, &vt.overlap_min);
       vt.fp8_ms = MedianMs([&] { IndexerTopkCuda(pf); }, 2, iters);
       pf.weights = w0;
       vt.nosel_ms = MedianMs([&] { IndexerTopkCuda(pf); }, 2, iters);
@@ -303,10 +306,16 @@ int Main(int argc, char** argv) {
     const double f8 = r.flops / (fp8_gemm * 1e9);
     for (size_t i = 0; i < r.variants.size(); ++i) {
       const VariantTimes& v = r.variants[i];
+      char same[64];
+      if (v.equal) {
+        std::snprintf(same, sizeof(same), "yes");
+      } else {
+        std::snprintf(same, sizeof(same), "no: sets %.4f / %.4f", v.overlap_mean, v.overlap_min);
+      }
       std::printf("| %lld | %d %s%s | %.3f | %.2f | %.3f | %.2f | %.3f | %.2f | %s | %.3f | %.2f | %s |\n",
                   static_cast<long long>(r.L), v.variant, IndexerTopkFp8KernelName(v.variant),
                   i + 1 == r.variants.size() ? " (again)" : "", v.fp8_ms, v.fp8_ms / f8, v.nosel_ms, v.nosel_ms / f8,
-                  v.main_ms, v.main_ms / f8, v.equal ? "yes" : "NO", v.fc_ms, v.fc_ms / f8, v.fc_equal ? "yes" : "NO");
+                  v.main_ms, v.main_ms / f8, same, v.fc_ms, v.fc_ms / f8, v.fc_equal ? "yes" : "no");
     }
   }
   std::printf("\nSelection overlap |fp8 ∩ bf16| / topk over the %lld queries (mean / min)\n\n", static_cast<long long>(T));
