@@ -75,8 +75,9 @@
 // tensor cores' accumulation precision (about 2^-14 of the dot products' magnitude, looser than
 // bf16's), so sets agree except where the k-th gap is within that. Every T runs query blocks
 // (decode with few queries is not split yet: one CTA per 8 queries); path kSplitKeys is refused.
-// q_fp8 / k_fp8 16-byte aligned. Measured (docs/benchmarks.md): 1.25-1.3x the bf16 path at 32K-128K
-// keys, selections 95-99 % equal to bf16's.
+// q_fp8 / k_fp8 16-byte aligned. Measured (docs/benchmarks.md, H200, 2048 queries, H = 64, k 2048):
+// 1.35 / 1.56 / 1.68x the bf16 path at 8K / 32K / 128K keys (2.05x the cuBLASLt FP8 GEMM floor at
+// 128K), selections 95-99 % equal to bf16's.
 //
 // NaN scores (only from non-finite inputs) are never selected. Supported: D in {32, 64, 128},
 // 1 <= H <= 64, 1 <= topk <= 2048, L < 2^31; q, k 16-byte aligned.
@@ -135,6 +136,25 @@ size_t IndexerTopkCudaWorkspaceBytes(const IndexerTopkCudaParams& p);
 
 // Asynchronous on p.stream. Unsupported shapes or a short workspace abort with a message.
 void IndexerTopkCuda(const IndexerTopkCudaParams& p);
+
+// Experiments only (indexer_topk_fp8_cuda_bench, indexer_topk_fp8_cuda_test); process-wide, not
+// thread-safe. The defaults are what IndexerTopkCuda runs. fp8_kernel picks the FP8 path's main
+// kernel (IndexerTopkFp8KernelName lists them; -1: the default); skip_finalize runs the FP8 main
+// kernel alone (no output is written: its time only).
+struct IndexerTopkFp8Experiment {
+  int fp8_kernel = -1;
+  bool skip_finalize = false;
+  // Variants 1..: the main kernel compacts every candidate buffer to <= topk + 256 entries before
+  // it ends, and the finalize kernel runs with that smaller scratch.
+  bool final_compact = false;
+};
+void SetIndexerTopkFp8Experiment(const IndexerTopkFp8Experiment& e);
+// Number of FP8 main-kernel variants, the name of each, and the default's index.
+int IndexerTopkFp8KernelCount();
+const char* IndexerTopkFp8KernelName(int variant);
+int IndexerTopkFp8DefaultKernel();
+// Variants with equal sum orders give the same scores bit for bit (hence the same output).
+int IndexerTopkFp8KernelSumOrder(int variant);
 
 // The model-level sizes IndexerTopkCuda supports, checked when a model loads (as FlashMLA checks
 // before dispatch) so that an unsupported checkpoint is one error line, not an abort mid-forward.

@@ -91,8 +91,9 @@ inline SplitPlan PlanSplit(const IndexerTopkCudaParams& p) {
 // heads) and the finalize kernel. `p` is validated, `ws` carved for this path.
 void RunQueryBlocks(const IndexerTopkCudaParams& p, const Workspace& ws);
 // Path A's finalize kernel alone (indexer_topk_main_cuda.cu): the exact top-k of each query's
-// candidate buffer (ws.count entries), sorted, into p.out_indices / p.out_scores.
-void FinalizeQueryBlocks(const IndexerTopkCudaParams& p, const Workspace& ws);
+// candidate buffer (ws.count entries), sorted, into p.out_indices / p.out_scores. max_count > 0:
+// no buffer holds more than that many entries (the kernel's scratch shrinks to it: more CTAs per SM).
+void FinalizeQueryBlocks(const IndexerTopkCudaParams& p, const Workspace& ws, int64_t max_count = -1);
 // Path A with FP8 inputs (indexer_topk_fp8_cuda.cu): the e4m3 wgmma main kernel, then the finalize
 // kernel above. `p` is validated (D = 128, q_fp8 set), `ws` carved for path A.
 void RunQueryBlocksFp8(const IndexerTopkCudaParams& p, const Workspace& ws);

@@ -17,13 +17,20 @@
 // most of a score comes from a few dominant directions and the per-row fp8 scales are set by the
 // outliers (a harder case for per-row quantisation than i.i.d. data).
 //
-//   indexer_topk_fp8_cuda_bench [--json PATH] [--profile]
+//   indexer_topk_fp8_cuda_bench [--json PATH] [--profile] [--kernels 0,2,...] [--kernel N]
 //
-// --profile: only two FP8 calls at L = 32K (gaussian data) and no ceilings, for a profiler.
+// --profile: only two FP8 calls at L = 32K (gaussian data) and no ceilings, for a profiler; with
+// --kernel N they run FP8 main-kernel variant N (SetIndexerTopkFp8Experiment).
+// --kernels: the FP8 main-kernel variants timed side by side (default: all). Per variant and L:
+// the whole call, no-sel, the main kernel alone (skip_finalize) and the whole call with
+// final_compact, and whether the output equals variant 0's bit for bit (indices and scores; where
+// not, the mean / min per-query overlap of the index sets).
+// Variant 0 is timed again last (the run's noise).
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <vector>
 
@@ -38,10 +45,18 @@ namespace {
 
 constexpr int64_t T = 2048, H = 64, D = 128, kTopk = 2048;
 
+struct VariantTimes {
+  int variant;
+  double fp8_ms, nosel_ms, main_ms, fc_ms;  // fc: the whole call with final_compact
+  bool equal, fc_equal;  // output bitwise equal to variant 0's (without, with final_compact)
+  double overlap_mean, overlap_min;  // |set ∩ variant 0's set| / topk where not equal
+};
+
 struct Row {
   int64_t L;
   double flops, bf16_ms, bf16_nosel_ms, fp8_ms, nosel_ms, kquant_ms;
   double overlap_gauss_mean, overlap_gauss_min, overlap_struct_mean, overlap_struct_min;
+  std::vector<VariantTimes> variants;
 };
 
 using Normal = RandomNormalStream;  // kernels/bench_util.h
@@ -92,7 +107,26 @@ void Overlap(const std::vector<int32_t>& a, const std::vector<int32_t>& b, int64
 int Main(int argc, char** argv) {
   const char* json_path = nullptr;
   bool profile = false;
-  if (!ParseJsonFlag(argc, argv, &json_path, "--profile", &profile)) return 1;
+  int profile_kernel = -1;
+  std::vector<int> kernels;
+  std::vector<char*> rest = {argv[0]};
+  for (int i = 1; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--kernel") == 0 && i + 1 < argc) {
+      profile_kernel = std::atoi(argv[++i]);
+    } else if (std::strcmp(argv[i], "--kernels") == 0 && i + 1 < argc) {
+      for (const char* c = argv[++i]; *c;) {
+        kernels.push_back(std::atoi(c));
+        while (*c && *c != ',') ++c;
+        if (*c == ',') ++c;
+      }
+    } else {
+      rest.push_back(argv[i]);
+    }
+  }
+  if (kernels.empty()) {
+    for (int v = 0; v < IndexerTopkFp8KernelCount(); ++v) kernels.push_back(v);
+  }
+  if (!ParseJsonFlag(static_cast<int>(rest.size()), rest.data(), &json_path, "--profile", &profile)) return 1;
   cudaDeviceProp prop;
   if (!BenchDeviceProps(&prop)) return 0;
   const double fp8_gemm = profile ? 0.0 : MeasureFp8GemmTflops(8192);
@@ -167,6 +201,9 @@ int Main(int argc, char** argv) {
     pf.L = 32768;
     pf.query_offset = pf.L - T;
     quantise(pf.L);
+    IndexerTopkFp8Experiment e;
+    e.fp8_kernel = profile_kernel;
+    SetIndexerTopkFp8Experiment(e);
     for (int i = 0; i < 2; ++i) IndexerTopkCuda(pf);
     CUDA_CHECK(cudaDeviceSynchronize());
     std::printf("profile: 2 FP8 calls at L = %lld done\n", static_cast<long long>(pf.L));
@@ -194,6 +231,43 @@ int Main(int argc, char** argv) {
     r.nosel_ms = MedianMs([&] { IndexerTopkCuda(pf); }, 2, iters);
     r.bf16_nosel_ms = MedianMs([&] { IndexerTopkCuda(pb); }, 2, iters);
     pf.weights = pb.weights = w;
+    // The FP8 main-kernel variants, side by side; variant 0 again at the end.
+    std::vector<int32_t> ref_idx(T * kTopk), got_idx(T * kTopk);
+    std::vector<float> ref_sc(T * kTopk), got_sc(T * kTopk);
+    std::vector<int> order = kernels;
+    order.push_back(0);
+    auto run_copy = [&](int variant, std::vector<int32_t>* idx, std::vector<float>* sc, bool fc = false) {
+      IndexerTopkFp8Experiment e;
+      e.fp8_kernel = variant;
+      e.final_compact = fc;
+      SetIndexerTopkFp8Experiment(e);
+      IndexerTopkCuda(pf);
+      CUDA_CHECK(cudaDeviceSynchronize());
+      CUDA_CHECK(cudaMemcpy(idx->data(), idx_fp8, idx->size() * 4, cudaMemcpyDeviceToHost));
+      CUDA_CHECK(cudaMemcpy(sc->data(), out_sc, sc->size() * 4, cudaMemcpyDeviceToHost));
+    };
+    run_copy(0, &ref_idx, &ref_sc);
+    for (size_t vi = 0; vi < order.size(); ++vi) {
+      VariantTimes vt{};
+      vt.variant = order[vi];
+      run_copy(vt.variant, &got_idx, &got_sc);
+      IndexerTopkFp8Experiment e;
+      e.fp8_kernel = vt.variant;
+      vt.equal = got_idx == ref_idx && std::memcmp(got_sc.data(), ref_sc.data(), got_sc.size() * 4) == 0;
+      if (!vt.equal) Overlap(ref_idx, got_idx, L, &vt.overlap_mean, &vt.overlap_min);
+      vt.fp8_ms = MedianMs([&] { IndexerTopkCuda(pf); }, 2, iters);
+      pf.weights = w0;
+      vt.nosel_ms = MedianMs([&] { IndexerTopkCuda(pf); }, 2, iters);
+      pf.weights = w;
+      e.skip_finalize = true;
+      SetIndexerTopkFp8Experiment(e);
+      vt.main_ms = MedianMs([&] { IndexerTopkCuda(pf); }, 2, iters);
+      run_copy(vt.variant, &got_idx, &got_sc, true);
+      vt.fc_equal = got_idx == ref_idx && std::memcmp(got_sc.data(), ref_sc.data(), got_sc.size() * 4) == 0;
+      vt.fc_ms = MedianMs([&] { IndexerTopkCuda(pf); }, 2, iters);
+      r.variants.push_back(vt);
+    }
+    SetIndexerTopkFp8Experiment({});
     overlap_at(L, &r.overlap_gauss_mean, &r.overlap_gauss_min);
     rows.push_back(r);
   }
@@ -222,6 +296,27 @@ int Main(int argc, char** argv) {
     line("fp8 no-sel (weights 0)", r.nosel_ms);
     std::printf("| %lld | quantise k (%lld rows) | %.3f | | | |\n", static_cast<long long>(r.L),
                 static_cast<long long>(r.L), r.kquant_ms);
+  }
+  std::printf("\nFP8 main-kernel variants (default %d): whole call, no-sel, main kernel alone (no finalize); "
+              "'same' = output bitwise equal to variant 0's\n\n", IndexerTopkFp8DefaultKernel());
+  std::printf("| L | variant | fp8 ms | x fp8 floor | no-sel ms | x fp8 floor | main only ms | x fp8 floor | same | "
+              "fp8 final_compact ms | x fp8 floor | same |\n"
+              "|---:|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---|\n");
+  for (const Row& r : rows) {
+    const double f8 = r.flops / (fp8_gemm * 1e9);
+    for (size_t i = 0; i < r.variants.size(); ++i) {
+      const VariantTimes& v = r.variants[i];
+      char same[64];
+      if (v.equal) {
+        std::snprintf(same, sizeof(same), "yes");
+      } else {
+        std::snprintf(same, sizeof(same), "no: sets %.4f / %.4f", v.overlap_mean, v.overlap_min);
+      }
+      std::printf("| %lld | %d %s%s | %.3f | %.2f | %.3f | %.2f | %.3f | %.2f | %s | %.3f | %.2f | %s |\n",
+                  static_cast<long long>(r.L), v.variant, IndexerTopkFp8KernelName(v.variant),
+                  i + 1 == r.variants.size() ? " (again)" : "", v.fp8_ms, v.fp8_ms / f8, v.nosel_ms, v.nosel_ms / f8,
+                  v.main_ms, v.main_ms / f8, same, v.fc_ms, v.fc_ms / f8, v.fc_equal ? "yes" : "no");
+    }
   }
   std::printf("\nSelection overlap |fp8 ∩ bf16| / topk over the %lld queries (mean / min)\n\n", static_cast<long long>(T));
   std::printf("| L | gaussian mean | gaussian min | structured mean | structured min |\n|---:|---:|---:|---:|---:|\n");

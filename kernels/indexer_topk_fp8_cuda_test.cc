@@ -11,7 +11,9 @@
 // differ from the fp32 reference by more than bf16's) and a floor f of the row's largest |score|
 // (1e-2; 0.5 with signed weights whose heads cancel); duplicate keys (exact ties on the GPU too):
 // a selected key's lower-index copies are selected.
-// The largest relative score deviation seen is printed (it sizes kTopkScoreRelTolFp8).
+// The largest relative score deviation seen is printed (it sizes kTopkScoreRelTolFp8). Every FP8
+// main-kernel variant (SetIndexerTopkFp8Experiment) that sums in the default's order must give its
+// output bit for bit; the others must pass the same checks.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -176,7 +178,6 @@ TEST_P(IndexerTopkFp8CudaTest, MatchesCpuOnDequantisedInputs) {
   CUDA_CHECK(cudaDeviceSynchronize());
   didx.CopyTo(again.data());
   EXPECT_EQ(again, got_idx) << "not deterministic";
-
   TopkCheck check;
   check.name = c.name;
   check.T = c.T;
@@ -214,6 +215,46 @@ TEST_P(IndexerTopkFp8CudaTest, MatchesCpuOnDequantisedInputs) {
   }
   std::printf("[ %s ] max |score - ref| / max(|ref|, 1e-2 row max) = %.3g; strict rows %lld of %lld\n",
               c.name.c_str(), max_rel, static_cast<long long>(strict_rows), static_cast<long long>(choice_rows));
+
+  // Every FP8 main-kernel variant (SetIndexerTopkFp8Experiment), with and without final_compact:
+  // those that sum the heads in the default's order must return its output bit for bit; the others
+  // pass the same checks as the default (tolerance, sets, tie-break) and are deterministic.
+  const std::vector<int32_t> def_idx = got_idx;
+  const std::vector<float> def_sc = got_sc;
+  const int def_order = IndexerTopkFp8KernelSumOrder(IndexerTopkFp8DefaultKernel());
+  for (int vf = 0; vf < 2 * IndexerTopkFp8KernelCount(); ++vf) {
+    const int v = vf / 2;
+    IndexerTopkFp8Experiment e;
+    e.fp8_kernel = v;
+    e.final_compact = (vf & 1) != 0;  // variant 0 ignores it
+    SetIndexerTopkFp8Experiment(e);
+    CUDA_CHECK(cudaMemset(didx.ptr, 0x7f, didx.bytes));
+    CUDA_CHECK(cudaMemset(dsc.ptr, 0x7f, dsc.bytes));
+    IndexerTopkCuda(p);
+    CUDA_CHECK(cudaDeviceSynchronize());
+    std::vector<int32_t> vidx(c.T * c.topk), vidx2(c.T * c.topk);
+    std::vector<float> vsc(c.T * c.topk);
+    didx.CopyTo(vidx.data());
+    dsc.CopyTo(vsc.data());
+    const std::string what = "variant " + std::to_string(v) + " (" + IndexerTopkFp8KernelName(v) +
+                             ", final_compact " + std::to_string(e.final_compact) + ")";
+    if (IndexerTopkFp8KernelSumOrder(v) == def_order) {
+      EXPECT_EQ(vidx, def_idx) << what << ": indices differ";
+      EXPECT_EQ(0, std::memcmp(vsc.data(), def_sc.data(), vsc.size() * sizeof(float))) << what << ": scores differ";
+    } else {
+      IndexerTopkCuda(p);
+      CUDA_CHECK(cudaDeviceSynchronize());
+      didx.CopyTo(vidx2.data());
+      EXPECT_EQ(vidx2, vidx) << what << ": not deterministic";
+      got_idx = vidx;  // the checks (and the tie-break check's capture) read got_idx / got_sc
+      got_sc = vsc;
+      check.name = c.name + " " + what;
+      const TopkCheckResult vr = CheckTopkRows(check);
+      EXPECT_EQ(vr.failed_rows, 0) << what;
+      std::printf("[ %s ] %s: max rel %.3g\n", c.name.c_str(), what.c_str(), vr.max_rel);
+    }
+    SetIndexerTopkFp8Experiment({});
+  }
 }
 
 std::vector<Case> Cases() {

@@ -415,6 +415,7 @@ struct FinalArgs {
   int topk;
   int cap;
   int sort_len;  // power of two >= topk
+  int scratch_cap;  // <= cap: the most entries a buffer holds here (the compaction scratch's size)
   int32_t* out_indices;
   float* out_scores;
 };
@@ -433,7 +434,7 @@ struct FinalizeSmemPlan {
 
 __global__ void __launch_bounds__(kThreads) IndexerTopkFinalizeKernel(const FinalArgs a) {
   extern __shared__ __align__(16) uint8_t smem[];
-  const FinalizeSmemPlan plan{a.sort_len, a.cap};
+  const FinalizeSmemPlan plan{a.sort_len, a.scratch_cap};
   unsigned long long* s_sort = plan.Sort(smem);
   uint32_t* s_key = plan.Keys(smem);
   int32_t* s_idx = plan.Indices(smem);
@@ -444,7 +445,7 @@ __global__ void __launch_bounds__(kThreads) IndexerTopkFinalizeKernel(const Fina
   float* gs = a.cand_scores + t * a.cap;
   int32_t* gi = a.cand_idx + t * a.cap;
   const int n = a.cand_count[t];
-  if (n < 0 || n > a.cap) CandidateOverflow("finalize", t, n, a.cap);
+  if (n < 0 || n > a.scratch_cap) CandidateOverflow("finalize", t, n, a.scratch_cap);
   const int r = min(a.topk, n);
   if (n > r) CompactCandidates(gs, gi, n, r, s_key, s_idx, sel);
 
@@ -523,7 +524,7 @@ void RunQueryBlocks(const IndexerTopkCudaParams& p, const Workspace& ws) {
   FinalizeQueryBlocks(p, ws);
 }
 
-void FinalizeQueryBlocks(const IndexerTopkCudaParams& p, const Workspace& ws) {
+void FinalizeQueryBlocks(const IndexerTopkCudaParams& p, const Workspace& ws, int64_t max_count) {
   FinalArgs f;
   f.cand_scores = ws.scores;
   f.cand_idx = ws.idx;
@@ -532,9 +533,10 @@ void FinalizeQueryBlocks(const IndexerTopkCudaParams& p, const Workspace& ws) {
   f.cap = static_cast<int>(QueryBlockCapacity(p));
   f.sort_len = 1;
   while (f.sort_len < f.topk) f.sort_len <<= 1;
+  f.scratch_cap = max_count > 0 && max_count < f.cap ? static_cast<int>(max_count) : f.cap;
   f.out_indices = p.out_indices;
   f.out_scores = p.out_scores;
-  const size_t smem = FinalizeSmemPlan{f.sort_len, f.cap}.Bytes();
+  const size_t smem = FinalizeSmemPlan{f.sort_len, f.scratch_cap}.Bytes();
   CUDA_CHECK(cudaFuncSetAttribute(IndexerTopkFinalizeKernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                   static_cast<int>(smem)));
   IndexerTopkFinalizeKernel<<<static_cast<unsigned>(p.T), kThreads, smem, p.stream>>>(f);

@@ -36,6 +36,13 @@ __device__ __noinline__ void CandidateOverflow(const char* where, int64_t t, int
 }
 #endif
 
+// The block barrier of every function below. A translation unit whose kernel runs more than 256
+// threads defines TOPK_SELECT_SYNC before including this file as a named barrier over the 256
+// threads that call these functions (threads 0..255); by default it is __syncthreads().
+#ifndef TOPK_SELECT_SYNC
+#define TOPK_SELECT_SYNC() __syncthreads()
+#endif
+
 // Order-preserving map float -> uint32 (larger float, larger key); exact inverse below.
 __device__ __forceinline__ uint32_t OrderedKey(float f) {
   const uint32_t u = __float_as_uint(f);
@@ -86,7 +93,7 @@ __device__ SelectResult BlockRadixSelect(int n, int rank, KeyFn key, PredFn pred
     sm.red_max[warp] = mx;
     sm.warp_tot[warp] = cnt;
   }
-  __syncthreads();
+  TOPK_SELECT_SYNC();
   mn = 0xffffffffu;
   mx = 0u;
   cnt = 0u;
@@ -96,7 +103,7 @@ __device__ SelectResult BlockRadixSelect(int n, int rank, KeyFn key, PredFn pred
     mx = max(mx, sm.red_max[w]);
     cnt += sm.warp_tot[w];
   }
-  __syncthreads();  // warp_tot is reused by the scans below
+  TOPK_SELECT_SYNC();  // warp_tot is reused by the scans below
 
   int hi = (mn == mx) ? -1 : 31 - __clz(mn ^ mx);
   auto mask_above = [](int b) -> uint32_t { return b >= 31 ? 0u : ~((2u << b) - 1u); };
@@ -108,14 +115,14 @@ __device__ SelectResult BlockRadixSelect(int n, int rank, KeyFn key, PredFn pred
     const uint32_t dmask = (2u << (hi - sh)) - 1u;
     const uint32_t hmask = mask_above(hi);
     sm.hist[tid] = 0;
-    __syncthreads();
+    TOPK_SELECT_SYNC();
     for (int i = tid; i < n; i += kSelectThreads) {
       if (pred(i)) {
         const uint32_t k = key(i);
         if ((k & hmask) == prefix) atomicAdd(&sm.hist[(k >> sh) & dmask], 1u);
       }
     }
-    __syncthreads();
+    TOPK_SELECT_SYNC();
     // Thread tid owns digit d = 255 - tid: an inclusive scan in thread order counts the elements
     // with digit >= d.
     const int d = 255 - tid;
@@ -127,7 +134,7 @@ __device__ SelectResult BlockRadixSelect(int n, int rank, KeyFn key, PredFn pred
       if (lane >= o) incl += v;
     }
     if (lane == 31) sm.warp_tot[warp] = incl;
-    __syncthreads();
+    TOPK_SELECT_SYNC();
     for (int w = 0; w < warp; ++w) incl += sm.warp_tot[w];
     const uint32_t excl = incl - h;
     if (h > 0 && excl < static_cast<uint32_t>(rem) && static_cast<uint32_t>(rem) <= incl) {
@@ -135,12 +142,12 @@ __device__ SelectResult BlockRadixSelect(int n, int rank, KeyFn key, PredFn pred
       sm.bcast[1] = excl;
       sm.bcast[2] = h;
     }
-    __syncthreads();
+    TOPK_SELECT_SYNC();
     prefix |= sm.bcast[0] << sh;
     rem -= static_cast<int>(sm.bcast[1]);
     num_eq = static_cast<int>(sm.bcast[2]);
     hi = sh - 1;
-    __syncthreads();  // bcast / warp_tot / hist are rewritten by the next pass
+    TOPK_SELECT_SYNC();  // bcast / warp_tot / hist are rewritten by the next pass
   }
   return {prefix, rem, num_eq};
 }
@@ -155,7 +162,7 @@ __device__ float CompactCandidates(float* gs, int32_t* gi, int n, int r, uint32_
     s_key[i] = OrderedKey(gs[i]);
     s_idx[i] = gi[i];
   }
-  __syncthreads();
+  TOPK_SELECT_SYNC();
   const SelectResult sel = BlockRadixSelect(
       n, r, [&](int i) { return s_key[i]; }, [](int) { return true; }, sm);
   const uint32_t v = sel.value;
@@ -167,7 +174,7 @@ __device__ float CompactCandidates(float* gs, int32_t* gi, int n, int r, uint32_
     idx_cut = static_cast<int>(~ties.value);
   }
   if (tid == 0) sm.counter = 0;
-  __syncthreads();
+  TOPK_SELECT_SYNC();
   for (int base = 0; base < n; base += kSelectThreads) {
     const int i = base + tid;
     bool keep = false;
@@ -187,7 +194,7 @@ __device__ float CompactCandidates(float* gs, int32_t* gi, int n, int r, uint32_
       gi[pos] = idx;
     }
   }
-  __syncthreads();
+  TOPK_SELECT_SYNC();
   return KeyToFloat(v);
 }
 
@@ -216,7 +223,7 @@ __device__ int CompactCandidatesBin(float* gs, int32_t* gi, int n, int r, int li
     sm.red_min[warp] = mn;
     sm.red_max[warp] = mx;
   }
-  __syncthreads();
+  TOPK_SELECT_SYNC();
   mn = 0xffffffffu;
   mx = 0u;
 #pragma unroll
@@ -236,12 +243,12 @@ __device__ int CompactCandidatesBin(float* gs, int32_t* gi, int n, int r, int li
     const uint32_t dmask = (2u << (hi - sh)) - 1u;
     const uint32_t hmask = mask_above(hi);
     sm.hist[tid] = 0;
-    __syncthreads();
+    TOPK_SELECT_SYNC();
     for (int i = tid; i < n; i += kSelectThreads) {
       const uint32_t k = s_key[i];
       if ((k & hmask) == prefix) atomicAdd(&sm.hist[(k >> sh) & dmask], 1u);
     }
-    __syncthreads();
+    TOPK_SELECT_SYNC();
     const int d = 255 - tid;
     const uint32_t h = sm.hist[d];
     uint32_t incl = h;
@@ -251,7 +258,7 @@ __device__ int CompactCandidatesBin(float* gs, int32_t* gi, int n, int r, int li
       if (lane >= o) incl += v;
     }
     if (lane == 31) sm.warp_tot[warp] = incl;
-    __syncthreads();
+    TOPK_SELECT_SYNC();
     for (int w = 0; w < warp; ++w) incl += sm.warp_tot[w];
     const uint32_t excl = incl - h;
     if (h > 0 && excl < static_cast<uint32_t>(rem) && static_cast<uint32_t>(rem) <= incl) {
@@ -259,12 +266,12 @@ __device__ int CompactCandidatesBin(float* gs, int32_t* gi, int n, int r, int li
       sm.bcast[1] = excl;
       sm.bcast[2] = h;
     }
-    __syncthreads();
+    TOPK_SELECT_SYNC();
     prefix |= sm.bcast[0] << sh;
     rem -= static_cast<int>(sm.bcast[1]);
     kept = (r - rem) + static_cast<int>(sm.bcast[2]);  // entries above the bin plus the bin
     hi = sh - 1;
-    __syncthreads();  // bcast / warp_tot / hist are rewritten by the next pass
+    TOPK_SELECT_SYNC();  // bcast / warp_tot / hist are rewritten by the next pass
     if (kept <= limit) {
       low = prefix;  // bits below sh are zero: the bin's smallest key
       done = low >= 0x00800000u && low != 0x7fffffffu;
@@ -276,7 +283,7 @@ __device__ int CompactCandidatesBin(float* gs, int32_t* gi, int n, int r, int li
     return r;
   }
   if (tid == 0) sm.counter = 0;
-  __syncthreads();
+  TOPK_SELECT_SYNC();
   for (int base = 0; base < n; base += kSelectThreads) {
     const int i = base + tid;
     bool keep = false;
@@ -296,7 +303,7 @@ __device__ int CompactCandidatesBin(float* gs, int32_t* gi, int n, int r, int li
       gi[pos] = idx;
     }
   }
-  __syncthreads();
+  TOPK_SELECT_SYNC();
   if (tid == 0 && sm.counter != kept) CandidateOverflow("compaction count", -1, sm.counter, kept);
   *new_thr = KeyToFloat(low);
   return kept;
@@ -320,7 +327,7 @@ __device__ void SortPackedAndWrite(unsigned long long* s_sort, int len, int r, i
           s_sort[hi] = x;
         }
       }
-      __syncthreads();
+      TOPK_SELECT_SYNC();
     }
   }
   for (int j = tid; j < topk; j += kSelectThreads) {
@@ -345,14 +352,14 @@ __device__ __forceinline__ uint32_t BlockInclusiveScan(uint32_t h, uint32_t* war
     if (lane >= o) incl += v;
   }
   if (lane == 31) warp_tot[warp] = incl;
-  __syncthreads();
+  TOPK_SELECT_SYNC();
   uint32_t before = 0, tot = 0;
 #pragma unroll
   for (int w = 0; w < kSelectWarps; ++w) {
     if (w < warp) before += warp_tot[w];
     tot += warp_tot[w];
   }
-  __syncthreads();  // warp_tot is reused
+  TOPK_SELECT_SYNC();  // warp_tot is reused
   *total = tot;
   return incl + before;
 }
@@ -373,7 +380,7 @@ __device__ void SelectIntoSort(int n, int r, KeyFn key, IdxFn idx, PredFn pred, 
     idx_cut = static_cast<int>(~ties.value);
   }
   if (threadIdx.x == 0) sm.counter = 0;
-  __syncthreads();
+  TOPK_SELECT_SYNC();
   for (int base = 0; base < n; base += kSelectThreads) {
     const int i = base + threadIdx.x;
     bool keep = false;
@@ -390,7 +397,7 @@ __device__ void SelectIntoSort(int n, int r, KeyFn key, IdxFn idx, PredFn pred, 
     pos = __shfl_sync(0xffffffffu, pos, 0) + __popc(ballot & ((1u << lane) - 1u));
     if (keep) s_sort[pos] = (static_cast<unsigned long long>(k) << 32) | (~static_cast<uint32_t>(ix));
   }
-  __syncthreads();
+  TOPK_SELECT_SYNC();
 }
 
 }  // namespace
