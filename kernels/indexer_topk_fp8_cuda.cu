@@ -21,8 +21,8 @@
 // The candidate buffers, the threshold and the compaction (CompactCandidatesBin) are unchanged, so
 // the output semantics are path A's.
 //
-// That kernel (IndexerTopkFp8Kernel, "legacy", variant 0) is kept selectable; the default is
-// variant 7 of IndexerTopkFp8KernelT below (SetIndexerTopkFp8Experiment picks another): four math
+// That kernel (IndexerTopkFp8Kernel, "legacy", v0) is kept selectable; the default is v7, an
+// instance of IndexerTopkFp8KernelT below (kFp8Variants; SetIndexerTopkFp8Experiment picks another): four math
 // warpgroups of one accumulator each (4 warps per scheduler instead of 2: the epilogue was
 // latency-bound), each warpgroup two queries (wgmma m64n128k32), the next step's wgmma issued as
 // soon as the head sums have read the accumulator, a trimmed epilogue (LDS.128 weight rows,
@@ -87,7 +87,7 @@ struct Fp8Args {
   int cap;
   float abs_scale;
   bool negate_q;  // scale < 0: ReLU(scale * x) = |scale| * ReLU(-x); e4m3 negates by its sign bit
-  bool final_compact;  // variants 1..: compact every buffer to <= topk + kTile entries at the end
+  bool final_compact;  // all but v0: compact every buffer to <= topk + kTile entries at the end
   float* cand_scores;   // [T, cap]
   int32_t* cand_idx;    // [T, cap]
   int32_t* cand_count;  // [T]
@@ -461,7 +461,8 @@ __device__ int CompactKeysBinHalf(float* gs, int32_t* gi, int n, int r, int limi
   return kept;
 }
 
-// The FP8 main kernel, generalised (variants 1..4; variant 0 is IndexerTopkFp8Kernel above):
+// The FP8 main kernel, generalised (v0 is IndexerTopkFp8Kernel above; kFp8Variants lists the
+// instances kept; the template parameters that only the removed ones used stay, documented):
 //  - kMathWgs warpgroups (2: 256 threads; 4: 512 threads, a quarter of the registers each), each
 //    owning 8 / kMathWgs of the CTA's 8 queries;
 //  - a wgmma step is 64 keys x kQPerAcc queries (N = 64 kQPerAcc), kAccs accumulators per thread
@@ -887,26 +888,23 @@ struct Fp8KernelVariant {
   const char* name;
   void (*kernel)(const Fp8Args);
   int threads;
+  bool needs_int32_candidates;  // T * cap < 2^31 (the trimmed epilogue's 32-bit candidate offsets)
+  int sum_order;                // 0: variant 0's head-sum bits; other values: same function, other bits
 };
+// The variants kept after the 2026-12-01 runs (docs/benchmarks.md, "FP8 indexer epilogue", which
+// numbers them v0..v9; the others measured slower and were removed): the first kernel, the untrimmed
+// 4-warpgroup one (the fallback where candidate offsets exceed 32 bits) and the default.
 const Fp8KernelVariant kFp8Variants[] = {
-    {"legacy: 2 WG x 2 acc N128", IndexerTopkFp8Kernel, 256},
-    {"2 WG x 2 acc N128, descs", IndexerTopkFp8KernelT<2, 2, 2, false>, 256},
-    {"4 WG x 2 acc N64", IndexerTopkFp8KernelT<4, 1, 2, false>, 512},
-    {"4 WG x 1 acc N128", IndexerTopkFp8KernelT<4, 2, 1, false>, 512},
-    {"2 WG x 2 acc N64", IndexerTopkFp8KernelT<2, 1, 2, false>, 256},
-    {"4 WG x 1 acc N128, trimmed", IndexerTopkFp8KernelT<4, 2, 1, true>, 512},
-    {"4 WG x 1 acc N128, trimmed, pair compaction", IndexerTopkFp8KernelT<4, 2, 1, true, true>, 512},
-    {"v6 + split epilogue + one barrier", IndexerTopkFp8KernelT<4, 2, 1, true, true, true, true>, 512},
-    {"v6 + split + one barrier + |x| FFMA pairs", IndexerTopkFp8KernelT<4, 2, 1, true, true, true, true, true>, 512},
-    {"v6 + split epilogue", IndexerTopkFp8KernelT<4, 2, 1, true, true, true, false>, 512},
+    {"v0 legacy: 2 WG x 2 acc N128", IndexerTopkFp8Kernel, 256, false, 0},
+    {"v3: 4 WG x 1 acc N128", IndexerTopkFp8KernelT<4, 2, 1, false>, 512, false, 0},
+    {"v7: 4 WG x 1 acc N128, trimmed, pair compaction, split epilogue, one barrier",
+     IndexerTopkFp8KernelT<4, 2, 1, true, true, true, true>, 512, true, 0},
 };
-// Variants whose head sums round differently from variant 0 (the |x| form): same function, other bits.
-__host__ int Fp8VariantSumOrder(int v) { return v == 8 ? 1 : 0; }
-constexpr int kFp8TrimmedFirst = 5;  // variants >= this need T * cap < 2^31
+__host__ int Fp8VariantSumOrder(int v) { return kFp8Variants[v].sum_order; }
 constexpr int kFp8VariantCount = static_cast<int>(sizeof(kFp8Variants) / sizeof(kFp8Variants[0]));
-// Variant 7: the 2026-12-01 runs (docs/benchmarks.md, "FP8 indexer epilogue"): 1.13 / 1.23 / 1.28x the
-// legacy kernel's whole call at 8K / 32K / 128K keys; every variant passes the GPU test.
-constexpr int kFp8DefaultVariant = 7;
+constexpr int kFp8Fallback = 1;  // v3
+// v7: 1.13 / 1.23 / 1.28x the legacy kernel's whole call at 8K / 32K / 128K keys (2026-12-01 runs).
+constexpr int kFp8DefaultVariant = 2;
 
 }  // namespace
 
@@ -938,7 +936,9 @@ void RunQueryBlocksFp8(const IndexerTopkCudaParams& p, const Workspace& ws) {
     int v = g_fp8_experiment.fp8_kernel >= 0 && g_fp8_experiment.fp8_kernel < kFp8VariantCount
                 ? g_fp8_experiment.fp8_kernel
                 : kFp8DefaultVariant;
-    if (v >= kFp8TrimmedFirst && p.T * static_cast<int64_t>(a.cap) >= (int64_t{1} << 31)) v = 3;
+    if (kFp8Variants[v].needs_int32_candidates && p.T * static_cast<int64_t>(a.cap) >= (int64_t{1} << 31)) {
+      v = kFp8Fallback;
+    }
     a.final_compact = v != 0 && g_fp8_experiment.final_compact;
     final_max = a.final_compact ? a.topk + Fp8MainSmemPlan::kTile : -1;
     const Fp8KernelVariant& kv = kFp8Variants[v];
