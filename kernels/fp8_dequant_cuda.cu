@@ -13,6 +13,7 @@
 
 #include "core/cuda_check.h"
 #include "core/status.h"
+#include "kernels/ptx.cuh"
 
 namespace indexcache {
 namespace {
@@ -23,13 +24,6 @@ constexpr int kVec = 16;  // e4m3 elements per 16-byte load
 __device__ __forceinline__ float2 E4m3PairToFloat2(unsigned short pair) {
   // The low byte is the first element (.x), as in memory order on a little-endian device.
   return __half22float2(__half2(__nv_cvt_fp8x2_to_halfraw2(pair, __NV_E4M3)));
-}
-
-__device__ __forceinline__ uint32_t PackBf16x2(float lo, float hi) {
-  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);  // lo in the low 16 bits
-  uint32_t bits;
-  memcpy(&bits, &v, sizeof(bits));
-  return bits;
 }
 
 // One thread per 16-element chunk of a row. The chunk lies inside one scale block because
@@ -49,8 +43,8 @@ __global__ void Fp8DequantVec16Kernel(const uint4* __restrict__ q, const float* 
   for (int k = 0; k < 4; ++k) {
     const float2 a = E4m3PairToFloat2(static_cast<unsigned short>(words[k] & 0xffffu));
     const float2 b = E4m3PairToFloat2(static_cast<unsigned short>(words[k] >> 16));
-    packed[2 * k] = PackBf16x2(__fmul_rn(a.x, s), __fmul_rn(a.y, s));
-    packed[2 * k + 1] = PackBf16x2(__fmul_rn(b.x, s), __fmul_rn(b.y, s));
+    packed[2 * k] = ptx::PackBf16(__fmul_rn(a.x, s), __fmul_rn(a.y, s));
+    packed[2 * k + 1] = ptx::PackBf16(__fmul_rn(b.x, s), __fmul_rn(b.y, s));
   }
   out[2 * static_cast<size_t>(i)] = make_uint4(packed[0], packed[1], packed[2], packed[3]);
   out[2 * static_cast<size_t>(i) + 1] = make_uint4(packed[4], packed[5], packed[6], packed[7]);

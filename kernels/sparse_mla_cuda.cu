@@ -78,11 +78,6 @@ __device__ __forceinline__ uint32_t SwizzledOffset(int r, int c) {
 // "memory" clobber (the *Mem variants there) and zero-fill invalid keys; its descriptor is WgmmaDesc.
 using namespace ptx;
 
-__device__ __forceinline__ uint32_t PackBf16(float lo, float hi) {
-  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-  return *reinterpret_cast<const uint32_t*>(&v);
-}
-
 __global__ void __launch_bounds__(kThreads, 1)
     SparseMlaKernel(const __nv_bfloat16* __restrict__ q, const __nv_bfloat16* __restrict__ kv,
                     const int32_t* __restrict__ indices, int H, int L, int topk, int head_groups,
