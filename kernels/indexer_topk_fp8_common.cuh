@@ -55,7 +55,7 @@ struct Fp8Args {
   int cap;
   float abs_scale;
   bool negate_q;  // scale < 0: ReLU(scale * x) = |scale| * ReLU(-x); e4m3 negates by its sign bit
-  bool final_compact;  // all but v0: compact every buffer to <= topk + kTile entries at the end
+  bool final_compact;  // compact every buffer to <= topk + kTile entries at the end (experiment)
   float* cand_scores;   // [T, cap]
   int32_t* cand_idx;    // [T, cap]
   int32_t* cand_count;  // [T]

@@ -21,19 +21,20 @@
 // The candidate buffers, the threshold and the compaction (CompactCandidatesBin) are unchanged, so
 // the output semantics are path A's.
 //
-// That kernel (IndexerTopkFp8Kernel, "legacy", v0) is kept selectable; the default is v7, an
-// instance of IndexerTopkFp8KernelT below (kFp8Variants; SetIndexerTopkFp8Experiment picks another): four math
+// The first such kernel (v0: two math warpgroups of two accumulators) was replaced on 2026-12-01
+// by IndexerTopkFp8KernelT (indexer_topk_fp8_kernel.cuh), whose default instance, v7, has four math
 // warpgroups of one accumulator each (4 warps per scheduler instead of 2: the epilogue was
 // latency-bound), each warpgroup two queries (wgmma m64n128k32), the next step's wgmma issued as
 // soon as the head sums have read the accumulator, a trimmed epilogue (LDS.128 weight rows,
 // per-tile thresholds, precomputed descriptors), one barrier per tile, and the two 256-thread
-// halves compacting a query each at once. Its scores are variant 0's bit for bit.
+// halves compacting a query each at once: 1.13 / 1.23 / 1.28x v0's whole call at 8K / 32K / 128K
+// keys with v0's scores bit for bit (docs/benchmarks.md, "FP8 indexer epilogue").
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
 
 #include "core/cuda_check.h"
-// The kernels live in indexer_topk_fp8_{common,legacy,kernel}.cuh (included below, after these macros);
+// The kernels live in indexer_topk_fp8_{common,kernel}.cuh (included below, after these macros);
 // this file holds the variant table and the dispatch.
 // No function call may sit in these kernels (see kernels/topk_select.cuh): an overflow traps.
 #define TOPK_SELECT_OVERFLOW_TRAP_ONLY 1
@@ -44,7 +45,6 @@
 #include "kernels/topk_select.cuh"
 #include "kernels/indexer_topk_fp8_common.cuh"
 #include "kernels/indexer_topk_fp8_kernel.cuh"
-#include "kernels/indexer_topk_fp8_legacy.cuh"
 
 namespace indexcache {
 namespace indexer_topk {
@@ -57,22 +57,20 @@ struct Fp8KernelVariant {
   void (*kernel)(const Fp8Args);
   int threads;
   bool needs_int32_candidates;  // T * cap < 2^31 (the trimmed epilogue's 32-bit candidate offsets)
-  int sum_order;                // 0: variant 0's head-sum bits; other values: same function, other bits
+  int sum_order;                // 0: v0's head-sum bits (both kept); other values: same function, other bits
 };
 // The variants kept after the 2026-12-01 runs (docs/benchmarks.md, "FP8 indexer epilogue", which
-// numbers them v0..v9; the others measured slower and were removed): the first kernel, the untrimmed
-// 4-warpgroup one (the fallback where candidate offsets exceed 32 bits) and the default.
+// numbers them v0..v9; the others measured slower and were removed): the untrimmed 4-warpgroup one
+// (the fallback where candidate offsets exceed 32 bits) and the default.
 const Fp8KernelVariant kFp8Variants[] = {
-    {"v0 legacy: 2 WG x 2 acc N128", IndexerTopkFp8Kernel, 256, false, 0},
     {"v3: 4 WG x 1 acc N128", IndexerTopkFp8KernelT<4, 2, 1, false>, 512, false, 0},
     {"v7: 4 WG x 1 acc N128, trimmed, pair compaction, split epilogue, one barrier",
      IndexerTopkFp8KernelT<4, 2, 1, true, true, true, true>, 512, true, 0},
 };
 __host__ int Fp8VariantSumOrder(int v) { return kFp8Variants[v].sum_order; }
 constexpr int kFp8VariantCount = static_cast<int>(sizeof(kFp8Variants) / sizeof(kFp8Variants[0]));
-constexpr int kFp8Fallback = 1;  // v3
-// v7: 1.13 / 1.23 / 1.28x the legacy kernel's whole call at 8K / 32K / 128K keys (2026-12-01 runs).
-constexpr int kFp8DefaultVariant = 2;
+constexpr int kFp8Fallback = 0;        // v3
+constexpr int kFp8DefaultVariant = 1;  // v7
 
 }  // namespace
 
@@ -107,7 +105,7 @@ void RunQueryBlocksFp8(const IndexerTopkCudaParams& p, const Workspace& ws) {
     if (kFp8Variants[v].needs_int32_candidates && p.T * static_cast<int64_t>(a.cap) >= (int64_t{1} << 31)) {
       v = kFp8Fallback;
     }
-    a.final_compact = v != 0 && g_fp8_experiment.final_compact;
+    a.final_compact = g_fp8_experiment.final_compact;
     final_max = a.final_compact ? a.topk + Fp8MainSmemPlan::kTile : -1;
     const Fp8KernelVariant& kv = kFp8Variants[v];
     CUDA_CHECK(cudaFuncSetAttribute(kv.kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Fp8MainSmemPlan::kBytes));

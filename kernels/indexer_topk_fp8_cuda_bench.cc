@@ -25,7 +25,7 @@
 // the whole call, no-sel, the main kernel alone (skip_finalize) and the whole call with
 // final_compact, and whether the output equals variant 0's bit for bit (indices and scores; where
 // not, the mean / min per-query overlap of the index sets).
-// Variant 0 is timed again last (the run's noise).
+// Variant 0 (the first of the table, v3) is timed again last (the run's noise).
 #include <algorithm>
 #include <cmath>
 #include <cstdint>

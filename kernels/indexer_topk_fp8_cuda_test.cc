@@ -226,7 +226,7 @@ TEST_P(IndexerTopkFp8CudaTest, MatchesCpuOnDequantisedInputs) {
     const int v = vf / 2;
     IndexerTopkFp8Experiment e;
     e.fp8_kernel = v;
-    e.final_compact = (vf & 1) != 0;  // variant 0 ignores it
+    e.final_compact = (vf & 1) != 0;
     SetIndexerTopkFp8Experiment(e);
     CUDA_CHECK(cudaMemset(didx.ptr, 0x7f, didx.bytes));
     CUDA_CHECK(cudaMemset(dsc.ptr, 0x7f, dsc.bytes));

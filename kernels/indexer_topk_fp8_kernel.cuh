@@ -148,22 +148,22 @@ __device__ int CompactKeysBinHalf(float* gs, int32_t* gi, int n, int r, int limi
   return kept;
 }
 
-// The FP8 main kernel, generalised (v0 is IndexerTopkFp8Kernel above; kFp8Variants lists the
-// instances kept; the template parameters that only the removed ones used stay, documented):
+// The FP8 main kernel, generalised from the first one (v0, removed; kFp8Variants lists the instances
+// kept; the template parameters that only the removed ones used stay, documented):
 //  - kMathWgs warpgroups (2: 256 threads; 4: 512 threads, a quarter of the registers each), each
 //    owning 8 / kMathWgs of the CTA's 8 queries;
 //  - a wgmma step is 64 keys x kQPerAcc queries (N = 64 kQPerAcc), kAccs accumulators per thread
 //    (2: one accumulator's epilogue runs while the other's wgmma group is in flight; 1: issue, wait,
 //    epilogue, and the overlap comes from the other warpgroups only);
-//  - descriptors built once and advanced by adding offsets to their low word (the legacy kernel
+//  - descriptors built once and advanced by adding offsets to their low word (v0
 //    recomputed the masks and shifts for each of the 8 descriptors of a step);
-//  - the head sum, threshold and candidate appends are the legacy kernel's, in the same order, so
+//  - the head sum, threshold and candidate appends are v0's, in the same order, so
 //    every variant produces the same scores bit for bit and hence the same output.
 // kTrim (fewer instructions per step, same bits): the head weights laid out per lane (four LDS.128
 // per query instead of eight LDS.64), each query's key end and threshold read once per tile, and
 // 32-bit candidate offsets (T * cap < 2^31, checked by the host).
-// The per-tile cp.async pipeline, the compaction (threads 0..255) and the overflow checks are the
-// legacy kernel's. a.final_compact: before the counts are written, every buffer with more than
+// The per-tile cp.async pipeline, the compaction (threads 0..255) and the overflow checks are
+// v0's. a.final_compact: before the counts are written, every buffer with more than
 // topk + kTile entries is compacted (CompactCandidatesBin) so that the finalize kernel reads at most
 // that many (its scratch shrinks, more CTAs per SM).
 template <int kMathWgs, int kQPerAcc, int kAccs, bool kTrim, bool kPairCompact = false, bool kSplit = false,
